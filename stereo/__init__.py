@@ -1,0 +1,34 @@
+"""stereo: one network app, several worker processes, broadcasts among them via a dumb master."""
+
+from __future__ import annotations
+
+from ._listeners import Connection, Listener
+from .errors import (
+    BindError,
+    ControlError,
+    EncodeError,
+    HubClosed,
+    MessageTooLarge,
+    ProtocolError,
+    StereoError,
+)
+from .worker import Message, MessageStream, Worker, WorkerStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BindError",
+    "Connection",
+    "ControlError",
+    "EncodeError",
+    "HubClosed",
+    "Listener",
+    "Message",
+    "MessageStream",
+    "MessageTooLarge",
+    "ProtocolError",
+    "StereoError",
+    "Worker",
+    "WorkerStatistics",
+    "__version__",
+]

@@ -1,0 +1,195 @@
+"""``--bind`` specifications and the listening sockets the master creates from them.
+
+Accepted forms, as hypercorn and gunicorn spell them: ``HOST:PORT``, ``[IPv6]:PORT``,
+``unix:PATH``, ``fd://N``; plus sockets handed over by systemd (``LISTEN_FDS``/``LISTEN_PID``).
+Parsing is pure; :func:`open_sockets` does the binding, once, in the master.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from .errors import BindError
+
+BACKLOG = 2048
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TcpBind:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UnixBind:
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class FdBind:
+    fd: int
+
+    def __str__(self) -> str:
+        return f"fd://{self.fd}"
+
+
+Bind = TcpBind | UnixBind | FdBind
+
+
+def parse_bind(spec: str) -> Bind:
+    """Parse one --bind value; raise BindError with the accepted forms on anything else."""
+    if spec.startswith("unix:"):
+        path = spec[len("unix:") :]
+        if not path:
+            raise BindError(f"--bind {spec!r}: unix: needs a path")
+        return UnixBind(path)
+    if spec.startswith("fd://"):
+        text = spec[len("fd://") :]
+        if not text.isdigit():
+            raise BindError(f"--bind {spec!r}: fd:// needs a file descriptor number")
+        return FdBind(int(text))
+    if spec.startswith("["):
+        host, sep, rest = spec[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise BindError(f"--bind {spec!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = spec.rpartition(":")
+        if not sep or ":" in host:
+            raise BindError(
+                f"--bind {spec!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+            )
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise BindError(f"--bind {spec!r}: port must be a number from 0 to 65535")
+    if not host:
+        raise BindError(f"--bind {spec!r}: the host is missing (use 0.0.0.0 to mean every address)")
+    return TcpBind(host, int(port_text))
+
+
+def systemd_fds(environ: dict[str, str] | os._Environ[str], pid: int) -> list[int]:
+    """Descriptors systemd passed to this process by socket activation (sd_listen_fds(3))."""
+    if environ.get("LISTEN_PID") != str(pid):
+        return []
+    count = environ.get("LISTEN_FDS", "")
+    if not count.isdigit():
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
+
+
+@dataclass(slots=True)
+class BoundSocket:
+    bind: Bind
+    sock: socket.socket
+    created_path: str | None  # a unix socket file this master created and must remove
+
+    @property
+    def address(self) -> str:
+        """Where it actually listens (the real port when 0 was asked for)."""
+        if self.sock.family == socket.AF_UNIX:
+            return f"unix:{self.sock.getsockname()}"
+        host, port = self.sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tcp_socket(bind: TcpBind) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise BindError(f"--bind {bind}: cannot resolve {bind.host!r}: {exc.strerror}") from None
+    family, type_, proto, _, address = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+    return sock
+
+
+def _unix_socket(bind: UnixBind) -> socket.socket:
+    path = bind.path
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            _remove_if_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+    return sock
+
+
+def _remove_if_stale(path: str) -> None:
+    """Unlink a socket file nobody listens on any more; refuse to steal a live one."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise BindError(f"--bind unix:{path}: {exc.strerror}") from None
+    else:
+        raise BindError(f"--bind unix:{path}: another process is listening there")
+    finally:
+        probe.close()
+
+
+def _fd_socket(fd: int, bind: Bind) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise BindError(f"--bind {bind}: not a stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(BACKLOG)
+    return sock
+
+
+def open_sockets(binds: list[Bind], inherited_fds: list[int]) -> list[BoundSocket]:
+    """Bind every requested address (all or nothing) plus any systemd-passed descriptors."""
+    opened: list[BoundSocket] = []
+    try:
+        for bind in binds:
+            if isinstance(bind, TcpBind):
+                opened.append(BoundSocket(bind, _tcp_socket(bind), None))
+            elif isinstance(bind, UnixBind):
+                opened.append(BoundSocket(bind, _unix_socket(bind), bind.path))
+            else:
+                opened.append(BoundSocket(bind, _fd_socket(bind.fd, bind), None))
+        for fd in inherited_fds:
+            bind = FdBind(fd)
+            opened.append(BoundSocket(bind, _fd_socket(fd, bind), None))
+    except BaseException:
+        close_sockets(opened)
+        raise
+    return opened
+
+
+def close_sockets(sockets: list[BoundSocket]) -> None:
+    for bound in sockets:
+        bound.sock.close()
+        if bound.created_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(bound.created_path)

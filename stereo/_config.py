@@ -1,0 +1,45 @@
+"""Settings of a running master, filled in by the CLI (or by a test, or an embedding program)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ._binds import Bind
+from ._protocol import DEFAULT_MAX_MESSAGE_SIZE
+
+DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
+DEFAULT_WORKER_OUTBOX_LIMIT = 4 * 1024 * 1024
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(slots=True)
+class Settings:
+    app: str
+    app_dir: str = "."
+    workers: int = field(default_factory=default_workers)
+    binds: list[Bind] = field(default_factory=list)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Bytes the master may hold for one worker before cutting it off as a slow consumer.
+    outbox_limit: int = DEFAULT_OUTBOX_LIMIT
+    # Bytes a worker may queue for the master before broadcast() waits.
+    worker_outbox_limit: int = DEFAULT_WORKER_OUTBOX_LIMIT
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    # A ready worker whose loop sends no heartbeat for this long is killed and replaced.
+    timeout: float = DEFAULT_TIMEOUT
+    control_path: str | None = None
+    console: bool = False
+    backoff_base: float = 0.1
+    backoff_cap: float = 10.0
+    backoff_limit: int = 5
+    # A crash within this many seconds of a start counts towards the failure limit.
+    quick_exit: float = 2.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(0.05, min(1.0, self.timeout / 4))

@@ -1,0 +1,101 @@
+"""Length-prefixed framing shared by the hub and the control socket.
+
+Pure: bytes in, frames out; no I/O and no trio. Every frame on the wire is
+
+    +----------------+----------+----------------------+
+    | length: u32 BE | kind: u8 | body: length-1 bytes |
+    +----------------+----------+----------------------+
+
+``length`` counts the kind byte and the body, so the smallest legal frame is five bytes. The
+length is checked against the limit as soon as its four bytes have arrived, before any of the body
+is buffered, so a peer cannot make us allocate more than one frame's worth of memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import ProtocolError
+
+PREFIX: Final = struct.Struct(">IB")
+PREFIX_SIZE: Final = PREFIX.size  # 5
+
+
+class FrameTooLarge(ProtocolError):
+    """A length prefix announced a frame above the agreed limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: int
+    body: bytes
+
+
+def encode_frame(kind: int, body: bytes = b"") -> bytes:
+    return PREFIX.pack(len(body) + 1, kind) + body
+
+
+class FrameReader:
+    """Splits a byte stream into frames.
+
+    Feed it whatever ``receive_some`` returned with :meth:`receive_data`, then drain complete frames
+    with :meth:`frames`. Incomplete trailing bytes stay buffered (the commit/rollback of a
+    length-prefixed reader: nothing is consumed until a whole frame is there).
+    """
+
+    __slots__ = ("_buffer", "_max_length")
+
+    def __init__(self, max_body_size: int) -> None:
+        # +1: the limit is on the body; the length prefix also counts the kind byte.
+        self._max_length = max_body_size + 1
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+        # Fail fast on a bad prefix even if the body is still to come.
+        if len(self._buffer) >= 4:
+            self._check_length(int.from_bytes(self._buffer[:4], "big"))
+
+    def _check_length(self, length: int) -> None:
+        if length == 0:
+            raise ProtocolError("frame length 0: a frame holds at least its kind byte")
+        if length > self._max_length:
+            raise FrameTooLarge(
+                f"frame of {length - 1} bytes announced; the limit is {self._max_length - 1}"
+            )
+
+    def frames(self) -> list[Frame]:
+        """Every complete frame buffered so far, in order (possibly none)."""
+        buffer = self._buffer
+        out: list[Frame] = []
+        offset = 0
+        end = len(buffer)
+        unpack = PREFIX.unpack_from
+        while end - offset >= PREFIX_SIZE:
+            length, kind = unpack(buffer, offset)
+            self._check_length(length)
+            stop = offset + 4 + length
+            if stop > end:
+                break
+            out.append(Frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop])))
+            offset = stop
+        if offset:
+            del buffer[:offset]
+        if len(buffer) >= 4:
+            self._check_length(int.from_bytes(buffer[:4], "big"))
+        return out
+
+    def take_buffer(self) -> bytearray:
+        """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
+        buffer, self._buffer = self._buffer, bytearray()
+        return buffer
+
+    def restore_buffer(self, buffer: bytearray) -> None:
+        self._buffer = buffer

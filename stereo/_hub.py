@@ -1,0 +1,245 @@
+"""The relay: one connection per worker process, every broadcast to every connected worker.
+
+Total order comes for free from trio's single thread: a batch of broadcasts is stamped with sequence
+numbers and appended to every peer's outbox without a checkpoint in between, so every outbox holds
+the same frames in the same order. Each peer's outbox is bounded; a peer that lets it overflow is
+cut off (never skipped), which is the "gap-free or cut off" guarantee.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ._framing import Frame
+from ._protocol import (
+    PROTOCOL_VERSION,
+    HubIngress,
+    Kind,
+    Run,
+    decode_map,
+    encode_broadcast,
+    encode_map,
+)
+from .errors import ProtocolError
+
+RECEIVE_SIZE = 256 * 1024
+
+
+class CutOff(Exception):
+    """This peer broke the protocol or fell too far behind; the master drops its connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    broadcasts: int  # frames relayed (each counted once)
+    deliveries: int  # frames written to worker outboxes (broadcasts x receivers)
+    bytes_in: int
+    bytes_out: int
+    cutoffs: int
+    peers: int
+    next_seq: int
+
+
+class Peer:
+    """The master's side of one worker process's hub connection."""
+
+    def __init__(self, worker_id: int, stream: trio.SocketStream, max_message_size: int) -> None:
+        self.worker_id = worker_id
+        self.stream = stream
+        self.ingress = HubIngress(worker_id, max_message_size)
+        self.pid: int | None = None
+        self.outbox: list[bytes] = []
+        self.pending_bytes = 0  # queued plus being written: the bounded quantity
+        self.peak_pending_bytes = 0
+        self._wakeup = trio.Event()
+        self.ready = trio.Event()
+        self.welcomed = trio.Event()
+        self.last_heartbeat = trio.current_time()
+        self.boot_error: str | None = None
+        self.cut_off_reason: str | None = None
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def enqueue(self, data: bytes, count: int) -> None:
+        self.outbox.append(data)
+        self.pending_bytes += len(data)
+        self.messages_out += count
+        self._wakeup.set()
+
+
+class Hub:
+    """Relays broadcasts among the connected peers; knows nothing about processes."""
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int,
+        outbox_limit: int,
+        welcome: Callable[[Peer], dict[str, Any]],
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.outbox_limit = outbox_limit
+        self._welcome = welcome
+        self.peers: dict[Peer, None] = {}  # insertion-ordered set
+        self.next_seq = 1
+        self.broadcasts = 0
+        self.deliveries = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.cutoffs = 0
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            broadcasts=self.broadcasts,
+            deliveries=self.deliveries,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            cutoffs=self.cutoffs,
+            peers=len(self.peers),
+            next_seq=self.next_seq,
+        )
+
+    # -- relaying (no checkpoints in here: this is what makes the order total) ---------------
+
+    def _fan_out(self, data: bytes, count: int) -> None:
+        self.broadcasts += count
+        overflowing: list[Peer] = []
+        limit = self.outbox_limit
+        for peer in self.peers:
+            peer.enqueue(data, count)
+            if peer.pending_bytes > limit:
+                overflowing.append(peer)
+        self.deliveries += count * len(self.peers)
+        for peer in overflowing:
+            self._cut_off(
+                peer,
+                f"slow consumer: {peer.pending_bytes} bytes waiting for it, over the"
+                f" {limit}-byte outbox limit",
+            )
+
+    def broadcast_from_master(self, payload: bytes) -> int:
+        """Relay an already CBOR-encoded value with sender 0; returns its sequence number."""
+        seq = self.next_seq
+        self.next_seq += 1
+        self._fan_out(encode_broadcast(payload, self.max_message_size, seq=seq, sender=0), 1)
+        return seq
+
+    def _cut_off(self, peer: Peer, reason: str) -> None:
+        if peer.cut_off_reason is None:
+            peer.cut_off_reason = reason
+            self.cutoffs += 1
+        self.peers.pop(peer, None)
+        peer.outbox.clear()
+        peer._wakeup.set()
+        # Closing the socket wakes both of the peer's tasks with ClosedResourceError.
+        peer.stream.socket.close()
+
+    # -- one peer's connection ----------------------------------------------------------------
+
+    async def serve_peer(self, peer: Peer, handshake_timeout: float) -> None:
+        """Run one worker's connection until it ends; afterwards ``peer.cut_off_reason`` says
+        whether the master dropped it (None: the worker closed it or exited)."""
+        try:
+            with trio.fail_after(handshake_timeout):
+                await self._handshake(peer)
+            self.peers[peer] = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, peer)
+                await self._read_loop(peer)
+                nursery.cancel_scope.cancel()
+        except trio.TooSlowError:
+            self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
+        except CutOff as exc:
+            self._cut_off(peer, str(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the worker went away; its process task reports why
+        except Exception as exc:
+            # A bug of ours triggered by this peer must cost the peer, never the master.
+            self._cut_off(peer, f"internal error: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+        finally:
+            self.peers.pop(peer, None)
+            peer.outbox.clear()
+            peer.stream.socket.close()
+
+    async def _handshake(self, peer: Peer) -> None:
+        while True:
+            data = await peer.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise trio.BrokenResourceError
+            peer.ingress.receive_data(data)
+            events, _ = peer.ingress.events(0)
+            if events:
+                break
+        first = events[0]
+        if not isinstance(first, Frame) or first.kind != Kind.HELLO or len(events) > 1:
+            raise CutOff("protocol error: the first frame must be HELLO, alone")
+        try:
+            hello = decode_map(first)
+        except ProtocolError as exc:
+            raise CutOff(f"protocol error: {exc}") from None
+        if hello.get("version") != PROTOCOL_VERSION:
+            raise CutOff(f"protocol version {hello.get('version')!r} is not {PROTOCOL_VERSION}")
+        pid = hello.get("pid")
+        peer.pid = pid if isinstance(pid, int) else None
+        await peer.stream.send_all(encode_map(Kind.WELCOME, self._welcome(peer)))
+        peer.welcomed.set()
+
+    async def _read_loop(self, peer: Peer) -> None:
+        stream = peer.stream
+        ingress = peer.ingress
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            peer.bytes_in += len(data)
+            self.bytes_in += len(data)
+            ingress.receive_data(data)
+            events, self.next_seq = ingress.events(self.next_seq)
+            for event in events:
+                if isinstance(event, Run):
+                    peer.messages_in += event.count
+                    self._fan_out(event.data, event.count)
+                elif isinstance(event, Frame):
+                    self._control(peer, event)
+                else:
+                    raise CutOff(f"protocol error: {event}")
+
+    def _control(self, peer: Peer, frame: Frame) -> None:
+        kind = frame.kind
+        if kind == Kind.HEARTBEAT:
+            peer.last_heartbeat = trio.current_time()
+        elif kind == Kind.READY:
+            peer.last_heartbeat = trio.current_time()
+            peer.ready.set()
+        elif kind == Kind.BOOT_ERROR:
+            try:
+                reason = decode_map(frame).get("reason")
+            except ProtocolError as exc:
+                raise CutOff(f"protocol error: {exc}") from None
+            peer.boot_error = str(reason)
+        else:
+            raise CutOff(f"protocol error: unexpected {Kind(kind).name} after the handshake")
+
+    async def _write_loop(self, peer: Peer) -> None:
+        stream = peer.stream
+        while True:
+            await peer._wakeup.wait()
+            peer._wakeup = trio.Event()
+            if not peer.outbox:
+                continue
+            chunks, peer.outbox = peer.outbox, []
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if peer.pending_bytes > peer.peak_pending_bytes:
+                peer.peak_pending_bytes = peer.pending_bytes
+            await stream.send_all(data)
+            peer.pending_bytes -= len(data)
+            peer.bytes_out += len(data)
+            self.bytes_out += len(data)

@@ -1,0 +1,132 @@
+"""The master: a few small tasks in one nursery.
+
+- the supervisor (one task per slot, one per worker process), which also runs the hub relay;
+- the signal task, the only place signals are handled;
+- the output task, which prints worker lines;
+- the control server, when a control socket is configured.
+
+The listening sockets are bound before any of that starts and closed (unix socket files
+removed) after all of it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+import trio
+
+from ._binds import BoundSocket, close_sockets, open_sockets, systemd_fds
+from ._config import Settings
+from ._hub import Hub
+from ._output import OutputSink
+from ._supervisor import Supervisor
+
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+
+
+class Master:
+    """Holds the running parts together, so signal and control handlers can reach them."""
+
+    def __init__(self, settings: Settings, sockets: list[BoundSocket], sink: OutputSink) -> None:
+        self.settings = settings
+        self.sockets = sockets
+        self.sink = sink
+        self.hub = Hub(
+            max_message_size=settings.max_message_size,
+            outbox_limit=settings.outbox_limit,
+            welcome=lambda peer: self.supervisor.welcome(peer),
+        )
+        self.supervisor = Supervisor(settings, self.hub, sockets, sink)
+        self.started_at = trio.current_time()
+        self.interrupts = 0
+        self._nursery: trio.Nursery | None = None
+
+    # -- signal handlers ----------------------------------------------------------------------
+
+    def handle_term(self) -> None:
+        self.sink.log("SIGTERM: stopping gracefully")
+        self.shutdown(graceful=True)
+
+    def handle_int(self) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self.sink.log("interrupted: stopping gracefully (Ctrl-C again to stop at once)")
+            self.shutdown(graceful=True)
+        else:
+            self.sink.log("interrupted again: stopping now")
+            self.shutdown(graceful=False)
+
+    def handle_quit(self) -> None:
+        self.sink.log("SIGQUIT: stopping now")
+        self.shutdown(graceful=False)
+
+    def handle_hup(self) -> None:
+        self.sink.log("SIGHUP: rolling restart of every worker")
+        self.start_soon(self.supervisor.restart)
+
+    def handle_ttin(self) -> None:
+        added = self.supervisor.add(1)
+        self.sink.log(f"SIGTTIN: added worker {added}")
+
+    def handle_ttou(self) -> None:
+        removed = self.supervisor.remove(self.supervisor.highest_slots(1))
+        self.sink.log(f"SIGTTOU: removing worker {removed}")
+
+    def dispatch(self, signum: int) -> None:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_int,
+            signal.SIGQUIT: self.handle_quit,
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGTTIN: self.handle_ttin,
+            signal.SIGTTOU: self.handle_ttou,
+        }
+        handlers[signum]()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start_soon(self, fn: Callable[[], object]) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)  # type: ignore[arg-type]
+
+    def shutdown(self, graceful: bool = True) -> None:
+        self.supervisor.stop(graceful)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.sink.run)
+            with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+
+                async def signal_task() -> None:
+                    async for signum in signals:
+                        self.dispatch(signum)
+
+                nursery.start_soon(signal_task)
+                for bound in self.sockets:
+                    self.sink.log(f"listening on {bound.address}")
+                await nursery.start(self.supervisor.run)
+                task_status.started()
+                await self.supervisor.idle.wait()
+                self.sink.log("all workers stopped; bye")
+                # Let the output task print the last lines, then end the other tasks.
+                await self.sink.flush()
+                nursery.cancel_scope.cancel()
+
+
+async def run_master(settings: Settings) -> None:
+    sockets = open_sockets(settings.binds, systemd_fds(os.environ, os.getpid()))
+    try:
+        master = Master(settings, sockets, OutputSink())
+        await master.run()
+    finally:
+        close_sockets(sockets)

@@ -1,0 +1,102 @@
+"""Worker output: split each worker's stdout/stderr into lines and print them with its name.
+
+Writing goes through one task and a thread, so a slow terminal or a full pipe on the master's
+stdout slows the workers' printing (backpressure through their pipes), never the relay.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import trio
+
+MAX_LINE = 64 * 1024  # a longer "line" is cut into pieces rather than buffered without bound
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (pure)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
+        data = self._partial + bytes(data)
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        while len(self._partial) > MAX_LINE:
+            lines.append(self._partial[:MAX_LINE])
+            self._partial = self._partial[MAX_LINE:]
+        return lines
+
+    def flush(self) -> list[bytes]:
+        rest, self._partial = self._partial, b""
+        return [rest] if rest else []
+
+
+Writer = Callable[[bytes], None]
+
+
+def _stdout_writer(data: bytes) -> None:
+    fd = sys.stdout.fileno()
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class OutputSink:
+    """Collects prefixed lines from every worker and writes them in order from one task."""
+
+    def __init__(self, writer: Writer | None = None) -> None:
+        self.writer = writer or _stdout_writer
+        self._send, self._receive = trio.open_memory_channel[bytes](256)
+        self._writing = False
+        self._drained = trio.Event()
+
+    def log(self, line: str) -> None:
+        """A line of the master's own, e.g. '[stereo] worker 3 exited'. Never blocks."""
+        try:
+            self._send.send_nowait(f"[stereo] {line}\n".encode())
+        except trio.WouldBlock:
+            pass  # the terminal is stuck; never let logging stall the master
+
+    async def write_line(self, data: bytes) -> None:
+        await self._send.send(data)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been written."""
+        while self._writing or self._receive.statistics().current_buffer_used:
+            self._drained = trio.Event()
+            await self._drained.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def run(self) -> None:
+        async for first in self._receive:
+            self._writing = True
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                await trio.to_thread.run_sync(self.writer, b"".join(batch))
+            except OSError:
+                pass  # stdout is gone (closed terminal); workers keep running
+            self._writing = False
+            if not self._receive.statistics().current_buffer_used:
+                self._drained.set()
+
+
+async def pump_lines(stream: trio.abc.ReceiveStream, prefix: bytes, sink: OutputSink) -> None:
+    splitter = LineSplitter()
+    async with stream:
+        while True:
+            data = await stream.receive_some(65536)
+            lines = splitter.feed(data) if data else splitter.flush()
+            if lines:
+                await sink.write_line(b"".join(prefix + line + b"\n" for line in lines))
+            if not data:
+                return

@@ -1,0 +1,201 @@
+"""The hub protocol between the master and its workers: frame kinds and their bodies.
+
+Pure, like :mod:`stereo._framing`. docs/protocol.md is the normative description; keep the two in
+step. The master never decodes a broadcast payload: it stamps the sequence number and sender into
+the fixed-size header in place and forwards the bytes (:class:`HubIngress`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Final
+
+import cbor2
+
+from ._framing import PREFIX, PREFIX_SIZE, Frame, FrameReader, FrameTooLarge
+from .errors import EncodeError, MessageTooLarge, ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
+
+
+class Kind(IntEnum):
+    HELLO = 0x01  # worker -> master, CBOR map
+    WELCOME = 0x02  # master -> worker, CBOR map
+    READY = 0x03  # worker -> master, empty
+    HEARTBEAT = 0x04  # worker -> master, empty
+    BROADCAST = 0x05  # both ways: seq u64, sender u32, CBOR payload
+    BOOT_ERROR = 0x06  # worker -> master, CBOR map {"reason": str}, then the worker exits
+    REQUEST = 0x10  # control client -> master, CBOR map
+    REPLY = 0x11  # master -> control client, CBOR map
+
+
+# length u32, kind u8, seq u64, sender u32: one pack/unpack per broadcast on the hot path.
+BROADCAST_HEADER: Final = struct.Struct(">IBQI")
+BROADCAST_HEADER_SIZE: Final = BROADCAST_HEADER.size  # 17
+STAMP: Final = struct.Struct(">QI")
+STAMP_OFFSET: Final = PREFIX_SIZE
+# Bytes a broadcast body carries besides its payload.
+BROADCAST_OVERHEAD: Final = STAMP.size  # 12
+
+
+def max_body_size(max_message_size: int) -> int:
+    """The largest frame body a connection accepts when payloads are capped at max_message_size."""
+    return max_message_size + BROADCAST_OVERHEAD
+
+
+def encode_cbor(value: Any) -> bytes:
+    try:
+        return cbor2.dumps(value)
+    except Exception as exc:  # cbor2 raises several types (CBOREncodeError, ValueError, ...)
+        raise EncodeError(f"cannot encode {type(value).__name__} as CBOR: {exc}") from exc
+
+
+def decode_map(frame: Frame) -> dict[str, Any]:
+    """Decode a control frame's CBOR map body, or raise ProtocolError."""
+    try:
+        value = cbor2.loads(frame.body)
+    except Exception as exc:
+        raise ProtocolError(f"{_kind_name(frame.kind)} body is not valid CBOR: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ProtocolError(f"{_kind_name(frame.kind)} body must be a CBOR map with text keys")
+    return value
+
+
+def encode_map(kind: Kind, value: dict[str, Any]) -> bytes:
+    body = encode_cbor(value)
+    return PREFIX.pack(len(body) + 1, kind) + body
+
+
+def encode_broadcast(payload: bytes, max_message_size: int, seq: int = 0, sender: int = 0) -> bytes:
+    """A BROADCAST frame for an already CBOR-encoded payload."""
+    if len(payload) > max_message_size:
+        raise MessageTooLarge(
+            f"message encodes to {len(payload)} bytes; the limit is {max_message_size}"
+            " (--max-message-size)"
+        )
+    return (
+        BROADCAST_HEADER.pack(len(payload) + 1 + BROADCAST_OVERHEAD, Kind.BROADCAST, seq, sender)
+        + payload
+    )
+
+
+def _kind_name(kind: int) -> str:
+    try:
+        return Kind(kind).name
+    except ValueError:
+        return f"kind 0x{kind:02x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive broadcast frames, already stamped, to forward to every worker as they are."""
+
+    data: bytes
+    count: int
+    first_seq: int
+
+
+WORKER_TO_MASTER: Final = frozenset({Kind.HELLO, Kind.READY, Kind.HEARTBEAT, Kind.BOOT_ERROR})
+
+
+class HubIngress:
+    """The master's side of one worker's hub connection.
+
+    :meth:`receive_data` takes raw bytes; :meth:`events` splits them into runs of broadcasts, which
+    it stamps with sequence numbers and the sender's id in place, and control frames. A broadcast
+    costs one header unpack and one pack: the payload is never copied twice or decoded.
+    """
+
+    __slots__ = ("_max_length", "_reader", "sender")
+
+    def __init__(self, sender: int, max_message_size: int) -> None:
+        self.sender = sender
+        body = max_body_size(max_message_size)
+        self._reader = FrameReader(body)
+        self._max_length = body + 1
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.receive_data(data)
+
+    def events(self, next_seq: int) -> tuple[list[Run | Frame | ProtocolError], int]:
+        """Complete frames so far as runs and control frames, plus the next free sequence number.
+
+        An oversize frame, a broadcast shorter than its header or a kind a worker may not send ends
+        the list with a ProtocolError (the connection must be cut); the valid frames before it are
+        still returned, so a worker's last good broadcasts are relayed.
+        """
+        buffer = self._reader.take_buffer()
+        out: list[Run | Frame | ProtocolError] = []
+        offset = 0
+        run_start = 0
+        run_count = 0
+        end = len(buffer)
+        sender = self.sender
+        max_length = self._max_length
+        unpack = PREFIX.unpack_from
+        stamp = STAMP.pack_into
+        broadcast = Kind.BROADCAST.value
+        try:
+            while end - offset >= PREFIX_SIZE:
+                length, kind = unpack(buffer, offset)
+                if length > max_length:
+                    raise FrameTooLarge(
+                        f"frame of {length - 1} bytes announced; the limit is {max_length - 1}"
+                    )
+                stop = offset + 4 + length
+                if stop > end:
+                    break
+                if kind == broadcast:
+                    if length < 1 + BROADCAST_OVERHEAD:
+                        raise ProtocolError(f"BROADCAST frame of {length} bytes is too short")
+                    if run_count == 0:
+                        run_start = offset
+                    stamp(buffer, offset + STAMP_OFFSET, next_seq, sender)
+                    next_seq += 1
+                    run_count += 1
+                else:
+                    if kind not in WORKER_TO_MASTER:
+                        raise ProtocolError(f"a worker may not send {_kind_name(kind)}")
+                    if length == 0:
+                        raise ProtocolError("frame length 0: a frame holds at least its kind byte")
+                    if run_count:
+                        out.append(_run(buffer, run_start, offset, run_count, next_seq))
+                        run_count = 0
+                    out.append(Frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop])))
+                offset = stop
+        except ProtocolError as exc:
+            error: ProtocolError | None = exc
+        else:
+            error = None
+        if run_count:
+            out.append(_run(buffer, run_start, offset, run_count, next_seq))
+        if error is not None:
+            out.append(error)
+        if offset:
+            del buffer[:offset]
+        self._reader.restore_buffer(buffer)
+        return out, next_seq
+
+
+def _run(buffer: bytearray, start: int, stop: int, count: int, next_seq: int) -> Run:
+    return Run(bytes(buffer[start:stop]), count, next_seq - count)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One broadcast as a worker receives it, payload still encoded."""
+
+    seq: int
+    sender: int
+    payload: bytes
+
+
+def split_broadcast(frame: Frame) -> Delivery:
+    body = frame.body
+    if len(body) < BROADCAST_OVERHEAD:
+        raise ProtocolError(f"BROADCAST frame of {len(body) + 1} bytes is too short")
+    seq, sender = STAMP.unpack_from(body, 0)
+    return Delivery(seq, sender, body[BROADCAST_OVERHEAD:])

@@ -1,0 +1,445 @@
+"""Worker processes and the slots they sit in: spawn, watch, respawn, drain, replace.
+
+One task per process (:func:`run_worker_process`, a child process as a trio task) and one task
+per slot (:meth:`Supervisor.supervise`, the respawn loop around it). The operations the signal
+handler and the control server call (add, remove, restart, kill, stop) are methods here; each
+takes effect through those tasks and returns without waiting longer than it must.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from . import exitcodes
+from ._binds import BoundSocket
+from ._config import Settings
+from ._hub import Hub, Peer
+from ._lifecycle import Backoff, ProcessState, SlotState, advance
+from ._output import OutputSink, pump_lines
+
+# How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
+_OUTPUT_LINGER = 1.0
+
+
+async def _kill_now(process: trio.Process) -> None:
+    """deliver_cancel for workers: only used when the master itself is being torn down."""
+    process.kill()
+    await process.wait()
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    """What is known about a process, as plain data for status displays."""
+
+    pid: int
+    state: str
+    started_at: float
+    ready_at: float | None
+
+
+class WorkerProcess:
+    def __init__(self, slot: Slot, process: trio.Process, peer: Peer) -> None:
+        self.slot = slot
+        self.process = process
+        self.peer = peer
+        self.pid = process.pid
+        self.state = ProcessState.STARTING
+        self.started_at = trio.current_time()
+        self.started_wall = _wall()
+        self.ready_at: float | None = None
+        self.returncode: int | None = None
+        self.exited = trio.Event()
+        self.stop_requested = False
+        self.kill_reason: str | None = None
+
+    def set_state(self, new: ProcessState) -> None:
+        self.state = advance(self.state, new)
+
+    @property
+    def uptime(self) -> float:
+        return trio.current_time() - self.started_at
+
+    def signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.Signals(signum))
+
+    @property
+    def exit_reason(self) -> str:
+        if self.returncode is None:
+            return ""
+        reason = exitcodes.describe(self.returncode)
+        if self.kill_reason:
+            reason = f"{self.kill_reason}; {reason}"
+        elif self.peer.cut_off_reason:
+            reason = f"cut off: {self.peer.cut_off_reason}; {reason}"
+        if self.peer.boot_error:
+            reason = f"{reason}: {self.peer.boot_error}"
+        return reason
+
+
+def _wall() -> float:
+    import time
+
+    return time.time()
+
+
+class Slot:
+    def __init__(self, slot_id: int, backoff: Backoff) -> None:
+        self.id = slot_id
+        self.state = SlotState.RUNNING
+        self.current: WorkerProcess | None = None
+        self.processes: list[WorkerProcess] = []  # alive: current plus any still draining
+        self.backoff = backoff
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self.failed_reason: str | None = None
+        self.revive = trio.Event()
+        self.retire = trio.Event()
+        self.retiring = False
+
+    def set_state(self, new: SlotState) -> None:
+        self.state = advance(self.state, new)
+
+
+class Supervisor:
+    def __init__(
+        self, settings: Settings, hub: Hub, sockets: list[BoundSocket], sink: OutputSink
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.sockets = sockets
+        self.sink = sink
+        self.slots: dict[int, Slot] = {}
+        self.stopping = False
+        self.respawns = 0
+        self._nursery: trio.Nursery | None = None
+        self._restart_lock = trio.Lock()
+        self.live: set[WorkerProcess] = set()
+        self.idle = trio.Event()  # set once every slot is removed and every process has exited
+
+    # -- spawning ----------------------------------------------------------------------------
+
+    def welcome(self, peer: Peer) -> dict[str, Any]:
+        """The WELCOME body for a worker (see docs/protocol.md)."""
+        s = self.settings
+        return {
+            "version": 1,
+            "slot": peer.worker_id,
+            "app": s.app,
+            "app_dir": os.path.abspath(s.app_dir),
+            "listen_fds": [bound.sock.fileno() for bound in self.sockets],
+            "max_message_size": s.max_message_size,
+            "outbox_limit": s.worker_outbox_limit,
+            "heartbeat_interval": s.heartbeat_interval,
+        }
+
+    async def run_worker_process(
+        self, slot: Slot, *, task_status: trio.TaskStatus[WorkerProcess]
+    ) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
+        env.pop("LISTEN_FDS", None)
+        env.pop("LISTEN_PID", None)
+        command = [sys.executable, "-m", "stereo._worker_main"]
+        proc: WorkerProcess | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                process: trio.Process = await nursery.start(
+                    partial(
+                        trio.run_process,
+                        command,
+                        check=False,
+                        deliver_cancel=_kill_now,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        pass_fds=(child.fileno(), *(b.sock.fileno() for b in self.sockets)),
+                        env=env,
+                        # Own process group: Ctrl-C in the terminal reaches the master only.
+                        process_group=0,
+                    )
+                )
+                child.close()
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent))
+                peer = Peer(slot.id, stream, self.settings.max_message_size)
+                proc = WorkerProcess(slot, process, peer)
+                self.live.add(proc)
+                prefix = f"[worker {slot.id}] ".encode()
+                assert process.stdout is not None and process.stderr is not None
+                output = trio.CancelScope()
+
+                async def pumps(out: trio.abc.ReceiveStream, err: trio.abc.ReceiveStream) -> None:
+                    with output:
+                        async with trio.open_nursery() as pump_nursery:
+                            pump_nursery.start_soon(pump_lines, out, prefix, self.sink)
+                            pump_nursery.start_soon(pump_lines, err, prefix, self.sink)
+
+                nursery.start_soon(pumps, process.stdout, process.stderr)
+                nursery.start_soon(self.hub.serve_peer, peer, max(self.settings.timeout, 5.0))
+                watchdog = trio.CancelScope()
+                nursery.start_soon(self._watch, proc, watchdog)
+                task_status.started(proc)
+                proc.returncode = await process.wait()
+                watchdog.cancel()
+                proc.set_state(ProcessState.EXITED)
+                peer.stream.socket.close()
+                self._exited(proc)
+                # Its own children may hold the pipes open; read what is there, then give up.
+                output.deadline = trio.current_time() + _OUTPUT_LINGER
+        finally:
+            child.close()
+            parent.close()
+            if proc is not None:
+                self._exited(proc)
+
+    def _exited(self, proc: WorkerProcess) -> None:
+        if not proc.exited.is_set():
+            proc.exited.set()
+            self.live.discard(proc)
+            if proc in proc.slot.processes:
+                proc.slot.processes.remove(proc)
+            self._check_idle()
+
+    async def _watch(self, proc: WorkerProcess, scope: trio.CancelScope) -> None:
+        """Mark the process ready when it says so, then kill it if its heartbeats stop."""
+        with scope:
+            await proc.peer.ready.wait()
+            proc.ready_at = trio.current_time()
+            if proc.state is ProcessState.STARTING:
+                proc.set_state(ProcessState.READY)
+            timeout = self.settings.timeout
+            while True:
+                deadline = proc.peer.last_heartbeat + timeout
+                if trio.current_time() >= deadline:
+                    proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
+                    self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}")
+                    proc.signal(signal.SIGKILL)
+                    return
+                await trio.sleep_until(deadline)
+
+    async def _spawn(self, slot: Slot) -> WorkerProcess:
+        assert self._nursery is not None
+        proc: WorkerProcess = await self._nursery.start(self.run_worker_process, slot)
+        if not proc.exited.is_set():
+            slot.processes.append(proc)
+            if slot.retiring or self.stopping:
+                self._stop_process(proc)  # a stop raced with this start
+        return proc
+
+    # -- one task per slot: the respawn loop -----------------------------------------------------
+
+    async def supervise(self, slot: Slot) -> None:
+        while True:
+            proc = await self._spawn(slot)
+            slot.current = proc
+            await self._wait_current_exit(slot)
+            proc = slot.current
+            slot.current = None
+            crashed = not proc.stop_requested
+            slot.last_exit = proc.exit_reason
+            if slot.retiring or self.stopping:
+                break
+            slot.restarts += 1
+            self.respawns += 1
+            slot.backoff.record_exit(proc.uptime, crashed)
+            code = proc.returncode
+            if code == exitcodes.APP_LOAD_ERROR or slot.backoff.exhausted:
+                await self._fail(slot, proc)
+            else:
+                delay = slot.backoff.delay(random.random())
+                self.sink.log(
+                    f"worker {slot.id} (pid {proc.pid}) exited: {proc.exit_reason};"
+                    f" restarting{f' in {delay:.2f} s' if delay else ''}"
+                )
+                if delay:
+                    slot.set_state(SlotState.BACKOFF)
+                    with trio.move_on_after(delay):
+                        await _first(slot.retire, slot.revive)
+                    slot.revive = trio.Event()
+                    if slot.retiring or self.stopping:
+                        break
+                slot.set_state(SlotState.RUNNING)
+        slot.set_state(SlotState.REMOVED)
+        self.slots.pop(slot.id, None)
+        self._check_idle()
+
+    async def _wait_current_exit(self, slot: Slot) -> None:
+        """Wait until the slot's current process exits; a rolling restart may swap it meanwhile."""
+        while True:
+            current = slot.current
+            assert current is not None
+            await current.exited.wait()
+            if slot.current is current:
+                return
+
+    async def _fail(self, slot: Slot, proc: WorkerProcess) -> None:
+        slot.failed_reason = proc.exit_reason
+        slot.set_state(SlotState.FAILED)
+        self.sink.log(
+            f"worker {slot.id} failed: {proc.exit_reason}; not restarting"
+            " (fix the app, then `restart`)"
+        )
+        await _first(slot.retire, slot.revive)
+        slot.revive = trio.Event()
+        slot.backoff.reset()
+        if not (slot.retiring or self.stopping):
+            slot.failed_reason = None
+            slot.set_state(SlotState.RUNNING)
+
+    # -- operations (signals and control commands) ----------------------------------------------
+
+    def add(self, count: int = 1) -> list[int]:
+        """Open ``count`` new slots, numbered after the highest in use; returns their ids."""
+        assert self._nursery is not None
+        if self.stopping:
+            return []
+        added = []
+        for _ in range(count):
+            slot_id = next(i for i in range(1, len(self.slots) + 2) if i not in self.slots)
+            slot = Slot(
+                slot_id,
+                Backoff(
+                    self.settings.backoff_base,
+                    self.settings.backoff_cap,
+                    self.settings.backoff_limit,
+                    self.settings.quick_exit,
+                ),
+            )
+            self.slots[slot_id] = slot
+            self._nursery.start_soon(self.supervise, slot)
+            added.append(slot_id)
+        return added
+
+    def remove(self, slot_ids: Iterable[int]) -> list[int]:
+        """Retire slots gracefully: their workers drain and are not replaced."""
+        removed = []
+        for slot_id in slot_ids:
+            slot = self.slots.get(slot_id)
+            if slot is None or slot.retiring:
+                continue
+            slot.retiring = True
+            slot.retire.set()
+            for proc in slot.processes:
+                self._stop_process(proc)
+            removed.append(slot_id)
+        return removed
+
+    def highest_slots(self, count: int) -> list[int]:
+        active = sorted((s.id for s in self.slots.values() if not s.retiring), reverse=True)
+        return active[:count]
+
+    def scale(self, target: int) -> tuple[list[int], list[int]]:
+        active = [s for s in self.slots.values() if not s.retiring]
+        if target > len(active):
+            return self.add(target - len(active)), []
+        return [], self.remove(self.highest_slots(len(active) - target))
+
+    def _stop_process(self, proc: WorkerProcess) -> None:
+        """Ask one process to drain (SIGTERM), and SIGKILL it after --graceful-timeout."""
+        assert self._nursery is not None
+        if proc.stop_requested or proc.returncode is not None:
+            return
+        proc.stop_requested = True
+        if proc.state is not ProcessState.EXITED:
+            proc.set_state(ProcessState.DRAINING)
+        proc.signal(signal.SIGTERM)
+        self._nursery.start_soon(self._enforce_deadline, proc)
+
+    async def _enforce_deadline(self, proc: WorkerProcess) -> None:
+        with trio.move_on_after(self.settings.graceful_timeout):
+            await proc.exited.wait()
+            return
+        proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
+        proc.signal(signal.SIGKILL)
+
+    async def restart(self, slot_ids: Iterable[int] | None = None) -> list[int]:
+        """Rolling restart, one slot at a time: the replacement is ready before the old one
+        drains. A FAILED or BACKOFF slot is simply started again. Returns the restarted ids."""
+        done = []
+        async with self._restart_lock:
+            for slot_id in list(slot_ids if slot_ids is not None else sorted(self.slots)):
+                slot = self.slots.get(slot_id)
+                if slot is None or slot.retiring or self.stopping:
+                    continue
+                if slot.state in (SlotState.FAILED, SlotState.BACKOFF):
+                    slot.revive.set()
+                    done.append(slot_id)
+                    continue
+                old = slot.current
+                if old is None:
+                    continue
+                new = await self._spawn(slot)
+                await _first(new.peer.ready, new.exited)
+                if new.exited.is_set() or slot.retiring or self.stopping:
+                    continue  # the replacement died; the old one keeps serving
+                slot.current = new
+                slot.restarts += 1
+                self._stop_process(old)
+                done.append(slot_id)
+        return done
+
+    def kill(self, slot_id: int, signum: int) -> int | None:
+        slot = self.slots.get(slot_id)
+        if slot is None or slot.current is None:
+            return None
+        slot.current.signal(signum)
+        return slot.current.pid
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop every worker: drain (graceful) or SIGKILL now."""
+        self.stopping = True
+        for slot in list(self.slots.values()):
+            slot.retiring = True
+            slot.retire.set()
+            for proc in slot.processes:
+                if graceful:
+                    self._stop_process(proc)
+                else:
+                    proc.stop_requested = True
+                    proc.signal(signal.SIGKILL)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self.stopping and not self.slots and not self.live:
+            self.idle.set()
+
+    def all_processes(self) -> list[WorkerProcess]:
+        return sorted(self.live, key=lambda proc: (proc.slot.id, proc.started_at))
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.add(self.settings.workers)
+            task_status.started()
+            await self.idle.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _first(*events: trio.Event) -> None:
+    """Wait until any of the events is set."""
+    if any(event.is_set() for event in events):
+        await trio.lowlevel.checkpoint()
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait, event)

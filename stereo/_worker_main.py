@@ -1,0 +1,262 @@
+"""Entry point of a worker process: ``python -m stereo._worker_main`` (started by the master).
+
+The master passes the worker's end of its hub connection as the file descriptor named by
+``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
+The worker's trio loop runs four things: the app's ``serve``, the hub reader, the hub writer (with
+heartbeats) and the signal handler. The end of the hub connection ends the worker: that is how a
+killed master leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import cbor2
+import trio
+
+from . import exitcodes
+from ._framing import FrameReader, encode_frame
+from ._listeners import ConnectionTracker, Listener
+from ._protocol import (
+    BROADCAST_OVERHEAD,
+    PROTOCOL_VERSION,
+    STAMP,
+    Kind,
+    decode_map,
+    encode_map,
+    max_body_size,
+)
+from .errors import HubClosed, ProtocolError
+from .worker import Message, Worker
+
+RECEIVE_SIZE = 256 * 1024
+App = Callable[[Worker], Awaitable[Any]]
+
+
+class BootError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def load_app(spec: str, app_dir: str) -> App:
+    """Import ``module:attribute`` with app_dir first on sys.path, as gunicorn and uvicorn do."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise BootError(exitcodes.APP_LOAD_ERROR, f"app {spec!r} is not MODULE:ATTRIBUTE")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        reason = f"cannot import {module_name!r}: {detail}"
+        raise BootError(exitcodes.APP_LOAD_ERROR, reason) from exc
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise BootError(
+                exitcodes.APP_LOAD_ERROR, f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not callable(target):
+        raise BootError(exitcodes.APP_LOAD_ERROR, f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class HubLink:
+    """The worker's side of the hub connection: the thin trio driver around the codec."""
+
+    def __init__(self, stream: trio.SocketStream, max_message_size: int) -> None:
+        self.stream = stream
+        self.reader = FrameReader(max_body_size(max_message_size))
+
+    async def receive_frames(self) -> list[Any]:
+        data = await self.stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            raise HubClosed("the master closed the hub connection")
+        self.reader.receive_data(data)
+        return self.reader.frames()
+
+    async def handshake(self) -> dict[str, Any]:
+        await self.stream.send_all(
+            encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid()})
+        )
+        while True:
+            frames = await self.receive_frames()
+            if frames:
+                break
+        first = frames[0]
+        if first.kind != Kind.WELCOME or len(frames) > 1:
+            raise ProtocolError("expected exactly one WELCOME frame first")
+        welcome = decode_map(first)
+        if welcome.get("version") != PROTOCOL_VERSION:
+            raise ProtocolError(f"master speaks protocol {welcome.get('version')!r}")
+        return welcome
+
+
+async def read_hub(link: HubLink, worker: Worker) -> NoReturn:
+    """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
+    unpack = STAMP.unpack_from
+    loads = cbor2.loads
+    broadcast = Kind.BROADCAST.value
+    while True:
+        while worker._inbox_full():
+            worker._room = trio.Event()
+            await worker._room.wait()
+        frames = await link.receive_frames()
+        batch: list[Message] = []
+        append = batch.append
+        for frame in frames:
+            body = frame.body
+            if frame.kind != broadcast or len(body) < BROADCAST_OVERHEAD:
+                raise ProtocolError(f"unexpected frame kind 0x{frame.kind:02x} from the master")
+            seq, sender = unpack(body)
+            append(Message(loads(body[BROADCAST_OVERHEAD:]), sender, seq))
+        if batch:
+            worker._deliver(batch)
+
+
+async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
+    """One send_all per wake-up with everything queued since the last one."""
+    while True:
+        await worker._outbox_ready.wait()
+        frames = worker._take_outbox()
+        await link.stream.send_all(b"".join(frames))
+
+
+async def heartbeat(worker: Worker, interval: float) -> NoReturn:
+    frame = encode_frame(Kind.HEARTBEAT)
+    while True:
+        worker._send_raw(frame)
+        await trio.sleep(interval)
+
+
+async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
+        async for signum in signals:
+            if signum == signal.SIGQUIT:
+                raise SystemExit(exitcodes.STOPPED)  # quick stop: no drain
+            drain()
+
+
+async def run_worker(hub_fd: int) -> int:
+    sock = socket.socket(fileno=hub_fd)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    link = HubLink(stream, max_message_size=64 * 1024)
+    try:
+        welcome = await link.handshake()
+    except (ProtocolError, HubClosed, OSError, trio.BrokenResourceError) as exc:
+        print(f"stereo worker: handshake with the master failed: {exc}", file=sys.stderr)
+        return exitcodes.WORKER_BOOT_ERROR
+    max_message_size = int(welcome["max_message_size"])
+    link.reader = FrameReader(max_body_size(max_message_size))
+
+    try:
+        app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
+    except BootError as exc:
+        await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
+        print(f"stereo worker: {exc.reason}", file=sys.stderr)
+        return exc.code
+
+    tracker = ConnectionTracker()
+    listeners = [
+        Listener(socket.socket(fileno=fd), tracker) for fd in welcome.get("listen_fds", [])
+    ]
+    worker = Worker(
+        int(welcome["slot"]),
+        listeners,
+        tracker,
+        max_message_size=max_message_size,
+        outbox_limit=int(welcome["outbox_limit"]),
+    )
+    exit_code = exitcodes.STOPPED
+
+    async with trio.open_nursery() as nursery:
+        app_scope = trio.CancelScope()
+
+        async def drain_then_stop() -> None:
+            # Stop accepting first, then wait for accepted connections to finish; the master
+            # enforces --graceful-timeout with SIGKILL, so no deadline is needed here.
+            for listener in listeners:
+                listener.stop_accepting()
+            await tracker.wait_idle()
+            app_scope.cancel()
+
+        def drain() -> None:
+            if not worker.stopping.is_set():
+                worker.stopping.set()
+                nursery.start_soon(drain_then_stop)
+
+        async def run_app() -> None:
+            nonlocal exit_code
+            with app_scope:
+                await app(worker)
+            if app_scope.cancelled_caught:
+                exit_code = exitcodes.STOPPED
+            nursery.cancel_scope.cancel()
+
+        async def hub_tasks() -> None:
+            try:
+                async with trio.open_nursery() as hub_nursery:
+                    hub_nursery.start_soon(read_hub, link, worker)
+                    hub_nursery.start_soon(write_hub, link, worker)
+                    hub_nursery.start_soon(
+                        heartbeat, worker, float(welcome.get("heartbeat_interval", 1.0))
+                    )
+            except* (HubClosed, trio.BrokenResourceError, ProtocolError, OSError) as group:
+                error = group.exceptions[0]
+                worker._fail(error if isinstance(error, HubClosed) else HubClosed(str(error)))
+                raise SystemExit(exitcodes.HUB_LOST) from None
+
+        nursery.start_soon(handle_signals, worker, drain)
+        nursery.start_soon(hub_tasks)
+        nursery.start_soon(run_app)
+        # serve() has started (and run to its first checkpoint): the master may route work here.
+        await trio.lowlevel.checkpoint()
+        worker._send_raw(encode_frame(Kind.READY))
+    return exit_code
+
+
+def _first_exit_code(group: BaseExceptionGroup[SystemExit]) -> int:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_exit_code(exc)
+        return exc.code if isinstance(exc.code, int) else 1
+    return 1
+
+
+def main() -> NoReturn:
+    fd_text = os.environ.pop("STEREO_HUB_FD", "")
+    if not fd_text.isdigit():
+        print(
+            "stereo worker: STEREO_HUB_FD is not set; workers are started by `stereo run`",
+            file=sys.stderr,
+        )
+        raise SystemExit(exitcodes.WORKER_BOOT_ERROR)
+    try:
+        code = trio.run(run_worker, int(fd_text))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseExceptionGroup as group:
+        exits, rest = group.split(SystemExit)
+        if exits is None:
+            raise
+        if rest is not None:
+            traceback.print_exception(rest)
+        code = _first_exit_code(exits)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The ``stereo`` command. Only this layer prints errors for people and exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._binds import parse_bind
+from ._config import (
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_OUTBOX_LIMIT,
+    DEFAULT_TIMEOUT,
+    Settings,
+    default_workers,
+)
+from ._protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .errors import StereoError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _bind(text: str) -> object:
+    try:
+        return parse_bind(text)
+    except StereoError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stereo",
+        description="Run one network app as several worker processes that broadcast to each other.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start a master and its workers")
+    run.add_argument("app", metavar="MODULE:ATTR", help="async function serve(worker) to run")
+    run.add_argument(
+        "-w",
+        "--workers",
+        type=_positive_int,
+        default=default_workers(),
+        help="number of worker processes (default: CPUs available, here %(default)s)",
+    )
+    run.add_argument(
+        "-b",
+        "--bind",
+        dest="binds",
+        action="append",
+        type=_bind,
+        default=[],
+        metavar="ADDRESS",
+        help="listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable",
+    )
+    run.add_argument(
+        "--app-dir", default=".", help="directory put first on sys.path (default: current)"
+    )
+    run.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help="largest encoded broadcast (default: %(default)s)",
+    )
+    run.add_argument(
+        "--outbox-limit",
+        type=_positive_int,
+        default=DEFAULT_OUTBOX_LIMIT,
+        metavar="BYTES",
+        help="bytes the master buffers for one worker before cutting it off as a slow consumer"
+        " (default: %(default)s)",
+    )
+    run.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a stopping worker may drain before it is killed (default: %(default)s)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="kill a ready worker whose event loop sends no heartbeat for this long"
+        " (default: %(default)s)",
+    )
+    run.add_argument(
+        "--control",
+        metavar="PATH",
+        default=None,
+        help="unix socket for `stereo console` and `stereo ctl`",
+    )
+    run.add_argument(
+        "--no-console",
+        action="store_true",
+        help="do not offer the interactive console, even in a terminal",
+    )
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._master import run_master
+
+    settings = Settings(
+        app=args.app,
+        app_dir=args.app_dir,
+        workers=args.workers,
+        binds=args.binds,
+        max_message_size=args.max_message_size,
+        outbox_limit=args.outbox_limit,
+        graceful_timeout=args.graceful_timeout,
+        timeout=args.timeout,
+        control_path=args.control,
+        console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
+    )
+    try:
+        trio.run(run_master, settings)
+    except StereoError as exc:
+        print(f"stereo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        sys.exit(_run(args))
+
+
+if __name__ == "__main__":
+    main()

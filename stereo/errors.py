@@ -1,0 +1,31 @@
+"""Exceptions raised by stereo, named for who is at fault."""
+
+from __future__ import annotations
+
+
+class StereoError(Exception):
+    """Base class of every error stereo raises on purpose."""
+
+
+class ProtocolError(StereoError):
+    """The peer sent bytes that break the wire protocol (docs/protocol.md)."""
+
+
+class MessageTooLarge(StereoError, ValueError):
+    """The caller tried to broadcast a value whose encoding exceeds --max-message-size."""
+
+
+class EncodeError(StereoError, TypeError):
+    """The caller tried to broadcast a value CBOR cannot encode."""
+
+
+class HubClosed(StereoError):
+    """The connection to the master ended (the master exited, or cut this worker off)."""
+
+
+class BindError(StereoError, ValueError):
+    """A --bind specification is malformed or cannot be bound."""
+
+
+class ControlError(StereoError):
+    """A control command failed; the message is meant for the operator."""

@@ -1,0 +1,35 @@
+"""Named exit codes of a worker process, so the master can tell a crash loop from a stop.
+
+Codes 1 and 2 keep their usual meanings (uncaught exception, usage); negative values in the
+master's records mean "killed by that signal".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+STOPPED: Final = 0  # stopped on request, or serve() returned
+APP_CRASHED: Final = 1  # serve() raised (Python's own code for an uncaught exception)
+WORKER_BOOT_ERROR: Final = 3  # no usable hub connection: handshake failed
+APP_LOAD_ERROR: Final = 4  # the app could not be imported or found; restarting will not help
+HUB_LOST: Final = 5  # the master went away or cut this worker off
+
+NAMES: Final = {
+    STOPPED: "stopped",
+    APP_CRASHED: "app crashed",
+    WORKER_BOOT_ERROR: "worker boot error",
+    APP_LOAD_ERROR: "app load error",
+    HUB_LOST: "hub connection lost",
+}
+
+
+def describe(returncode: int) -> str:
+    """A short human reason for a worker's exit status (as subprocess reports it)."""
+    if returncode < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode} ({NAMES.get(returncode, 'error')})"
