@@ -193,3 +193,4 @@ def close_sockets(sockets: list[BoundSocket]) -> None:
         if bound.created_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(bound.created_path)
+            bound.created_path = None  # idempotent: never unlink a later owner's file

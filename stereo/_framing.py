@@ -63,6 +63,10 @@ class FrameReader:
         if len(self._buffer) >= 4:
             self._check_length(int.from_bytes(self._buffer[:4], "big"))
 
+    def append(self, data: bytes) -> None:
+        """Buffer data without checking it (for callers that check in their own scan)."""
+        self._buffer += data
+
     def _check_length(self, length: int) -> None:
         if length == 0:
             raise ProtocolError("frame length 0: a frame holds at least its kind byte")

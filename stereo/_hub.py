@@ -149,25 +149,40 @@ class Hub:
         try:
             with trio.fail_after(handshake_timeout):
                 await self._handshake(peer)
+        except trio.TooSlowError:
+            self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
+        except BaseException as exc:
+            self._connection_ended(peer, exc)
+        else:
             self.peers[peer] = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, peer)
-                await self._read_loop(peer)
+                try:
+                    await self._read_loop(peer)
+                except BaseException as exc:
+                    self._connection_ended(peer, exc)
                 nursery.cancel_scope.cancel()
-        except trio.TooSlowError:
-            self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
-        except CutOff as exc:
-            self._cut_off(peer, str(exc))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the worker went away; its process task reports why
-        except Exception as exc:
-            # A bug of ours triggered by this peer must cost the peer, never the master.
-            self._cut_off(peer, f"internal error: {type(exc).__name__}: {exc}")
-            traceback.print_exc()
         finally:
             self.peers.pop(peer, None)
             peer.outbox.clear()
             peer.stream.socket.close()
+
+    def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
+        """Classify how a peer's connection ended; re-raise only what is not about the peer."""
+        if isinstance(exc, CutOff):
+            self._cut_off(peer, str(exc))
+        elif isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+            self._cut_off_quietly(peer)  # the worker went away; its process task says why
+        elif isinstance(exc, Exception):
+            # A bug of ours triggered by this peer must cost the peer, never the master.
+            self._cut_off(peer, f"internal error: {type(exc).__name__}: {exc}")
+            traceback.print_exception(exc)
+        else:
+            raise exc  # cancellation, KeyboardInterrupt: not ours to swallow
+
+    def _cut_off_quietly(self, peer: Peer) -> None:
+        self.peers.pop(peer, None)
+        peer.stream.socket.close()
 
     async def _handshake(self, peer: Peer) -> None:
         while True:
@@ -229,6 +244,12 @@ class Hub:
             raise CutOff(f"protocol error: unexpected {Kind(kind).name} after the handshake")
 
     async def _write_loop(self, peer: Peer) -> None:
+        try:
+            await self._write_all(peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._cut_off_quietly(peer)  # ends the read loop too
+
+    async def _write_all(self, peer: Peer) -> None:
         stream = peer.stream
         while True:
             await peer._wakeup.wait()

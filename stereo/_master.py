@@ -19,6 +19,7 @@ import trio
 
 from ._binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from ._config import Settings
+from ._control import ControlServer
 from ._hub import Hub
 from ._output import OutputSink
 from ._supervisor import Supervisor
@@ -49,6 +50,7 @@ class Master:
         self.started_at = trio.current_time()
         self.interrupts = 0
         self._nursery: trio.Nursery | None = None
+        self.control: ControlServer  # set in run(), once the supervisor can take orders
 
     # -- signal handlers ----------------------------------------------------------------------
 
@@ -99,6 +101,9 @@ class Master:
         self._nursery.start_soon(fn)  # type: ignore[arg-type]
 
     def shutdown(self, graceful: bool = True) -> None:
+        # Close our copies of the listening sockets first: once the workers have closed theirs
+        # too, new connections are refused instead of waiting in a backlog nobody accepts from.
+        close_sockets(self.sockets)
         self.supervisor.stop(graceful)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -115,6 +120,12 @@ class Master:
                 for bound in self.sockets:
                     self.sink.log(f"listening on {bound.address}")
                 await nursery.start(self.supervisor.run)
+                self.control = ControlServer(self, self.settings.control_path)
+                await nursery.start(self.control.run)
+                if self.settings.console:
+                    from .console import run_in_place
+
+                    nursery.start_soon(run_in_place, self)
                 task_status.started()
                 await self.supervisor.idle.wait()
                 self.sink.log("all workers stopped; bye")

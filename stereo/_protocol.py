@@ -118,7 +118,8 @@ class HubIngress:
         self._max_length = body + 1
 
     def receive_data(self, data: bytes) -> None:
-        self._reader.receive_data(data)
+        # No checks here: events() reports a bad prefix as its last item, after the good frames.
+        self._reader.append(data)
 
     def events(self, next_seq: int) -> tuple[list[Run | Frame | ProtocolError], int]:
         """Complete frames so far as runs and control frames, plus the next free sequence number.

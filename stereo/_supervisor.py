@@ -242,8 +242,19 @@ class Supervisor:
     # -- one task per slot: the respawn loop -----------------------------------------------------
 
     async def supervise(self, slot: Slot) -> None:
-        while True:
-            proc = await self._spawn(slot)
+        while not (slot.retiring or self.stopping):
+            try:
+                proc = await self._spawn(slot)
+            except OSError as exc:
+                # fork/exec failed (out of memory, fd limit...): a bad state to loop in.
+                slot.failed_reason = f"cannot start a worker process: {exc}"
+                slot.set_state(SlotState.FAILED)
+                self.sink.log(f"worker {slot.id} failed: {slot.failed_reason}")
+                await _first(slot.retire, slot.revive)
+                slot.revive = trio.Event()
+                if not (slot.retiring or self.stopping):
+                    slot.set_state(SlotState.RUNNING)
+                continue
             slot.current = proc
             await self._wait_current_exit(slot)
             proc = slot.current
@@ -272,7 +283,8 @@ class Supervisor:
                     if slot.retiring or self.stopping:
                         break
                 slot.set_state(SlotState.RUNNING)
-        slot.set_state(SlotState.REMOVED)
+        if slot.state is not SlotState.REMOVED:
+            slot.set_state(SlotState.REMOVED)
         self.slots.pop(slot.id, None)
         self._check_idle()
 
@@ -363,6 +375,7 @@ class Supervisor:
             await proc.exited.wait()
             return
         proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
+        self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}; killing it")
         proc.signal(signal.SIGKILL)
 
     async def restart(self, slot_ids: Iterable[int] | None = None) -> list[int]:

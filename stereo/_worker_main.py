@@ -149,7 +149,13 @@ async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
             drain()
 
 
+#: The hub connection's descriptor in this process (for tests that must misbehave on purpose).
+HUB_FD: int | None = None
+
+
 async def run_worker(hub_fd: int) -> int:
+    global HUB_FD
+    HUB_FD = hub_fd
     sock = socket.socket(fileno=hub_fd)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     link = HubLink(stream, max_message_size=64 * 1024)
@@ -259,4 +265,7 @@ def main() -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported under its real name, so apps importing stereo._worker_main share it.
+    from stereo._worker_main import main as _main
+
+    _main()

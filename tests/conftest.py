@@ -1,0 +1,159 @@
+"""Shared fixtures: start the real ``stereo run`` as a user would, and read what it prints.
+
+Everything waits on events (a new output line, EOF, a process exit) under ``trio.fail_after``;
+nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+import trio
+
+APPS = Path(__file__).parent / "apps"
+ROOT = Path(__file__).parent.parent
+LISTENING = re.compile(
+    r"^\[stereo\] listening on (?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s]+)):(?P<port>\d+)$"
+)
+
+
+class Stereo:
+    """A running ``stereo run`` master, its output collected line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = trio.Event()
+        self.eof = trio.Event()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def _collect(self) -> None:
+        assert self.process.stdout is not None
+        partial = b""
+        async for chunk in self.process.stdout:
+            partial += chunk
+            *complete, partial = partial.split(b"\n")
+            if complete:
+                self.lines.extend(line.decode(errors="replace") for line in complete)
+                self._changed.set()
+                self._changed = trio.Event()
+        if partial:
+            self.lines.append(partial.decode(errors="replace"))
+        self.eof.set()
+        self._changed.set()
+
+    async def wait_for(self, pattern: str, count: int = 1, start: int = 0) -> list[re.Match[str]]:
+        """Wait until ``count`` lines from index ``start`` on match ``pattern`` (re.search)."""
+        regex = re.compile(pattern)
+        while True:
+            found = [m for line in self.lines[start:] if (m := regex.search(line))]
+            if len(found) >= count:
+                return found[:count]
+            if self.eof.is_set():
+                raise AssertionError(
+                    f"stereo exited before {count} lines matched {pattern!r}; output:\n"
+                    + "\n".join(self.lines[-60:])
+                )
+            await self._changed.wait()
+
+    async def address(self) -> tuple[str, int]:
+        match = (await self.wait_for(LISTENING.pattern))[0]
+        return (match["v6"] or match["host"], int(match["port"]))
+
+    def worker_lines(self, worker_id: int) -> list[str]:
+        prefix = f"[worker {worker_id}] "
+        return [line[len(prefix) :] for line in self.lines if line.startswith(prefix)]
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signal.Signals(signum))
+
+    async def wait(self) -> int:
+        code = await self.process.wait()
+        await self.eof.wait()
+        return code
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+
+def stereo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stereo", *args]
+
+
+@asynccontextmanager
+async def open_stereo(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = APPS
+) -> AsyncIterator[Stereo]:
+    """Start ``stereo run ARGS`` (stdout and stderr merged); kill whatever is left at the end."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    process = await trio.lowlevel.open_process(
+        stereo_command("run", *args),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    stereo = Stereo(process)
+    leftovers: list[psutil.Process] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stereo._collect)
+            try:
+                yield stereo
+            finally:
+                # Shown by pytest only when the test fails.
+                print("---- stereo output ----", *stereo.lines[-120:], sep="\n")
+                leftovers = stereo.children()
+                if process.returncode is None:
+                    process.kill()
+                with trio.move_on_after(10):
+                    await process.wait()
+                for child in leftovers:
+                    try:
+                        child.kill()
+                    except psutil.NoSuchProcess:
+                        pass
+                nursery.cancel_scope.cancel()
+    finally:
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+async def wait_exited(pid: int) -> None:
+    """Return once process ``pid`` has exited (pidfd readiness: an event, not polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+async def wait_all_exited(pids: list[int]) -> None:
+    async with trio.open_nursery() as nursery:
+        for pid in pids:
+            nursery.start_soon(wait_exited, pid)
+
+
+@pytest.fixture
+def apps_dir() -> Path:
+    return APPS
