@@ -96,6 +96,20 @@ class FrameReader:
             self._check_length(int.from_bytes(buffer[:4], "big"))
         return out
 
+    def next_frame(self) -> Frame | None:
+        """The first complete frame, or None if it has not fully arrived yet."""
+        buffer = self._buffer
+        if len(buffer) < PREFIX_SIZE:
+            return None
+        length, kind = PREFIX.unpack_from(buffer, 0)
+        self._check_length(length)
+        stop = 4 + length
+        if stop > len(buffer):
+            return None
+        frame = Frame(kind, bytes(buffer[PREFIX_SIZE:stop]))
+        del buffer[:stop]
+        return frame
+
     def take_buffer(self) -> bytearray:
         """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
         buffer, self._buffer = self._buffer, bytearray()

@@ -8,9 +8,10 @@ the fixed-size header in place and forwards the bytes (:class:`HubIngress`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import cbor2
 
@@ -183,6 +184,75 @@ class HubIngress:
 
 def _run(buffer: bytearray, start: int, stop: int, count: int, next_seq: int) -> Run:
     return Run(bytes(buffer[start:stop]), count, next_seq - count)
+
+
+class UndecodablePayload:
+    """Stands in for a broadcast value that is not valid CBOR (only a misbehaving peer can send
+    one, since the master relays payloads unread). Delivered in place, so there is no gap."""
+
+    __slots__ = ("error", "raw")
+
+    def __init__(self, raw: bytes, error: str) -> None:
+        self.raw = raw
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"UndecodablePayload({len(self.raw)} bytes: {self.error})"
+
+
+T = TypeVar("T")
+
+
+class BroadcastReader:
+    """The worker's side of the hub: the master's byte stream in, decoded broadcasts out.
+
+    One pass over each received chunk, decoding payloads straight out of the buffer; the master
+    sends nothing but BROADCAST frames once the handshake is over.
+    """
+
+    __slots__ = ("_buffer", "_max_length")
+
+    def __init__(self, max_message_size: int) -> None:
+        self._max_length = max_body_size(max_message_size) + 1
+        self._buffer = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+
+    def deliveries(self, make: Callable[[Any, int, int], T]) -> list[T]:
+        """``make(value, sender, seq)`` for every complete broadcast buffered so far."""
+        buffer = self._buffer
+        out: list[T] = []
+        append = out.append
+        offset = 0
+        end = len(buffer)
+        unpack = BROADCAST_HEADER.unpack_from
+        loads = cbor2.loads
+        broadcast = Kind.BROADCAST.value
+        max_length = self._max_length
+        view = memoryview(buffer)
+        try:
+            while end - offset >= BROADCAST_HEADER_SIZE:
+                length, kind, seq, sender = unpack(buffer, offset)
+                if kind != broadcast or length > max_length or length < 1 + BROADCAST_OVERHEAD:
+                    raise ProtocolError(
+                        f"unexpected frame from the master: {_kind_name(kind)}, length {length}"
+                    )
+                stop = offset + 4 + length
+                if stop > end:
+                    break
+                try:
+                    value = loads(view[offset + BROADCAST_HEADER_SIZE : stop])
+                except Exception as exc:
+                    raw = bytes(view[offset + BROADCAST_HEADER_SIZE : stop])
+                    value = UndecodablePayload(raw, str(exc))
+                append(make(value, sender, seq))
+                offset = stop
+        finally:
+            view.release()
+            if offset:
+                del buffer[:offset]
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,25 +18,17 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-import cbor2
 import trio
 
 from . import exitcodes
 from ._framing import FrameReader, encode_frame
 from ._listeners import ConnectionTracker, Listener
-from ._protocol import (
-    BROADCAST_OVERHEAD,
-    PROTOCOL_VERSION,
-    STAMP,
-    Kind,
-    decode_map,
-    encode_map,
-    max_body_size,
-)
+from ._protocol import PROTOCOL_VERSION, BroadcastReader, Kind, decode_map, encode_map
 from .errors import HubClosed, ProtocolError
 from .worker import Message, Worker
 
 RECEIVE_SIZE = 256 * 1024
+HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 App = Callable[[Worker], Awaitable[Any]]
 
 
@@ -74,56 +66,53 @@ def load_app(spec: str, app_dir: str) -> App:
 
 
 class HubLink:
-    """The worker's side of the hub connection: the thin trio driver around the codec."""
+    """The worker's side of the hub connection: the thin trio driver around the codecs."""
 
-    def __init__(self, stream: trio.SocketStream, max_message_size: int) -> None:
+    def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.reader = FrameReader(max_body_size(max_message_size))
+        self.broadcasts: BroadcastReader | None = None
 
-    async def receive_frames(self) -> list[Any]:
+    async def _receive(self) -> bytes:
         data = await self.stream.receive_some(RECEIVE_SIZE)
         if not data:
             raise HubClosed("the master closed the hub connection")
-        self.reader.receive_data(data)
-        return self.reader.frames()
+        return data
 
     async def handshake(self) -> dict[str, Any]:
+        """Send HELLO, read WELCOME; broadcasts already behind it are kept for read_hub."""
         await self.stream.send_all(
             encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid()})
         )
-        while True:
-            frames = await self.receive_frames()
-            if frames:
-                break
-        first = frames[0]
-        if first.kind != Kind.WELCOME or len(frames) > 1:
-            raise ProtocolError("expected exactly one WELCOME frame first")
+        reader = FrameReader(HANDSHAKE_LIMIT)
+        while (first := reader.next_frame()) is None:
+            reader.append(await self._receive())
+        if first.kind != Kind.WELCOME:
+            raise ProtocolError("expected a WELCOME frame first")
         welcome = decode_map(first)
         if welcome.get("version") != PROTOCOL_VERSION:
             raise ProtocolError(f"master speaks protocol {welcome.get('version')!r}")
+        self.broadcasts = BroadcastReader(int(welcome["max_message_size"]))
+        self.broadcasts.receive_data(bytes(reader.take_buffer()))
         return welcome
+
+    async def receive_messages(self) -> list[Message]:
+        assert self.broadcasts is not None
+        messages = self.broadcasts.deliveries(Message)
+        if messages:
+            return messages
+        while not messages:
+            self.broadcasts.receive_data(await self._receive())
+            messages = self.broadcasts.deliveries(Message)
+        return messages
 
 
 async def read_hub(link: HubLink, worker: Worker) -> NoReturn:
     """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
-    unpack = STAMP.unpack_from
-    loads = cbor2.loads
-    broadcast = Kind.BROADCAST.value
     while True:
         while worker._inbox_full():
             worker._room = trio.Event()
             await worker._room.wait()
-        frames = await link.receive_frames()
-        batch: list[Message] = []
-        append = batch.append
-        for frame in frames:
-            body = frame.body
-            if frame.kind != broadcast or len(body) < BROADCAST_OVERHEAD:
-                raise ProtocolError(f"unexpected frame kind 0x{frame.kind:02x} from the master")
-            seq, sender = unpack(body)
-            append(Message(loads(body[BROADCAST_OVERHEAD:]), sender, seq))
-        if batch:
-            worker._deliver(batch)
+        worker._deliver(await link.receive_messages())
 
 
 async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
@@ -158,14 +147,20 @@ async def run_worker(hub_fd: int) -> int:
     HUB_FD = hub_fd
     sock = socket.socket(fileno=hub_fd)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    link = HubLink(stream, max_message_size=64 * 1024)
+    link = HubLink(stream)
     try:
         welcome = await link.handshake()
-    except (ProtocolError, HubClosed, OSError, trio.BrokenResourceError) as exc:
+    except (
+        ProtocolError,
+        HubClosed,
+        OSError,
+        trio.BrokenResourceError,
+        KeyError,
+        ValueError,
+    ) as exc:
         print(f"stereo worker: handshake with the master failed: {exc}", file=sys.stderr)
         return exitcodes.WORKER_BOOT_ERROR
     max_message_size = int(welcome["max_message_size"])
-    link.reader = FrameReader(max_body_size(max_message_size))
 
     try:
         app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
