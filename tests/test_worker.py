@@ -1,0 +1,97 @@
+"""The Worker object an app receives, driven without processes (its I/O lives elsewhere)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from stereo import EncodeError, HubClosed, Message, MessageTooLarge, Worker
+from stereo._listeners import ConnectionTracker
+
+
+def make_worker(outbox_limit: int = 1000, inbox_limit: int = 100) -> Worker:
+    return Worker(
+        7,
+        [],
+        ConnectionTracker(),
+        max_message_size=100,
+        outbox_limit=outbox_limit,
+        inbox_limit=inbox_limit,
+    )
+
+
+async def test_oversize_and_unencodable_values_raise_and_send_nothing() -> None:
+    worker = make_worker()
+    with pytest.raises(MessageTooLarge, match="limit is 100"):
+        await worker.broadcast("x" * 200)
+    with pytest.raises(EncodeError, match="cannot encode"):
+        worker.broadcast_nowait(object())
+    assert worker.statistics().outbox_bytes == 0
+    assert worker.statistics().sent == 0
+
+
+async def test_broadcast_nowait_raises_wouldblock_when_the_outbox_is_full() -> None:
+    worker = make_worker(outbox_limit=200)
+    sent = 0
+    with pytest.raises(trio.WouldBlock):
+        while True:
+            worker.broadcast_nowait("x" * 50)
+            sent += 1
+    assert sent == 2  # 2 x 69 bytes fit in 200; the third would not
+    frames = worker._take_outbox()
+    assert len(frames) == 2
+    worker.broadcast_nowait("x" * 50)  # room again once the writer took the outbox
+
+
+async def test_broadcast_waits_for_room_instead_of_failing() -> None:
+    worker = make_worker(outbox_limit=100)
+    await worker.broadcast("x" * 50)
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def second() -> None:
+            await worker.broadcast("y" * 50)
+            done.set()
+
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        worker._take_outbox()
+        await done.wait()
+    assert worker.statistics().sent == 2
+
+
+async def test_an_iterator_gets_what_arrives_after_messages_was_called() -> None:
+    worker = make_worker()
+    worker._deliver([Message("before", 1, 1)])  # nobody subscribed: discarded, counted
+    inbox = worker.messages()  # subscribed now, before any await
+    worker._deliver([Message("a", 1, 2), Message("b", 2, 3)])
+    late = worker.messages()
+    worker._deliver([Message("c", 0, 4)])
+    assert [(await inbox.__anext__()).data for _ in range(3)] == ["a", "b", "c"]
+    assert [(await late.__anext__()).data] == ["c"]
+    assert worker.statistics().discarded == 1
+    assert worker.statistics().received == 4
+    inbox.close()
+    with pytest.raises(StopAsyncIteration):
+        await inbox.__anext__()
+
+
+async def test_a_full_iterator_holds_back_the_hub_reader() -> None:
+    worker = make_worker(inbox_limit=3)
+    inbox = worker.messages()
+    worker._deliver([Message(i, 1, i) for i in range(3)])
+    assert worker._inbox_full()  # the reader stops reading: backpressure to the master
+    await inbox.__anext__()
+    assert not worker._inbox_full()
+
+
+async def test_iterators_end_with_hubclosed_when_the_master_is_gone() -> None:
+    worker = make_worker()
+    inbox = worker.messages()
+    worker._fail(HubClosed("the master closed the hub connection"))
+    with pytest.raises(HubClosed):
+        await inbox.__anext__()
+    with pytest.raises(HubClosed):
+        await worker.broadcast("x")
