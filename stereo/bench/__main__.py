@@ -1,0 +1,5 @@
+"""``python -m stereo.bench``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""PNG charts of a run (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+# The backend is chosen before pyplot is imported, so no display is ever needed.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from .plan import BASE_PAYLOAD, BASE_WORKERS
+from .report import size
+from .results import Results
+
+
+def write_charts(results: Results, out: Path) -> list[Path]:
+    written = []
+    for name, draw in (
+        ("relay_by_workers.png", _by_workers),
+        ("relay_by_payload.png", _by_payload),
+        ("latency.png", _latency),
+        ("serving.png", _serving),
+    ):
+        fig = draw(results)
+        if fig is None:
+            continue
+        path = out / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _by_workers(results: Results) -> Figure | None:
+    rows = [r for r in results.relay if r.payload == BASE_PAYLOAD and r.ok]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for peer in dict.fromkeys(r.peer for r in rows):
+        mine = sorted((r.workers, r.rate) for r in rows if r.peer == peer)
+        ax.plot([w for w, _ in mine], [x for _, x in mine], marker="o", label=peer)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("workers (W)")
+    ax.set_ylabel("deliveries / s")
+    ax.set_title(f"Relay throughput, {BASE_PAYLOAD} B payloads (every message to all W)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _by_payload(results: Results) -> Figure | None:
+    rows = [r for r in results.relay if r.workers == BASE_WORKERS and r.ok]
+    if not rows:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for peer in dict.fromkeys(r.peer for r in rows):
+        mine = sorted((r.payload, r.rate) for r in rows if r.peer == peer)
+        xs = [p for p, _ in mine]
+        left.plot(xs, [x for _, x in mine], marker="o", label=peer)
+        right.plot(xs, [p * x / 2**20 for p, x in mine], marker="o", label=peer)
+    for ax, label in ((left, "deliveries / s"), (right, "payload MiB / s delivered")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(
+            sorted({r.payload for r in rows}), [size(p) for p in sorted({r.payload for r in rows})]
+        )
+        ax.set_xlabel("payload")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend()
+    fig.suptitle(f"Relay throughput by payload, W = {BASE_WORKERS}")
+    return fig
+
+
+def _latency(results: Results) -> Figure | None:
+    rows = [r for r in results.latency if r.p50_us is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.25
+    for i, (label, key) in enumerate((("p50", "p50_us"), ("p99", "p99_us"), ("max", "max_us"))):
+        xs = [j + (i - 1) * width for j in range(len(rows))]
+        ax.bar(xs, [getattr(r, key) for r in rows], width, label=label)
+    ax.set_xticks(range(len(rows)), [r.peer for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("send -> receipt, µs")
+    r0 = rows[0]
+    ax.set_title(f"Latency: one worker broadcasting to {r0.workers} ({r0.count} messages)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _serving(results: Results) -> Figure | None:
+    rows = [r for r in results.serving if r.error is None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for j, r in enumerate(rows):
+        total = sum(r.requests.values()) or 1
+        bottom = 0.0
+        for k, v in sorted(r.requests.items()):
+            part = r.rps * v / total
+            ax.bar(j, part, 0.6, bottom=bottom, edgecolor="white")
+            ax.text(j, bottom + part / 2, f"w{k}", ha="center", va="center", fontsize=8)
+            bottom += part
+    ax.set_xticks(range(len(rows)), [r.leg for r in rows])
+    ax.set_ylabel("requests / s (split by the worker that served them)")
+    ax.set_title(f"HTTP keep-alive serving, 64 connections ({rows[0].tool})")
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig

@@ -1,0 +1,154 @@
+"""``python -m stereo.bench``: run the workloads, print the tables, write JSON and charts.
+
+A peer whose runtime is missing is skipped with a loud note on stderr and in the tables, never
+silently; so is a workload that cannot run at all (stereo's own legs when the core is not
+installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from . import machine
+from .costs import run_costs
+from .load import tool_name
+from .peers import Peer, all_peers
+from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
+from .relay import run_leg
+from .report import render, size
+from .results import Results
+from .serving import run_serving_leg
+
+WORKLOADS = ("relay", "latency", "serving", "costs")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stereo.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts)")
+    parser.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated workloads to run (default: all of {','.join(WORKLOADS)})",
+    )
+    parser.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated peers for relay/latency (default: all available)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"), help="output directory")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="re-render tables and charts from a saved results.json without running anything",
+    )
+    args = parser.parse_args(argv)
+    args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = set(args.only) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def _loud(results: Results, note: str) -> None:
+    """A note that must not be missed: on stderr now, and at the top of the tables."""
+    results.skipped.append(note)
+    print(f"\n!!! SKIPPED: {note}\n", file=sys.stderr, flush=True)
+
+
+def _progress(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _available_peers(results: Results, wanted: str | None) -> list[Peer]:
+    peers = all_peers()
+    if wanted is not None:
+        names = {n.strip() for n in wanted.split(",")}
+        peers = [p for p in peers if p.name in names]
+    ready = []
+    for peer in peers:
+        reason = peer.missing()
+        if reason is None:
+            ready.append(peer)
+        else:
+            _loud(results, f"{peer.name}: {reason}")
+    return ready
+
+
+def _run_relay_and_latency(
+    results: Results, plan: Plan, peers: list[Peer], only: list[str]
+) -> None:
+    for peer in peers:
+        with peer.session():
+            # One small unrecorded leg first: the first run after start-up pays for cold caches
+            # and bytecode compilation, which is not what the table is about.
+            run_leg(peer, "relay", 2, BASE_PAYLOAD, 2_000)
+            if "relay" in only:
+                for case in plan.relay:
+                    _progress(
+                        f"relay {peer.name} W={case.workers} {size(case.payload)} x {case.count}"
+                    )
+                    row = run_leg(peer, "relay", case.workers, case.payload, case.count)
+                    _progress(f"  -> {row.rate:,.0f} deliveries/s {row.error or row.note or ''}")
+                    results.relay.append(row)
+            if "latency" in only:
+                _progress(f"latency {peer.name}")
+                row = run_leg(
+                    peer, "latency", plan.latency_workers, 64, plan.latency_count, plan.latency_rate
+                )
+                _progress(f"  -> p50 {row.p50_us} µs p99 {row.p99_us} µs {row.error or ''}")
+                results.latency.append(row)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.from_json is not None:
+        results = Results.load(args.from_json)
+    else:
+        plan = QUICK if args.quick else FULL
+        results = Results(machine=machine.describe(), plan={"quick": args.quick, **asdict(plan)})
+        if (note := machine.busy_note()) is not None:
+            _loud(results, f"before the run, {note}")
+        peers = _available_peers(results, args.peers)
+        stereo_ok = any(p.name == "stereo" for p in peers)
+        if {"relay", "latency"} & set(args.only):
+            _run_relay_and_latency(results, plan, peers, args.only)
+        if {"serving", "costs"} & set(args.only) and not stereo_ok:
+            _loud(results, "serving and costs need stereo itself, which cannot run (see above)")
+        elif "serving" in args.only:
+            if tool_name() != "wrk":
+                _loud(
+                    results,
+                    "wrk is not installed: serving uses the Python load generator, "
+                    "which is likely the bottleneck (apt-get install wrk)",
+                )
+            for workers in plan.serving_workers:
+                _progress(f"serving workers={workers or 'plain'}")
+                row = run_serving_leg(workers, plan.serving_connections, plan.serving_seconds)
+                _progress(f"  -> {row.rps:,.0f} req/s {row.requests} {row.error or ''}")
+                results.serving.append(row)
+        if "costs" in args.only and stereo_ok:
+            _progress("costs")
+            results.costs = run_costs(plan.idle_seconds, plan.kills)
+        results.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        if (note := machine.busy_note()) is not None:
+            _loud(results, f"at the end of the run, {note}")
+        results.save(out / "results.json")
+    tables = render(results)
+    (out / "tables.md").write_text(tables)
+    from .charts import write_charts  # matplotlib is slow to import; only now is it needed
+
+    charts = write_charts(results, out)
+    print(tables)
+    print(
+        f"results: {out / 'results.json'}; tables: {out / 'tables.md'}; charts: "
+        + ", ".join(str(c) for c in charts)
+    )
+    return 0

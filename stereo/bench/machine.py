@@ -1,0 +1,70 @@
+"""What the run ran on: CPU, OS, interpreter and every peer's version, for docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from importlib import metadata
+
+
+def _run(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        return "not installed"
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    return (out.stdout or out.stderr).strip()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def busy_note() -> str | None:
+    """A warning when other work is loading the machine: the figures would be too low and noisy."""
+    load1 = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    if load1 > 0.5 * cpus:
+        return (
+            f"the machine was busy: 1-minute load average {load1:.2f} on {cpus} CPUs "
+            "(other processes compete with the legs; rerun on a quiet machine)"
+        )
+    return None
+
+
+def describe() -> dict[str, str]:
+    lscpu = _run(["lscpu"])
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    info = {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cpus": str(os.cpu_count()),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "stereo": _version("stereo"),
+        "trio": _version("trio"),
+        "cbor2": _version("cbor2"),
+        "pyzmq": _version("pyzmq"),
+        "redis-py": _version("redis"),
+        "hiredis": _version("hiredis"),
+        "node": _run(["node", "--version"]),
+        "redis-server": _run(["redis-server", "--version"]).split(" sha=")[0],
+        "wrk": _run(["wrk", "--version"]).splitlines()[0]
+        if shutil.which("wrk")
+        else "not installed",
+    }
+    try:
+        import zmq
+
+        info["libzmq"] = zmq.zmq_version()
+    except ImportError:
+        info["libzmq"] = "not installed"
+    return info

@@ -1,0 +1,22 @@
+"""The systems the relay and latency workloads compare: stereo and what users would use instead.
+
+A peer knows how to tell whether its runtime is here (:meth:`Peer.missing`) and how to start one
+leg's processes in a :class:`~stereo.bench.procs.Group`, returning the pid of the process that
+does the relaying, whose CPU the harness samples. Everything else (the spec, the barrier, the
+result files) is common to all peers.
+"""
+
+from __future__ import annotations
+
+from .base import Peer
+from .node import NodeCluster
+from .redis_pubsub import RedisPubSub
+from .stereo_peer import Stereo
+from .zmq_proxy import ZmqProxy
+
+__all__ = ["NodeCluster", "Peer", "RedisPubSub", "Stereo", "ZmqProxy", "all_peers"]
+
+
+def all_peers() -> list[Peer]:
+    """Stereo first: every ratio is taken against it."""
+    return [Stereo(), ZmqProxy(), RedisPubSub(), NodeCluster()]

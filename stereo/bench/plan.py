@@ -1,0 +1,85 @@
+"""How much of each workload a run does: the full suite of issue 5, or a short smoke run.
+
+Every relay leg at 64 B broadcasts 100,000 messages in all, 100,000 / W per worker: 25,000 each
+at W = 4 as issue 5 asks; at W = 1 and 2 more per worker, so a leg lasts long enough that start-up
+(about 0.2 s) does not dominate; at W = 8 and 16 fewer, so a leg makes 1.6 M deliveries at W = 16
+rather than 6.4 M. Big payloads send about 64 MiB per worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KiB = 1024
+MiB = 1024 * KiB
+BASE_WORKERS = 4
+BASE_PAYLOAD = 64
+BASE_COUNT = 25_000
+
+
+@dataclass(frozen=True)
+class RelayCase:
+    workers: int
+    payload: int
+    count: int  # messages each worker sends
+
+
+@dataclass(frozen=True)
+class Plan:
+    relay: tuple[RelayCase, ...]
+    latency_workers: int
+    latency_rate: int
+    latency_seconds: int
+    serving_workers: tuple[int, ...]  # 0 is the plain trio process
+    serving_connections: int
+    serving_seconds: float
+    idle_seconds: float
+    kills: int
+
+    @property
+    def latency_count(self) -> int:
+        return self.latency_rate * self.latency_seconds
+
+
+def _count(workers: int, payload: int, base: int, budget: int) -> int:
+    by_workers = base * BASE_WORKERS // workers
+    by_bytes = max(4, budget // payload)
+    return min(by_workers, by_bytes)
+
+
+def _cases(
+    workers: tuple[int, ...], payloads: tuple[int, ...], base: int, budget: int
+) -> tuple[RelayCase, ...]:
+    """The W sweep at 64 B, then the payload sweep at W = 4; budget caps bytes per sender."""
+    cases = [RelayCase(w, BASE_PAYLOAD, _count(w, BASE_PAYLOAD, base, budget)) for w in workers]
+    cases += [
+        RelayCase(BASE_WORKERS, p, _count(BASE_WORKERS, p, base, budget))
+        for p in payloads
+        if p != BASE_PAYLOAD
+    ]
+    return tuple(cases)
+
+
+FULL = Plan(
+    relay=_cases((1, 2, 4, 8, 16), (KiB, 64 * KiB, MiB), BASE_COUNT, 64 * MiB),
+    latency_workers=4,
+    latency_rate=500,
+    latency_seconds=5,
+    serving_workers=(0, 1, 2),
+    serving_connections=64,
+    serving_seconds=10,
+    idle_seconds=10,
+    kills=8,
+)
+
+QUICK = Plan(
+    relay=_cases((1, 4), (KiB, MiB), 2_000, 8 * MiB),
+    latency_workers=4,
+    latency_rate=500,
+    latency_seconds=1,
+    serving_workers=(0, 1, 2),
+    serving_connections=64,
+    serving_seconds=2,
+    idle_seconds=2,
+    kills=2,
+)

@@ -1,0 +1,147 @@
+"""Start the processes of one benchmark leg and wait on their progress lines.
+
+Each process's merged stdout and stderr is read by a thread into one queue, so the harness waits
+for ``@bench EVENT`` lines from any of them under one deadline instead of polling files. On exit a
+:class:`Group` stops what is still running, SIGTERM first (stereo's master shuts down gracefully
+on it), then SIGKILL to the process group it started, so no worker outlives its leg.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+MARKER = re.compile(r"@bench (\w+)((?: \w+=\S*)*)")
+TERM_GRACE = 10.0
+
+
+class LegFailed(Exception):
+    """A leg's processes did not report what they should in time; the message holds their tail."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    event: str
+    fields: dict[str, str]
+    read_ns: int  # harness CLOCK_MONOTONIC time when the line was read
+
+    def int(self, key: str) -> int:
+        return int(self.fields[key])
+
+
+class Group:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.procs: list[subprocess.Popen[str]] = []
+        self.exit_codes: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self._open_streams = 0
+        self._backlog: list[Marker] = []
+        self.tail: deque[str] = deque(maxlen=40)
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            pass_fds=pass_fds,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group, so close() can reap its children
+        )
+        self.procs.append(proc)
+        self._names[proc.pid] = name
+        self._open_streams += 1
+        threading.Thread(target=self._read, args=(name, proc), daemon=True).start()
+        return proc
+
+    def _read(self, name: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._lines.put((name, line.rstrip("\n")))
+        self._lines.put((name, None))
+
+    def wait(self, event: str, n: int, timeout: float) -> list[Marker]:
+        """The first n ``@bench EVENT`` markers (earlier ones of other events are kept)."""
+        found = [m for m in self._backlog if m.event == event][:n]
+        for m in found:
+            self._backlog.remove(m)
+        deadline = time.monotonic() + timeout
+        while len(found) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._failure(f"timed out after {timeout:.0f}s waiting for {n} '{event}'")
+            try:
+                name, line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._open_streams -= 1
+                if self._open_streams == 0:
+                    raise self._failure(f"every process exited before {n} '{event}'")
+                continue
+            self.tail.append(f"{name}: {line}")
+            match = MARKER.search(line)
+            if match is None:
+                continue
+            fields = dict(kv.split("=", 1) for kv in match.group(2).split())
+            marker = Marker(match.group(1), fields, time.monotonic_ns())
+            if marker.event == event:
+                found.append(marker)
+            else:
+                self._backlog.append(marker)
+        return found
+
+    def _failure(self, what: str) -> LegFailed:
+        tail = "\n    ".join(self.tail) or "(no output)"
+        return LegFailed(f"{self.label}: {what}; last output:\n    {tail}")
+
+    def wait_exit(self, proc: subprocess.Popen[str], timeout: float) -> int:
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise self._failure(f"{self._names[proc.pid]} did not exit in {timeout:.0f}s") from None
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            name = self._names[proc.pid]
+            try:
+                self.exit_codes[name] = proc.wait(TERM_GRACE)
+            except subprocess.TimeoutExpired:
+                self.exit_codes[name] = -signal.SIGKILL
+            # Reap leftovers (workers of a master that died) in the group this Group created.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()

@@ -1,0 +1,87 @@
+"""Run one relay or latency leg for one peer and reduce its workers' result files.
+
+Throughput is deliveries over the wall time from the common start (the earliest worker to pass
+the barrier) to the last receipt anywhere; both ends are CLOCK_MONOTONIC readings taken inside
+the workers, so the harness's own latency in noticing them does not count. The relaying
+process's CPU is sampled from the first ``go`` to the last ``done``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+
+from .apps._spec import SPEC_ENV, Mode, Spec
+from .peers import Peer
+from .procs import Group, LegFailed
+from .results import RelayResult, percentile
+
+STARTUP_TIMEOUT = 60.0
+# A worker gives up this long after its start and reports what it has (the leg then shows loss).
+WORKER_TIMEOUT = 300.0
+
+
+def run_leg(
+    peer: Peer, mode: Mode, workers: int, payload: int, count: int, rate: int = 0
+) -> RelayResult:
+    result = RelayResult(
+        peer=peer.name,
+        mode=mode,
+        workers=workers,
+        payload=payload,
+        count=count,
+        expected=workers * (workers * count if mode == "relay" else count),
+    )
+    with tempfile.TemporaryDirectory(prefix="stereo-bench-") as work:
+        spec = Spec(mode, workers, count, payload, rate, work, WORKER_TIMEOUT)
+        spec = replace(spec, endpoints=peer.endpoints(spec, work))
+        env = {**os.environ, SPEC_ENV: spec.to_json()}
+        label = f"{peer.name} {mode} W={workers} payload={payload}"
+        try:
+            with Group(label) as group:
+                relay = psutil.Process(peer.start(group, spec, env))
+                group.wait("go", 1, STARTUP_TIMEOUT)
+                cpu0, t0 = _cpu_seconds(relay), time.monotonic()
+                group.wait("go", workers - 1, STARTUP_TIMEOUT)
+                group.wait("done", workers, WORKER_TIMEOUT + 30)
+                cpu1, t1 = _cpu_seconds(relay), time.monotonic()
+            result.relay_cpu_pct = 100 * (cpu1 - cpu0) / (t1 - t0)
+            bad_exits = {k: v for k, v in group.exit_codes.items() if k.startswith("stereo") and v}
+            if bad_exits:
+                result.note = f"exit codes after SIGTERM: {bad_exits}"
+        except (LegFailed, psutil.Error) as exc:
+            result.error = str(exc)
+            return result
+        _reduce(result, [json.loads(p.read_text()) for p in Path(work).glob("worker-*.json")])
+    return result
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> None:
+    starts = [int(str(w["start_ns"])) for w in workers]
+    lasts = [int(str(w["last_ns"])) for w in workers if int(str(w["received"]))]
+    result.deliveries = sum(int(str(w["received"])) for w in workers)
+    if starts and lasts:
+        result.wall_s = (max(lasts) - min(starts)) / 1e9
+    if result.deliveries < result.expected:
+        result.note = f"lost {result.expected - result.deliveries} of {result.expected} deliveries"
+    latencies: list[int] = []
+    for w in workers:
+        values = w["latencies_ns"]
+        assert isinstance(values, list)
+        latencies.extend(int(v) for v in values)
+    if latencies:
+        latencies.sort()
+        result.p50_us = percentile(latencies, 50) / 1e3
+        result.p99_us = percentile(latencies, 99) / 1e3
+        result.max_us = latencies[-1] / 1e3

@@ -1,0 +1,270 @@
+"""Render results as Markdown tables (printed, and pasted into docs/benchmarks.md) and check the
+targets of issue 5 against them.
+
+Ratios are always stereo / peer, so for throughput above 1 means stereo is faster and for
+latency above 1 means stereo is slower.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from .results import RelayResult, Results, ServingResult
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def size(n: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+def rate(x: float) -> str:
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def _peers(rows: Sequence[RelayResult]) -> list[str]:
+    return list(dict.fromkeys(r.peer for r in rows))
+
+
+def _find(rows: Sequence[RelayResult], peer: str, workers: int, payload: int) -> RelayResult | None:
+    for r in rows:
+        if (r.peer, r.workers, r.payload) == (peer, workers, payload):
+            return r
+    return None
+
+
+def _cell(
+    r: RelayResult | None, base: RelayResult | None, value: Callable[[RelayResult], str]
+) -> str:
+    if r is None:
+        return "skipped"
+    if r.error is not None:
+        return "failed"
+    text = value(r)
+    if r.deliveries < r.expected:
+        text += " (lossy)"
+    if base is not None and base is not r and base.ok and r.ok:
+        text += f" ({_ratio(base.rate, r.rate)})"
+    return text
+
+
+def relay_table(results: Results) -> str:
+    rows = results.relay
+    peers = _peers(rows)
+    cases = list(dict.fromkeys((r.workers, r.payload, r.count) for r in rows))
+    out = []
+    for w, p, n in cases:
+        base = _find(rows, "stereo", w, p)
+        out.append(
+            [str(w), size(p), f"{n:,}"]
+            + [_cell(_find(rows, peer, w, p), base, lambda r: rate(r.rate)) for peer in peers]
+        )
+    return _table(["W", "payload", "msgs/worker", *peers], out)
+
+
+def relay_cpu_table(results: Results) -> str:
+    rows = results.relay
+    peers = _peers(rows)
+    cases = list(dict.fromkeys((r.workers, r.payload) for r in rows))
+    out = []
+    for w, p in cases:
+        cells = []
+        for peer in peers:
+            r = _find(rows, peer, w, p)
+            cpu = r.relay_cpu_pct if r is not None else None
+            cells.append(f"{cpu:.0f} %" if cpu is not None else "-")
+        out.append([str(w), size(p), *cells])
+    return _table(["W", "payload", *peers], out)
+
+
+def latency_table(results: Results) -> str:
+    rows = results.latency
+    base = next((r for r in rows if r.peer == "stereo" and r.error is None), None)
+    out = []
+    for r in rows:
+        if r.error is not None or r.p50_us is None:
+            out.append([r.peer, "failed", "", "", "", ""])
+            continue
+        out.append(
+            [
+                r.peer,
+                f"{r.p50_us:.0f}",
+                f"{r.p99_us:.0f}",
+                f"{r.max_us:.0f}",
+                f"{r.deliveries:,}/{r.expected:,}",
+                _ratio(base.p50_us, r.p50_us) + " / " + _ratio(base.p99_us, r.p99_us)
+                if base is not None
+                else "-",
+            ]
+        )
+    return _table(["peer", "p50 µs", "p99 µs", "max µs", "received", "stereo/peer p50 / p99"], out)
+
+
+def _shares(r: ServingResult) -> str:
+    total = sum(r.requests.values())
+    if not total:
+        return "-"
+    return " / ".join(f"w{k}: {100 * v / total:.0f} %" for k, v in sorted(r.requests.items()))
+
+
+def serving_table(results: Results) -> str:
+    plain = next((r for r in results.serving if r.workers == 1 and r.leg.startswith("plain")), None)
+    out = []
+    for r in results.serving:
+        if r.error is not None:
+            out.append([r.leg, "failed", "", "", "", ""])
+            continue
+        imbalance = r.imbalance
+        out.append(
+            [
+                r.leg,
+                f"{r.rps:,.0f}",
+                _ratio(r.rps, plain.rps) if plain is not None else "-",
+                _shares(r),
+                f"{imbalance:.2f}" if imbalance is not None else "-",
+                r.errors or "none",
+            ]
+        )
+    return _table(["leg", "req/s", "vs plain", "share per worker", "busiest/idlest", "errors"], out)
+
+
+def costs_table(results: Results) -> str:
+    c = results.costs
+    if c is None:
+        return "(not run)"
+    if c.error is not None:
+        return f"failed: {c.error}"
+
+    def ms(x: float | None) -> str:
+        return f"{x:.1f} ms" if x is not None else "-"
+
+    respawns = ", ".join(f"{x:.0f}" for x in c.respawn_ms)
+    rows = [
+        ["master CPU, 4 idle workers", f"{c.idle_cpu_pct:.3f} % over {c.idle_seconds:g} s"],
+        ["master RSS", f"{c.master_rss_mb:.1f} MB"],
+        ["worker RSS (mean)", f"{c.worker_rss_mb:.1f} MB"],
+        [
+            "SIGKILL -> replacement serving (median)",
+            f"{ms(c.respawn_median_ms)} (runs: {respawns})",
+        ],
+        ["bare `import trio, cbor2` (median)", ms(c.bare_import_ms)],
+        ["respawn overhead", ms(c.respawn_overhead_ms)],
+    ]
+    return _table(["cost", "value"], rows)
+
+
+def targets_table(results: Results) -> str:
+    """Issue 5's targets, each PASS / MISS / n.a. from this run's figures."""
+    rows: list[list[str]] = []
+
+    def check(name: str, value: float | None, ok: Callable[[float], bool], shown: str) -> None:
+        verdict = "n.a." if value is None else ("PASS" if ok(value) else "MISS")
+        rows.append([name, shown if value is not None else "-", verdict])
+
+    def relay_rate(peer: str) -> float | None:
+        r = _find(results.relay, peer, 4, 64)
+        return r.rate if r is not None and r.ok else None
+
+    stereo = relay_rate("stereo")
+    for peer, goal in (("zmq-proxy", 1.0), ("node-cluster", 5.0)):
+        other = relay_rate(peer)
+        ratio = stereo / other if stereo and other else None
+        check(
+            f"relay W=4/64 B >= {goal:g}x {peer}",
+            ratio,
+            partial(operator.le, goal),
+            f"{ratio:.2f}x" if ratio else "",
+        )
+    base = _find(results.relay, "stereo", 4, 64)
+    cpu = base.relay_cpu_pct if base is not None else None
+    check(
+        "master CPU during relay well under a core (< 80 %)",
+        cpu,
+        lambda x: x < 80,
+        f"{cpu:.0f} %" if cpu is not None else "",
+    )
+    lat = next((r for r in results.latency if r.peer == "stereo" and r.error is None), None)
+    p50 = lat.p50_us if lat is not None else None
+    p99 = lat.p99_us if lat is not None else None
+    check("latency p50 <= 150 µs", p50, lambda x: x <= 150, f"{p50:.0f} µs" if p50 else "")
+    check("latency p99 <= 500 µs", p99, lambda x: x <= 500, f"{p99:.0f} µs" if p99 else "")
+    by_leg = {r.leg: r for r in results.serving if r.error is None}
+    plain, w1, w2 = by_leg.get("plain trio"), by_leg.get("stereo -w 1"), by_leg.get("stereo -w 2")
+    r1 = w1.rps / plain.rps if w1 and plain else None
+    r2 = w2.rps / w1.rps if w1 and w2 else None
+    check("serving -w 1 within 3 % of plain", r1, lambda x: x >= 0.97, f"{r1:.3f}x" if r1 else "")
+    check("serving -w 2 >= 1.6x -w 1", r2, lambda x: x >= 1.6, f"{r2:.2f}x" if r2 else "")
+    imb = w2.imbalance if w2 else None
+    check("serving busiest/idlest <= 1.5", imb, lambda x: x <= 1.5, f"{imb:.2f}" if imb else "")
+    c = results.costs if results.costs is not None and results.costs.error is None else None
+    idle = c.idle_cpu_pct if c else None
+    rss = c.master_rss_mb if c else None
+    over = c.respawn_overhead_ms if c else None
+    check(
+        "idle master CPU < 0.2 %",
+        idle,
+        lambda x: x < 0.2,
+        f"{idle:.3f} %" if idle is not None else "",
+    )
+    check("idle master RSS < 40 MB", rss, lambda x: x < 40, f"{rss:.1f} MB" if rss else "")
+    check(
+        "respawn overhead < 50 ms",
+        over,
+        lambda x: x < 50,
+        f"{over:.1f} ms" if over is not None else "",
+    )
+    return _table(["target (issue 5)", "this run", "verdict"], rows)
+
+
+def render(results: Results) -> str:
+    """Every table, as Markdown, with the loud notes first."""
+    parts = []
+    if results.skipped:
+        parts.append(
+            "**Notes on this run (skipped or disturbed):**\n\n"
+            + "\n".join(f"- {s}" for s in results.skipped)
+        )
+    if results.relay:
+        parts.append(
+            "### Relay throughput\n\n"
+            "Deliveries/s; in brackets stereo / peer (> 1: stereo faster).\n\n"
+            + relay_table(results)
+        )
+        parts.append(
+            "### CPU of the relaying process during the relay legs\n\n" + relay_cpu_table(results)
+        )
+        failures = [r for r in results.relay if r.error is not None or r.note is not None]
+        if failures:
+            parts.append(
+                "Relay legs with notes:\n\n"
+                + "\n".join(
+                    f"- {r.peer} W={r.workers} {size(r.payload)}: {r.error or r.note}"
+                    for r in failures
+                )
+            )
+    if results.latency:
+        r0 = results.latency[0]
+        parts.append(
+            f"### Latency, send to receipt ({r0.count} msgs at W={r0.workers}, one sender; "
+            "stereo / peer > 1 = stereo slower)\n\n" + latency_table(results)
+        )
+    if results.serving:
+        tool = next((r.tool for r in results.serving if r.tool), "")
+        parts.append(f"### Shared-socket serving ({tool})\n\n" + serving_table(results))
+    if results.costs is not None:
+        parts.append("### Costs\n\n" + costs_table(results))
+    parts.append("### Targets\n\n" + targets_table(results))
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,135 @@
+"""The suite's results as plain dataclasses, saved as one JSON file.
+
+Every figure the table, the charts and docs/benchmarks.md show comes from here, so a run can be
+re-rendered from its JSON without being repeated (``--from-json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RelayResult:
+    peer: str
+    mode: str  # "relay" or "latency"
+    workers: int
+    payload: int
+    count: int  # messages per sender
+    expected: int  # deliveries a loss-free run makes
+    deliveries: int = 0
+    wall_s: float = 0.0
+    relay_cpu_pct: float | None = None  # CPU of the relaying process while the leg ran
+    p50_us: float | None = None
+    p99_us: float | None = None
+    max_us: float | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.deliveries == self.expected
+
+
+@dataclass
+class ServingResult:
+    leg: str  # "plain trio", "stereo -w 1", ...
+    workers: int
+    tool: str
+    rps: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)  # per worker id
+    errors: str | None = None  # socket errors reported by the load generator
+    error: str | None = None
+
+    @property
+    def imbalance(self) -> float | None:
+        """Busiest worker's requests over the idlest's (1.0 is perfect balance)."""
+        counts = list(self.requests.values())
+        if len(counts) < 2 or min(counts) == 0:
+            return None if len(counts) < 2 else float("inf")
+        return max(counts) / min(counts)
+
+
+@dataclass
+class CostResult:
+    idle_seconds: float = 0.0
+    idle_cpu_pct: float | None = None
+    master_rss_mb: float | None = None
+    worker_rss_mb: float | None = None  # mean over the idle workers
+    respawn_ms: list[float] = field(default_factory=list)
+    bare_import_ms: float | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def respawn_median_ms(self) -> float | None:
+        return median(self.respawn_ms) if self.respawn_ms else None
+
+    @property
+    def respawn_overhead_ms(self) -> float | None:
+        m = self.respawn_median_ms
+        if m is None or self.bare_import_ms is None:
+            return None
+        return m - self.bare_import_ms
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    relay: list[RelayResult] = field(default_factory=list)
+    latency: list[RelayResult] = field(default_factory=list)
+    serving: list[ServingResult] = field(default_factory=list)
+    costs: CostResult | None = None
+    skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        # Derived figures too, so readers of the JSON need not recompute them.
+        for row, obj in zip(
+            data["relay"] + data["latency"], self.relay + self.latency, strict=True
+        ):
+            row["deliveries_per_s"] = obj.rate
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        data = json.loads(path.read_text())
+
+        def rows(key: str) -> list[RelayResult]:
+            return [
+                RelayResult(**{k: v for k, v in r.items() if k != "deliveries_per_s"})
+                for r in data[key]
+            ]
+
+        costs = data.get("costs")
+        return cls(
+            machine=data["machine"],
+            plan=data["plan"],
+            relay=rows("relay"),
+            latency=rows("latency"),
+            serving=[ServingResult(**r) for r in data["serving"]],
+            costs=CostResult(**costs) if costs else None,
+            skipped=data["skipped"],
+        )
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
+    return sorted_values[int(rank) - 1]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -1,0 +1,64 @@
+"""The shared-socket serving workload: one trio HTTP handler, plain and under ``stereo run``.
+
+The harness binds the listening socket itself and hands it down as an inherited fd (``--bind
+fd://N`` for stereo, an argument for the plain process), so no leg races for a port and every leg
+gets the same socket options and backlog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from .apps.http_handler import DIR_ENV
+from .load import drive
+from .peers.stereo_peer import stereo_command
+from .procs import Group, LegFailed
+from .results import ServingResult
+
+STARTUP_TIMEOUT = 60.0
+BACKLOG = 1024
+
+
+def run_serving_leg(workers: int, connections: int, seconds: float) -> ServingResult:
+    """workers == 0 runs the plain single trio process."""
+    leg = "plain trio" if workers == 0 else f"stereo -w {workers}"
+    result = ServingResult(leg=leg, workers=max(workers, 1), tool="")
+    with (
+        tempfile.TemporaryDirectory(prefix="stereo-bench-serve-") as work,
+        socket.create_server(("127.0.0.1", 0), backlog=BACKLOG) as sock,
+    ):
+        fd = sock.fileno()
+        port = sock.getsockname()[1]
+        env = {**os.environ, DIR_ENV: work}
+        if workers == 0:
+            argv = [sys.executable, "-m", "stereo.bench.apps.plain_http", str(fd)]
+        else:
+            argv = [
+                *stereo_command(),
+                "run",
+                "stereo.bench.apps.stereo_http:serve",
+                "-w",
+                str(workers),
+                "--bind",
+                f"fd://{fd}",
+                "--no-console",
+            ]
+        try:
+            with Group(f"serving {leg}") as group:
+                group.spawn(argv, name=leg, env=env, pass_fds=[fd])
+                group.wait("ready", max(workers, 1), STARTUP_TIMEOUT)
+                load = drive(port, connections, seconds)
+            result.tool, result.rps, result.errors = load.tool, load.rps, load.errors
+        except (LegFailed, OSError, RuntimeError) as exc:
+            result.error = str(exc)
+            return result
+        # The counters are final now: the group's close() stopped the server with SIGTERM.
+        for path in sorted(Path(work).glob("serve-*.json")):
+            data = json.loads(path.read_text())
+            result.requests[str(data["id"])] = int(data["requests"])
+    return result
