@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._listeners import Connection, Listener
+from ._protocol import UndecodablePayload
 from .errors import (
     BindError,
     ControlError,
@@ -28,6 +29,7 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "StereoError",
+    "UndecodablePayload",
     "Worker",
     "WorkerStatistics",
     "__version__",

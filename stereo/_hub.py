@@ -218,14 +218,23 @@ class Hub:
             self.bytes_in += len(data)
             ingress.receive_data(data)
             events, self.next_seq = ingress.events(self.next_seq)
-            for event in events:
+            for index, event in enumerate(events):
                 if isinstance(event, Run):
                     peer.messages_in += event.count
                     self._fan_out(event.data, event.count)
-                elif isinstance(event, Frame):
-                    self._control(peer, event)
-                else:
-                    raise CutOff(f"protocol error: {event}")
+                    continue
+                try:
+                    if isinstance(event, Frame):
+                        self._control(peer, event)
+                    else:
+                        raise CutOff(f"protocol error: {event}")
+                except CutOff:
+                    # Nothing after the bad frame is relayed; hand its sequence numbers back
+                    # (no checkpoint since they were stamped) so seq stays consecutive.
+                    later = [e for e in events[index + 1 :] if isinstance(e, Run)]
+                    if later:
+                        self.next_seq = later[0].first_seq
+                    raise
 
     def _control(self, peer: Peer, frame: Frame) -> None:
         kind = frame.kind

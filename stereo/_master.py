@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -23,6 +23,7 @@ from ._control import ControlServer
 from ._hub import Hub
 from ._output import OutputSink
 from ._supervisor import Supervisor
+from ._upgrade import Handover, Upgrader
 
 HANDLED_SIGNALS = (
     signal.SIGTERM,
@@ -31,13 +32,21 @@ HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR2,
 )
 
 
 class Master:
     """Holds the running parts together, so signal and control handlers can reach them."""
 
-    def __init__(self, settings: Settings, sockets: list[BoundSocket], sink: OutputSink) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sockets: list[BoundSocket],
+        sink: OutputSink,
+        argv: Sequence[str] | None = None,
+        handover: Handover | None = None,
+    ) -> None:
         self.settings = settings
         self.sockets = sockets
         self.sink = sink
@@ -51,6 +60,10 @@ class Master:
         self.interrupts = 0
         self._nursery: trio.Nursery | None = None
         self.control: ControlServer  # set in run(), once the supervisor can take orders
+        # Master upgrade (SIGUSR2, see _upgrade.py): ``argv`` starts the new master; a master
+        # that is the new one takes over through ``handover``.
+        self.upgrader = Upgrader(self, argv)
+        self.handover = handover
 
     # -- signal handlers ----------------------------------------------------------------------
 
@@ -83,6 +96,9 @@ class Master:
         removed = self.supervisor.remove(self.supervisor.highest_slots(1))
         self.sink.log(f"SIGTTOU: removing worker {removed}")
 
+    def handle_usr2(self) -> None:
+        self.start_soon(self.upgrader.run)
+
     def dispatch(self, signum: int) -> None:
         handlers: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.handle_term,
@@ -91,6 +107,7 @@ class Master:
             signal.SIGHUP: self.handle_hup,
             signal.SIGTTIN: self.handle_ttin,
             signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR2: self.handle_usr2,
         }
         handlers[signum]()
 
@@ -120,12 +137,17 @@ class Master:
                 for bound in self.sockets:
                     self.sink.log(f"listening on {bound.address}")
                 await nursery.start(self.supervisor.run)
-                self.control = ControlServer(self, self.settings.control_path)
-                await nursery.start(self.control.run)
-                if self.settings.console:
-                    from .console import run_in_place
+                # Taking over from an old master: its control socket is ours only once our
+                # workers serve; if they cannot, this master drains and the old one serves on.
+                if self.handover is None or await self.handover.wait_workers_ready(self):
+                    self.control = ControlServer(self, self.settings.control_path)
+                    await nursery.start(self.control.run)
+                    if self.handover is not None:
+                        self.handover.complete(self)
+                    if self.settings.console:
+                        from .console import run_in_place
 
-                    nursery.start_soon(run_in_place, self)
+                        nursery.start_soon(run_in_place, self)
                 task_status.started()
                 await self.supervisor.idle.wait()
                 self.sink.log("all workers stopped; bye")
@@ -134,10 +156,20 @@ class Master:
                 nursery.cancel_scope.cancel()
 
 
-async def run_master(settings: Settings) -> None:
-    sockets = open_sockets(settings.binds, systemd_fds(os.environ, os.getpid()))
+async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> None:
+    """Run a master until it stops. ``argv`` (the arguments after ``stereo``) lets SIGUSR2 start
+    a new master with the same command line."""
+    handover = Handover.from_environ(os.environ)
+    if handover is None:
+        sockets = open_sockets(settings.binds, systemd_fds(os.environ, os.getpid()))
+    else:
+        sockets = handover.adopt_sockets(settings.binds)
+        if handover.workers is not None:
+            settings.workers = handover.workers
     try:
-        master = Master(settings, sockets, OutputSink())
+        master = Master(settings, sockets, OutputSink(), argv, handover)
+        if handover is not None:
+            master.sink.log(f"taking over from master pid {handover.old_pid}")
         await master.run()
     finally:
         close_sockets(sockets)

@@ -54,20 +54,29 @@ class OutputSink:
         self._send, self._receive = trio.open_memory_channel[bytes](256)
         self._writing = False
         self._drained = trio.Event()
+        # Lines sent but not yet written. The channel's buffer count alone is not enough: an
+        # item sent while the writer task waits goes straight to it, never into the buffer.
+        self._queued = 0
 
     def log(self, line: str) -> None:
         """A line of the master's own, e.g. '[stereo] worker 3 exited'. Never blocks."""
         try:
             self._send.send_nowait(f"[stereo] {line}\n".encode())
+            self._queued += 1
         except trio.WouldBlock:
             pass  # the terminal is stuck; never let logging stall the master
 
     async def write_line(self, data: bytes) -> None:
-        await self._send.send(data)
+        self._queued += 1  # before: send() checkpoints after handing the line over
+        try:
+            await self._send.send(data)
+        except BaseException:
+            self._queued -= 1
+            raise
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been written."""
-        while self._writing or self._receive.statistics().current_buffer_used:
+        while self._writing or self._queued:
             self._drained = trio.Event()
             await self._drained.wait()
         await trio.lowlevel.checkpoint()
@@ -86,7 +95,8 @@ class OutputSink:
             except OSError:
                 pass  # stdout is gone (closed terminal); workers keep running
             self._writing = False
-            if not self._receive.statistics().current_buffer_used:
+            self._queued -= len(batch)
+            if not self._queued:
                 self._drained.set()
 
 

@@ -230,7 +230,6 @@ class BroadcastReader:
         loads = cbor2.loads
         broadcast = Kind.BROADCAST.value
         max_length = self._max_length
-        view = memoryview(buffer)
         try:
             while end - offset >= BROADCAST_HEADER_SIZE:
                 length, kind, seq, sender = unpack(buffer, offset)
@@ -241,15 +240,15 @@ class BroadcastReader:
                 stop = offset + 4 + length
                 if stop > end:
                     break
+                # Slicing the bytearray copies, but costs less than a memoryview slice.
+                payload = buffer[offset + BROADCAST_HEADER_SIZE : stop]
                 try:
-                    value = loads(view[offset + BROADCAST_HEADER_SIZE : stop])
+                    value = loads(payload)
                 except Exception as exc:
-                    raw = bytes(view[offset + BROADCAST_HEADER_SIZE : stop])
-                    value = UndecodablePayload(raw, str(exc))
+                    value = UndecodablePayload(bytes(payload), str(exc))
                 append(make(value, sender, seq))
                 offset = stop
         finally:
-            view.release()
             if offset:
                 del buffer[:offset]
         return out

@@ -128,6 +128,10 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._restart_lock = trio.Lock()
         self.live: set[WorkerProcess] = set()
+        # Set (then replaced) whenever a process becomes ready or exits; for waiters such as a
+        # master upgrade, which must not poll.
+        self.changed = trio.Event()
+        self.unexpected_exits = 0  # processes that exited without being asked to stop
         self.idle = trio.Event()  # set once every slot is removed and every process has exited
 
     # -- spawning ----------------------------------------------------------------------------
@@ -211,7 +215,14 @@ class Supervisor:
             self.live.discard(proc)
             if proc in proc.slot.processes:
                 proc.slot.processes.remove(proc)
+            if not proc.stop_requested:
+                self.unexpected_exits += 1
+            self._changed()
             self._check_idle()
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     async def _watch(self, proc: WorkerProcess, scope: trio.CancelScope) -> None:
         """Mark the process ready when it says so, then kill it if its heartbeats stop."""
@@ -220,6 +231,7 @@ class Supervisor:
             proc.ready_at = trio.current_time()
             if proc.state is ProcessState.STARTING:
                 proc.set_state(ProcessState.READY)
+                self._changed()
             timeout = self.settings.timeout
             while True:
                 deadline = proc.peer.last_heartbeat + timeout

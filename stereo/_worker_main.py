@@ -29,6 +29,7 @@ from .worker import Message, Worker
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
+FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
 App = Callable[[Worker], Awaitable[Any]]
 
 
@@ -120,7 +121,11 @@ async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
     while True:
         await worker._outbox_ready.wait()
         frames = worker._take_outbox()
+        worker._writing = True
         await link.stream.send_all(b"".join(frames))
+        worker._writing = False
+        if not worker._outbox:
+            worker._flushed.set()
 
 
 async def heartbeat(worker: Worker, interval: float) -> NoReturn:
@@ -190,6 +195,10 @@ async def run_worker(hub_fd: int) -> int:
             # enforces --graceful-timeout with SIGKILL, so no deadline is needed here.
             for listener in listeners:
                 listener.stop_accepting()
+            # An accept that already took a connection from the kernel is parked in trio's
+            # cancel-shielded checkpoint; one scheduling round lets it register the connection
+            # before we decide the worker is idle.
+            await trio.lowlevel.checkpoint()
             await tracker.wait_idle()
             app_scope.cancel()
 
@@ -204,6 +213,10 @@ async def run_worker(hub_fd: int) -> int:
                 await app(worker)
             if app_scope.cancelled_caught:
                 exit_code = exitcodes.STOPPED
+            # What the app broadcast before it ended still goes out (bounded: the master may
+            # be gone, or not reading).
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await worker._wait_flushed()
             nursery.cancel_scope.cancel()
 
         async def hub_tasks() -> None:

@@ -16,6 +16,7 @@ from ._config import (
     Settings,
     default_workers,
 )
+from ._control import default_control_path
 from ._protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .errors import StereoError
 
@@ -110,17 +111,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--control",
         metavar="PATH",
         default=None,
-        help="unix socket for `stereo console` and `stereo ctl`",
+        help=_CONTROL_HELP,
     )
     run.add_argument(
         "--no-console",
         action="store_true",
         help="do not offer the interactive console, even in a terminal",
     )
+
+    console = commands.add_parser("console", help="attach an interactive console to a master")
+    console.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
+
+    top = commands.add_parser("top", help="live view of a master's workers, redrawn every second")
+    top.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+
+    ctl = commands.add_parser(
+        "ctl",
+        help="run one console command in a master and exit",
+        description="Run one console command (see `stereo ctl help`) and exit: 0 when it"
+        " succeeded, 1 when it failed, 2 for bad usage, 3 when no master could be reached.",
+    )
+    ctl.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
+    ctl.add_argument("--json", action="store_true", help="print the result as JSON")
+    ctl.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]", help="e.g. status, add 2"
+    )
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
+_CONTROL_HELP = (
+    "the master's control socket (default: $STEREO_CONTROL, else"
+    " $XDG_RUNTIME_DIR/stereo/stereo.sock, else /tmp/stereo-$UID/stereo.sock)"
+)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ._master import run_master
 
     settings = Settings(
@@ -132,11 +158,11 @@ def _run(args: argparse.Namespace) -> int:
         outbox_limit=args.outbox_limit,
         graceful_timeout=args.graceful_timeout,
         timeout=args.timeout,
-        control_path=args.control,
+        control_path=args.control or default_control_path(),
         console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
     )
     try:
-        trio.run(run_master, settings)
+        trio.run(run_master, settings, argv)  # argv: for a master upgrade (SIGUSR2)
     except StereoError as exc:
         print(f"stereo: {exc}", file=sys.stderr)
         return 2
@@ -146,7 +172,16 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        sys.exit(_run(args))
+        sys.exit(_run(args, sys.argv[1:] if argv is None else argv))
+    from . import _console_cli
+
+    path = args.control or default_control_path()
+    if args.command == "console":
+        sys.exit(_console_cli.console(path))
+    if args.command == "top":
+        sys.exit(_console_cli.top(path, once=args.once))
+    if args.command == "ctl":
+        sys.exit(_console_cli.ctl(args.control, args.words, as_json=args.json))
 
 
 if __name__ == "__main__":

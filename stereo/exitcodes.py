@@ -15,7 +15,7 @@ APP_LOAD_ERROR: Final = 4  # the app could not be imported or found; restarting 
 HUB_LOST: Final = 5  # the master went away or cut this worker off
 
 NAMES: Final = {
-    STOPPED: "stopped",
+    STOPPED: "exited normally",
     APP_CRASHED: "app crashed",
     WORKER_BOOT_ERROR: "worker boot error",
     APP_LOAD_ERROR: "app load error",

@@ -35,7 +35,7 @@ _BROADCAST = Kind.BROADCAST.value
 # Messages one iterator may hold before the worker stops reading the hub (backpressure).
 DEFAULT_INBOX_LIMIT = 65536
 # Yield to the scheduler at least this often when handing out already-buffered messages.
-_CHECKPOINT_EVERY = 64
+_CHECKPOINT_EVERY = 256
 
 
 @dataclass(slots=True)  # not frozen: frozen dataclasses cost ~3x to build on the hot path
@@ -148,6 +148,8 @@ class Worker:
         self._inbox_limit = inbox_limit
         self._outbox_ready = trio.Event()
         self._outbox_room = trio.Event()
+        self._writing = False
+        self._flushed = trio.Event()
         self._subscribers: set[MessageStream] = set()
         # Set whenever an iterator drains, so the hub reader can resume after backpressure.
         self._room = trio.Event()
@@ -214,6 +216,13 @@ class Worker:
         self._outbox.append(frame)
         self._outbox_bytes += len(frame)
         self._outbox_ready.set()
+
+    async def _wait_flushed(self) -> None:
+        """Wait until everything queued so far has been handed to the kernel."""
+        while self._outbox or self._writing:
+            self._flushed = trio.Event()
+            await self._flushed.wait()
+        await trio.lowlevel.checkpoint()
 
     def _take_outbox(self) -> list[bytes]:
         frames, self._outbox = self._outbox, []

@@ -24,7 +24,9 @@ def test_process_lifecycle_allows_the_normal_path() -> None:
         (SlotState.BACKOFF, SlotState.FAILED),
     ],
 )
-def test_illegal_transitions_raise(current: ProcessState | SlotState, new: ProcessState | SlotState) -> None:
+def test_illegal_transitions_raise(
+    current: ProcessState | SlotState, new: ProcessState | SlotState
+) -> None:
     with pytest.raises(IllegalTransition):
         advance(current, new)  # type: ignore[type-var]
 

@@ -12,7 +12,8 @@ async def serve(worker):
     print(f"started pid={os.getpid()}", flush=True)
     if worker.id == 1 and not os.path.exists(MARKER):
         open(MARKER, "w").close()
-        os.write(_worker_main.HUB_FD, os.environ.get("GARBAGE_BYTES", "\xff" * 64).encode("latin-1"))
+        garbage = os.environ.get("GARBAGE_BYTES", "\xff" * 64).encode("latin-1")
+        os.write(_worker_main.HUB_FD, garbage)
     await worker.broadcast(["hello", worker.id, os.getpid()])
     async for msg in inbox:
         print(f"saw {msg.data[0]} from {msg.data[1]} pid={msg.data[2]}", flush=True)

@@ -1,0 +1,219 @@
+"""Text rendering of command results, shared by the console, ``stereo ctl`` and ``stereo top``.
+
+Pure functions from the data the commands return (:mod:`stereo._commands`) to strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ._commands import COMMANDS, lookup
+
+
+def human_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def human_rate(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 10_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+STATUS_HEADERS = (
+    "SLOT",
+    "PID",
+    "STATE",
+    "UPTIME",
+    "RESTARTS",
+    "MEM",
+    "CPU%",
+    "MSGS IN",
+    "MSGS OUT",
+    "OUTBOX",
+    "LAST EXIT",
+)
+
+
+def format_status(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no workers"
+    cells = []
+    for row in rows:
+        state = row["state"] + ("" if row["current"] or row["pid"] is None else " (old)")
+        cpu = row["cpu_percent"]
+        fill = row["outbox_fill"] or 0.0
+        cells.append(
+            (
+                str(row["slot"]),
+                str(row["pid"] or "-"),
+                state,
+                human_duration(row["uptime"]),
+                str(row["restarts"]),
+                human_bytes(row["rss"]),
+                "-" if cpu is None else f"{cpu:.1f}",
+                str(row["messages_in"]),
+                str(row["messages_out"]),
+                f"{human_bytes(row['outbox_bytes'])} {fill * 100:.0f}%",
+                row["last_exit"] or "-",
+            )
+        )
+    return table(STATUS_HEADERS, cells, right={0, 1, 3, 4, 5, 6, 7, 8, 9})
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    rates = stats["rates"]
+    lines = [
+        f"master pid {stats['pid']}, up {human_duration(stats['uptime'])},"
+        f" {stats['workers']} workers ({stats['processes']} processes, {stats['peers']} connected)"
+        f"{', STOPPING' if stats['stopping'] else ''}",
+        f"broadcasts  {stats['broadcasts']:>12}  {human_rate(rates['broadcasts_per_s']):>8}/s",
+        f"deliveries  {stats['deliveries']:>12}  {human_rate(rates['deliveries_per_s']):>8}/s",
+        f"bytes in    {human_bytes(stats['bytes_in']):>12}"
+        f"  {human_bytes(rates['bytes_in_per_s']):>10}/s",
+        f"bytes out   {human_bytes(stats['bytes_out']):>12}"
+        f"  {human_bytes(rates['bytes_out_per_s']):>10}/s",
+        f"cut-offs    {stats['cutoffs']:>12}",
+        f"respawns    {stats['respawns']:>12}",
+        f"master      {human_bytes(stats['master_rss']):>12}"
+        f"  {stats['master_cpu_percent']:.1f}% CPU",
+    ]
+    return "\n".join(lines)
+
+
+def format_inspect(info: dict[str, Any]) -> str:
+    lines = [
+        f"worker {info['slot']}: {info['state']}"
+        + (" (being removed)" if info["retiring"] else ""),
+        f"  restarts        {info['restarts']}",
+        f"  last exit       {info['last_exit'] or '-'}",
+    ]
+    if info["failed_reason"]:
+        lines.append(f"  failed          {info['failed_reason']}")
+    if info["quick_failures"]:
+        lines.append(f"  quick failures  {info['quick_failures']}")
+    for proc in info["processes"]:
+        role = "current" if proc["current"] else "old"
+        lines += [
+            f"  process {proc['pid']} ({role}, {proc['state']})",
+            f"    uptime          {human_duration(proc['uptime'])}"
+            + (
+                f" (ready after {proc['ready_after']:.3f}s)"
+                if proc.get("ready_after") is not None
+                else ""
+            ),
+            f"    memory          {human_bytes(proc['rss'])}",
+            f"    cpu             {'-' if proc['cpu_percent'] is None else proc['cpu_percent']}%",
+            f"    messages        {proc['messages_in']} in, {proc['messages_out']} out",
+            f"    bytes           {human_bytes(proc['bytes_in'])} in,"
+            f" {human_bytes(proc['bytes_out'])} out",
+            f"    outbox          {human_bytes(proc['outbox_bytes'])}"
+            f" ({proc['outbox_fill'] * 100:.1f}% of the limit),"
+            f" peak {human_bytes(proc['peak_outbox_bytes'])}",
+            f"    last heartbeat  {proc['heartbeat_age']:.1f}s ago",
+        ]
+        if "threads" in proc:
+            lines.append(f"    threads, fds    {proc['threads']}, {proc['open_files']}")
+            lines.append(f"    command         {' '.join(proc['cmdline'])}")
+        if proc["stop_requested"]:
+            lines.append("    draining        yes")
+        if proc["cut_off_reason"]:
+            lines.append(f"    cut off         {proc['cut_off_reason']}")
+        if proc["boot_error"]:
+            lines.append(f"    boot error      {proc['boot_error']}")
+    if not info["processes"]:
+        lines.append("  no process")
+    return "\n".join(lines)
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
+def format_result(command: str, result: Any) -> str:
+    """The text the console and ``ctl`` print for a successful command."""
+    if command == "status":
+        return format_status(result)
+    if command == "stats":
+        return format_stats(result)
+    if command == "inspect":
+        return format_inspect(result)
+    if command == "add":
+        return f"added worker{'s' if len(result['added']) != 1 else ''} {_ids(result['added'])}"
+    if command == "remove":
+        if not result["removed"]:
+            return "nothing to remove"
+        return f"removing {_ids(result['removed'])} (draining gracefully)"
+    if command == "scale":
+        parts = []
+        if result["added"]:
+            parts.append(f"added {_ids(result['added'])}")
+        if result["removed"]:
+            parts.append(f"removing {_ids(result['removed'])} (draining gracefully)")
+        return "; ".join(parts) or "already at that size"
+    if command == "restart":
+        if not result["restarted"]:
+            return "nothing restarted"
+        return f"restarted {_ids(result['restarted'])}"
+    if command == "kill":
+        return f"sent {result['signal']} to worker {result['slot']} (pid {result['pid']})"
+    if command == "broadcast":
+        return f"broadcast seq {result['seq']} to {result['receivers']} workers"
+    if command == "shutdown":
+        return "master is stopping " + ("gracefully" if result["graceful"] else "now")
+    return json.dumps(result, indent=2, sort_keys=True)
+
+
+def format_help(name: str | None = None) -> str:
+    if name is not None:
+        command = lookup(name)
+        text = f"{command.usage}\n  {command.summary}"
+        if command.details:
+            text += f"\n  {command.details}"
+        if command.aliases:
+            text += f"\n  also: {', '.join(command.aliases)}"
+        return text
+    width = max(len(c.usage) for c in COMMANDS.values())
+    lines = [f"  {c.usage.ljust(width)}  {c.summary}" for c in COMMANDS.values()]
+    return "commands:\n" + "\n".join(lines) + "\n`help COMMAND` for details; Tab completes."

@@ -1,0 +1,415 @@
+"""The control socket: a local unix socket over which ``stereo console``, ``stereo ctl`` and
+``stereo top`` run commands (:mod:`stereo._commands`) in a running master.
+
+Same framing as the hub (:mod:`stereo._framing`); docs/protocol.md, "Control socket", is the
+normative description::
+
+    client                                   master
+      | REQUEST 0x10 {"id", "command", "args"} |
+      |--------------------------------------->|  execute(command, args)
+      |    REPLY 0x11 {"id", "ok": true,       |
+      |               "result"} or             |
+      |               {"id", "ok": false,      |
+      |               "error"}                 |
+      |<---------------------------------------|
+
+Requests on one connection are answered one at a time, in order. Three layers:
+
+- the pure codec (:func:`encode_request`, :func:`encode_reply`, :class:`ReplyReader`);
+- the server (:class:`ControlServer`), one task per connection; whatever a client sends costs that
+  connection at most, never the master: every error is answered or closes that connection only,
+  and a client that does not read its replies is dropped after ``SEND_TIMEOUT``;
+- the blocking client (:class:`ControlClient`) used by the console, ``ctl`` and ``top``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import stat
+import struct
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._commands import Context, execute
+from ._framing import Frame, FrameReader, FrameTooLarge
+from ._protocol import Kind, decode_map, encode_map
+from .errors import ControlError, ProtocolError
+
+if TYPE_CHECKING:
+    from ._master import Master
+
+#: The largest request body the master reads (a broadcast value must fit, hence the margin).
+MIN_REQUEST_SIZE = 64 * 1024
+#: The largest reply body a client accepts.
+MAX_REPLY_SIZE = 64 * 1024 * 1024
+#: Connections served at once; more are answered with an error and closed.
+MAX_CONNECTIONS = 32
+#: A client that leaves a reply unread this long is disconnected.
+SEND_TIMEOUT = 10.0
+#: How often rates and CPU percentages are sampled.
+SAMPLE_INTERVAL = 1.0
+RECEIVE_SIZE = 64 * 1024
+#: After refusing a connection, how long and how much of its input is read and dropped.
+LINGER_TIMEOUT = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class ControlUnreachable(ControlError):
+    """No master answers at the control socket (none running, wrong path, or refused)."""
+
+
+# -- where the socket lives --------------------------------------------------------------------
+
+
+def default_control_path(environ: dict[str, str] | None = None) -> str:
+    """``$STEREO_CONTROL`` if set; else ``$XDG_RUNTIME_DIR/stereo/stereo.sock`` when that runtime
+    directory exists; else ``/tmp/stereo-$UID/stereo.sock``."""
+    env = os.environ if environ is None else environ
+    if env.get("STEREO_CONTROL"):
+        return env["STEREO_CONTROL"]
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "stereo", "stereo.sock")
+    return os.path.join("/tmp", f"stereo-{os.geteuid()}", "stereo.sock")
+
+
+def _prepare_directory(directory: str) -> None:
+    """Create the socket's directory 0700; refuse one another user owns or could write to."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise ControlError(f"cannot create {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ControlError(f"{directory} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise ControlError(f"{directory} belongs to uid {info.st_uid}, not to us; refusing it")
+    if info.st_mode & 0o022:
+        raise ControlError(f"{directory} is writable by other users; refusing it")
+
+
+def _clear_stale(path: str) -> None:
+    """Remove a socket file no master listens on; refuse to replace a live one."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ControlError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # stale: left behind by a master that was killed
+    else:
+        raise ControlError(f"another master is already listening on {path}")
+    finally:
+        probe.close()
+
+
+def bind_control_socket(path: str) -> socket.socket:
+    """Bind and listen on ``path`` (mode 0600, in a 0700 directory). Raises ControlError."""
+    _prepare_directory(os.path.dirname(os.path.abspath(path)))
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no window in which the socket is reachable by others
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise ControlError(f"cannot listen on {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a unix socket, as the kernel saw it."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, _gid = _PEERCRED.unpack(raw)
+    return pid, uid
+
+
+# -- the codec (pure) ----------------------------------------------------------------------------
+
+
+def encode_request(request_id: int, command: str, args: dict[str, Any] | None = None) -> bytes:
+    return encode_map(Kind.REQUEST, {"id": request_id, "command": command, "args": args or {}})
+
+
+def encode_reply(request_id: Any, *, result: Any = None, error: str | None = None) -> bytes:
+    if error is not None:
+        return encode_map(Kind.REPLY, {"id": request_id, "ok": False, "error": error})
+    return encode_map(Kind.REPLY, {"id": request_id, "ok": True, "result": result})
+
+
+def decode_request(frame: Frame) -> tuple[Any, Any, Any]:
+    """A REQUEST frame -> (id, command, args); ProtocolError for anything else."""
+    if frame.kind != Kind.REQUEST:
+        raise ProtocolError(
+            f"expected a REQUEST frame (kind 0x{Kind.REQUEST:02x}), got kind 0x{frame.kind:02x}"
+        )
+    request = decode_map(frame)
+    if "command" not in request:
+        raise ProtocolError("the request has no 'command'")
+    return request.get("id"), request["command"], request.get("args")
+
+
+def decode_reply(frame: Frame) -> dict[str, Any]:
+    if frame.kind != Kind.REPLY:
+        raise ProtocolError(f"expected a REPLY frame, got kind 0x{frame.kind:02x}")
+    reply = decode_map(frame)
+    if not isinstance(reply.get("ok"), bool):
+        raise ProtocolError("the reply has no boolean 'ok'")
+    return reply
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+class ControlServer:
+    """Serves control connections for one master: from the socket at ``path`` (if any) and from
+    streams handed to :meth:`serve_stream` (the in-place console's socketpair)."""
+
+    def __init__(self, master: Master, path: str | None) -> None:
+        self.master = master
+        self.path = path
+        self.context = Context(master)
+        self.max_request_size = max(MIN_REQUEST_SIZE, master.settings.max_message_size + 4096)
+        self.connections = 0
+        self.listening: str | None = None  # the path, once bound
+        self._inode: tuple[int, int] | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listener: socket.socket | None = None
+        if self.path is not None:
+            try:
+                listener = bind_control_socket(self.path)
+                info = os.stat(self.path)
+                self._inode = (info.st_dev, info.st_ino)
+                self.listening = self.path
+                self.master.sink.log(f"control socket: {self.path}")
+            except ControlError as exc:
+                # The app matters more than its console: run on, but say so loudly.
+                self.master.sink.log(f"control socket disabled: {exc} (use --control PATH)")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sample)
+                if listener is not None:
+                    nursery.start_soon(self._accept_loop, trio.socket.from_stdlib_socket(listener))
+                task_status.started()
+        finally:
+            if listener is not None:
+                listener.close()
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Remove our socket file, unless another master has replaced it meanwhile."""
+        if self.path is None or self._inode is None:
+            return
+        with contextlib.suppress(OSError):
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self._inode:
+                os.unlink(self.path)
+
+    async def _sample(self) -> None:
+        while True:
+            self.context.sample()
+            await trio.sleep(SAMPLE_INTERVAL)
+
+    async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                sock, _ = await listener.accept()
+            except OSError as exc:
+                # Out of descriptors or memory: wait for a connection to end, don't spin or die.
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                    self.master.sink.log(f"control: accept failed ({exc.strerror}); pausing")
+                    await trio.sleep(0.1)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            assert self._nursery is not None
+            self._nursery.start_soon(self.serve_stream, trio.SocketStream(sock), False)
+
+    async def serve_stream(self, stream: trio.SocketStream, trusted: bool = False) -> None:
+        """Serve one client until it disconnects. Never raises (except Cancelled)."""
+        self.connections += 1
+        try:
+            async with stream:
+                await self._serve(stream, trusted)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass  # the client went away or stopped reading: its problem only
+        except Exception as exc:  # a bug of ours: cost this connection, never the master
+            self.master.sink.log(f"control: internal error, connection dropped: {exc!r}")
+        finally:
+            self.connections -= 1
+
+    async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
+        with trio.fail_after(SEND_TIMEOUT):
+            await stream.send_all(data)
+
+    async def _serve(self, stream: trio.SocketStream, trusted: bool) -> None:
+        if not trusted:
+            pid, uid = peer_uid(stream.socket)
+            if uid not in (os.geteuid(), 0):
+                self.master.sink.log(f"control: refused a client running as uid {uid} (pid {pid})")
+                await self._refuse(
+                    stream,
+                    f"permission denied: uid {uid} may not control this master"
+                    f" (it runs as uid {os.geteuid()})",
+                )
+                return
+            if self.connections > MAX_CONNECTIONS:
+                await self._refuse(stream, "too many control connections; try later")
+                return
+        reader = FrameReader(self.max_request_size)
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                if reader.buffered:
+                    await self._send(
+                        stream, encode_reply(None, error="connection ended inside a frame")
+                    )
+                return
+            try:
+                reader.receive_data(data)
+                frames = reader.frames()
+            except FrameTooLarge as exc:
+                # The rest of the stream cannot be framed any more.
+                await self._refuse(stream, f"request too large: {exc}")
+                return
+            except ProtocolError as exc:
+                await self._refuse(stream, f"malformed frame: {exc}")
+                return
+            for frame in frames:
+                await self._send(stream, await self._answer(frame))
+
+    async def _refuse(self, stream: trio.SocketStream, message: str) -> None:
+        """Answer with an error and end the connection. Closing a unix socket with unread input
+        makes the client's recv fail (ECONNRESET) before it reads our answer, so read and drop
+        what it sent, within bounds, first."""
+        await self._send(stream, encode_reply(None, error=message))
+        await stream.send_eof()
+        dropped = 0
+        with trio.move_on_after(LINGER_TIMEOUT):
+            while dropped < LINGER_BYTES:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    break
+                dropped += len(data)
+
+    async def _answer(self, frame: Frame) -> bytes:
+        request_id: Any = None
+        try:
+            request_id, command, args = decode_request(frame)
+            if not isinstance(request_id, int | str | None) or isinstance(request_id, bool):
+                request_id = None
+                raise ProtocolError("'id' must be an integer or a string")
+            result = await execute(self.context, command, args)
+            return encode_reply(request_id, result=result)
+        except ProtocolError as exc:
+            return encode_reply(request_id, error=f"malformed request: {exc}")
+        except ControlError as exc:
+            return encode_reply(request_id, error=str(exc))
+        except Exception as exc:
+            self.master.sink.log(f"control: command failed with an internal error: {exc!r}")
+            return encode_reply(request_id, error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+# -- the client (blocking: the console and ctl run outside trio) ---------------------------------
+
+
+class ControlClient:
+    """One connection to a master's control socket. Raises ControlUnreachable when there is no
+    master to talk to and ControlError when a command fails."""
+
+    def __init__(self, sock: socket.socket, path: str = "") -> None:
+        self.sock = sock
+        self.path = path
+        self._ids = itertools.count(1)
+        self._reader = FrameReader(MAX_REPLY_SIZE)
+        self._frames: list[Frame] = []
+
+    @classmethod
+    def connect(cls, path: str, timeout: float | None = 5.0) -> ControlClient:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            sock.close()
+            raise ControlUnreachable(f"no master is listening on {path} (no such socket)") from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise ControlUnreachable(
+                f"no master is listening on {path} (connection refused)"
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise ControlUnreachable(
+                f"not allowed to connect to {path} (permission denied)"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise ControlUnreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        sock.settimeout(None)
+        return cls(sock, path)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self, command: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Run one command and return its result."""
+        request_id = next(self._ids)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(encode_request(request_id, command, args))
+            reply = self._receive_reply()
+        except TimeoutError:
+            raise ControlError(f"the master did not answer {command!r} in time") from None
+        except OSError as exc:
+            raise ControlUnreachable(
+                f"lost the connection to the master: {exc.strerror or exc}"
+            ) from None
+        if not reply["ok"]:
+            raise ControlError(str(reply.get("error", "unknown error")))
+        if reply.get("id") != request_id:
+            raise ControlError(f"the master answered request {reply.get('id')!r}, not {request_id}")
+        return reply.get("result")
+
+    def _receive_reply(self) -> dict[str, Any]:
+        while not self._frames:
+            data = self.sock.recv(RECEIVE_SIZE)
+            if not data:
+                raise ControlUnreachable("the master closed the connection")
+            try:
+                self._reader.receive_data(data)
+                self._frames.extend(self._reader.frames())
+            except ProtocolError as exc:
+                raise ControlError(f"the master sent a malformed reply: {exc}") from None
+        try:
+            return decode_reply(self._frames.pop(0))
+        except ProtocolError as exc:
+            raise ControlError(f"the master sent a malformed reply: {exc}") from None

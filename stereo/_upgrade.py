@@ -1,0 +1,218 @@
+"""Master upgrade without downtime (SIGUSR2): a new master, running the code installed now, takes
+over the listening sockets, the workers' job and the control socket from the running master.
+
+::
+
+    old master                                      new master (`python -m stereo <same args>`)
+    SIGUSR2: spawn the new master with the
+    listening fds (pass_fds, STEREO_INHERIT_FDS)
+    and a pipe's write end (STEREO_UPGRADE_FD) ---> adopts the sockets as they are (binds nothing)
+      |  its workers keep serving                  starts its own workers: the new app code
+      |                                            every worker READY? then it replaces the
+      |                                            control socket file and owns the unix socket
+      | <------------------------------- "ready\\n"  files from now on
+    stops owning the unix socket files,
+    drains its workers (SIGTERM), exits 0          serves on
+
+    EOF on the pipe without "ready" (a new worker exited before every worker was ready, or the new
+    master died): the upgrade failed; the old master serves on and the new one drains and exits.
+
+The sockets are never closed in between: the kernel queues connections on them whichever master's
+workers accept, and the old workers only stop accepting once the new ones are ready. The new master
+runs in its own session (no controlling terminal: a terminal's Ctrl-C, hang-up or job control
+signals reach neither it nor its workers) and writes to the old master's stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import exitcodes
+from ._binds import Bind, BoundSocket, FdBind, UnixBind
+from ._lifecycle import ProcessState
+from .errors import BindError
+
+if TYPE_CHECKING:
+    from ._master import Master
+
+ENV_FDS = "STEREO_INHERIT_FDS"  # listening descriptors, in the old master's order
+ENV_NOTIFY = "STEREO_UPGRADE_FD"  # write end of the pipe the new master says "ready" on
+ENV_FROM = "STEREO_UPGRADE_FROM"  # the old master's pid, for the logs
+ENV_WORKERS = "STEREO_UPGRADE_WORKERS"  # workers the old master ran (it may have been scaled)
+
+#: How long the new master's workers get to be ready before the upgrade is abandoned.
+READY_TIMEOUT = 60.0
+READY = b"ready\n"
+
+
+class Handover:
+    """The new master's side: what the old master passed on, taken out of the environment so
+    that workers (and a later upgrade) do not see it."""
+
+    def __init__(self, fds: list[int], notify_fd: int, old_pid: int, workers: int | None) -> None:
+        self.fds = fds
+        self.notify_fd: int | None = notify_fd
+        self.old_pid = old_pid
+        self.workers = workers
+        self.done = False
+
+    @classmethod
+    def from_environ(cls, environ: MutableMapping[str, str]) -> Handover | None:
+        fds_text = environ.pop(ENV_FDS, None)
+        notify_text = environ.pop(ENV_NOTIFY, None)
+        from_text = environ.pop(ENV_FROM, "0")
+        workers_text = environ.pop(ENV_WORKERS, "")
+        if fds_text is None or notify_text is None:
+            return None
+        try:
+            fds = [int(fd) for fd in fds_text.split(",") if fd]
+            return cls(
+                fds,
+                int(notify_text),
+                int(from_text),
+                int(workers_text) if workers_text.isdigit() else None,
+            )
+        except ValueError:
+            raise BindError(f"${ENV_FDS}={fds_text!r}, ${ENV_NOTIFY}={notify_text!r}") from None
+
+    def adopt_sockets(self, binds: Sequence[Bind]) -> list[BoundSocket]:
+        """The old master's listening sockets, in its order (its --bind list, then systemd's).
+        Unix socket files stay the old master's to remove until :meth:`complete`."""
+        adopted: list[BoundSocket] = []
+        for index, fd in enumerate(self.fds):
+            bind = binds[index] if index < len(binds) else FdBind(fd)
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as exc:
+                raise BindError(f"inherited {bind} (fd {fd}): {exc.strerror}") from None
+            adopted.append(BoundSocket(bind, sock, None))
+        return adopted
+
+    async def wait_workers_ready(self, master: Master) -> bool:
+        """Wait until every slot's worker is READY, then take the control socket over; False
+        (and a graceful stop of this master) if a worker exits first or time runs out."""
+        supervisor = master.supervisor
+        target = len(supervisor.slots)
+        reason = f"not every worker was ready within {READY_TIMEOUT:g} s"
+        with trio.move_on_after(READY_TIMEOUT):
+            while True:
+                if supervisor.unexpected_exits:
+                    reason = "a new worker exited before every worker was ready"
+                    break
+                ready = sum(1 for proc in supervisor.live if proc.state is ProcessState.READY)
+                if ready >= target:
+                    self._take_control_path(master.settings.control_path)
+                    return True
+                await supervisor.changed.wait()
+        master.sink.log(f"upgrade abandoned: {reason}; master pid {self.old_pid} serves on")
+        self._close_notify()  # EOF without "ready": the old master knows
+        master.shutdown(graceful=True)
+        return False
+
+    def _take_control_path(self, path: str | None) -> None:
+        # The old master's socket file goes; ours is bound in its place. The old master only
+        # removes the file at that path if it is still its own (same inode).
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path)
+
+    def complete(self, master: Master) -> None:
+        """Tell the old master to go; from now on this master removes unix socket files."""
+        for bound in master.sockets:
+            if isinstance(bound.bind, UnixBind):
+                bound.created_path = bound.bind.path
+        if self.notify_fd is not None:
+            with contextlib.suppress(OSError):  # the old master is gone already: nothing to tell
+                os.write(self.notify_fd, READY)
+        self._close_notify()
+        self.done = True
+        master.sink.log(
+            f"took over from master pid {self.old_pid}:"
+            f" {len(master.supervisor.slots)} workers ready"
+        )
+
+    def _close_notify(self) -> None:
+        if self.notify_fd is not None:
+            os.close(self.notify_fd)
+            self.notify_fd = None
+
+
+class Upgrader:
+    """The old master's side: start the new master, wait for its word, then step aside."""
+
+    def __init__(self, master: Master, argv: Sequence[str] | None) -> None:
+        self.master = master
+        self.argv = list(argv) if argv is not None else None
+        self.process: trio.Process | None = None
+
+    async def run(self) -> None:
+        master = self.master
+        log = master.sink.log
+        if self.argv is None:
+            log("SIGUSR2 ignored: this master was not started by `stereo run`")
+            return
+        if master.supervisor.stopping:
+            log("SIGUSR2 ignored: stopping")
+            return
+        if self.process is not None or (master.handover and not master.handover.done):
+            log("SIGUSR2 ignored: an upgrade is already under way")
+            return
+        fds = [bound.sock.fileno() for bound in master.sockets]
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ)
+        env.pop("LISTEN_FDS", None)
+        env.pop("LISTEN_PID", None)
+        env[ENV_FDS] = ",".join(str(fd) for fd in fds)
+        env[ENV_NOTIFY] = str(write_fd)
+        env[ENV_FROM] = str(os.getpid())
+        env[ENV_WORKERS] = str(sum(1 for slot in master.supervisor.slots.values()
+                                   if not slot.retiring))
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "stereo", *self.argv],
+                env=env,
+                pass_fds=(write_fd, *fds),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            log(f"SIGUSR2: cannot start a new master: {exc}")
+            return
+        finally:
+            os.close(write_fd)
+        self.process = process
+        log(f"SIGUSR2: started new master pid {process.pid}; it takes over once its workers are"
+            " ready")
+        message = b""
+        async with trio.lowlevel.FdStream(read_fd) as pipe:
+            with trio.move_on_after(READY_TIMEOUT + 10) as deadline:
+                while not message.endswith(b"\n") and len(message) < len(READY):
+                    chunk = await pipe.receive_some(len(READY))
+                    if not chunk:
+                        break
+                    message += chunk
+        if message == READY:
+            log(f"upgrade: new master pid {process.pid} is serving; stopping gracefully")
+            for bound in master.sockets:
+                bound.created_path = None  # the socket files are the new master's now
+            master.shutdown(graceful=True)
+            return  # the new master outlives us: never wait for it
+        if deadline.cancelled_caught:
+            log(f"upgrade: new master pid {process.pid} silent for too long; killing it")
+            process.kill()
+        code = await process.wait()
+        self.process = None
+        log(
+            f"upgrade failed: new master pid {process.pid} ended"
+            f" ({exitcodes.describe(code) if code < 0 else f'exit {code}'})"
+            " before taking over; this master serves on"
+        )

@@ -1,0 +1,314 @@
+"""The interactive console (prompt_toolkit): ``stereo console`` from another terminal, or in place
+in the terminal of ``stereo run`` with worker output printed above the prompt.
+
+The console only parses lines and renders results; every command runs in the master through the
+control protocol (:mod:`stereo._control`), in place too: there it talks over a socketpair the
+master serves like any control connection. Leaving the console (``quit``, Ctrl-D) never stops the
+master. Errors are printed as one readable line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import Application
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.patch_stdout import StdoutProxy
+
+from ._commands import ALIASES, COMMANDS, UsageError, parse_line
+from ._console_render import format_help, format_result
+from ._control import ControlClient, ControlUnreachable
+from ._top import run_top
+from .errors import ControlError
+
+if TYPE_CHECKING:
+    from ._master import Master
+
+PROMPT = "stereo> "
+SIGNAL_NAMES = ("TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2", "STOP", "CONT")
+
+
+def history_path(environ: dict[str, str] | None = None) -> str:
+    """``$XDG_STATE_HOME/stereo/console_history``, by default under ``~/.local/state``."""
+    env = os.environ if environ is None else environ
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "stereo", "console_history")
+
+
+def open_history(path: str | None = None) -> History:
+    path = path or history_path()
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError:
+        return InMemoryHistory()  # a read-only home must not stop the console
+    return FileHistory(path)
+
+
+class ConsoleCompleter(Completer):
+    """Command names first; then worker ids, signal names or modes, depending on the command."""
+
+    def __init__(self, worker_ids: Callable[[], list[int]]) -> None:
+        self.worker_ids = worker_ids
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = text.split()
+        if not words or (len(words) == 1 and not text.endswith(" ")):
+            prefix = words[0] if words else ""
+            for name in [*COMMANDS, *ALIASES]:
+                if name.startswith(prefix):
+                    yield Completion(name, -len(prefix), display_meta=_summary(name))
+            return
+        name = ALIASES.get(words[0], words[0])
+        command = COMMANDS.get(name)
+        if command is None:
+            return
+        prefix = "" if text.endswith(" ") else words[-1]
+        position = len(words) - (0 if text.endswith(" ") else 1)  # index of the word being typed
+        candidates: list[str] = []
+        if name == "help" and position == 1:
+            candidates = list(COMMANDS)
+        elif name == "shutdown" and position == 1:
+            candidates = ["graceful", "quick"]
+        elif name == "kill" and position == 2:
+            candidates = list(SIGNAL_NAMES)
+        elif command.takes_ids and (name != "kill" or position == 1):
+            try:
+                candidates = [str(i) for i in self.worker_ids()]
+            except ControlError:
+                candidates = []
+            if name == "restart" and position == 1:
+                candidates.append("all")
+        for candidate in candidates:
+            if candidate.startswith(prefix):
+                yield Completion(candidate, -len(prefix))
+
+
+def _summary(name: str) -> str:
+    command = COMMANDS[ALIASES.get(name, name)]
+    return command.summary
+
+
+class Console:
+    """Reads lines, runs them through a control client, prints the results."""
+
+    def __init__(
+        self,
+        client: ControlClient,
+        *,
+        in_place: bool = False,
+        history: History | None = None,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.in_place = in_place
+        self.history = history if history is not None else open_history()
+        self.write = write or _print
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._running: Application[Any] | None = None
+        self.session: PromptSession[str] | None = None
+        self.lost = False  # the master went away (or was told to shut down)
+
+    # -- lines -----------------------------------------------------------------------------------
+
+    def worker_ids(self) -> list[int]:
+        rows = self.client.request("status", timeout=2.0)
+        return sorted({int(row["slot"]) for row in rows})
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False when the console should end (quit, or the master is gone)."""
+        try:
+            parsed = parse_line(line)
+            if parsed is None:
+                return True
+            command, args = parsed
+            if command.name == "quit":
+                return False
+            if command.name == "help":
+                self.write(format_help(args.get("command")))
+                return True
+            if command.name == "top":
+                error = run_top(self.client)
+                if error is not None:
+                    self.write(f"error: {error}")
+                    self.lost = True
+                    return False
+                return True
+            result = self.client.request(command.name, args)
+            self.write(format_result(command.name, result))
+            if command.name == "shutdown":
+                self.lost = True  # nothing left to control
+                return False
+        except ControlUnreachable as exc:
+            self.write(f"error: {exc}")
+            self.lost = True
+            return False
+        except UsageError as exc:
+            self.write(str(exc))
+        except ControlError as exc:
+            self.write(f"error: {exc}")
+        return True
+
+    # -- the prompt loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Prompt until quit/Ctrl-D (0) or until the master goes away (1)."""
+        self.session = PromptSession(
+            history=self.history,
+            completer=ConsoleCompleter(self.worker_ids),
+            complete_in_thread=True,
+            complete_while_typing=False,
+        )
+        if not self.in_place:
+            try:
+                rows = self.client.request("status", timeout=5.0)
+            except ControlError as exc:
+                self.write(f"error: {exc}")
+                return 1
+            self.write(
+                f"connected to {self.client.path}: {len(rows)} worker processes."
+                " `help` lists the commands; `quit` detaches."
+            )
+        while True:
+            try:
+                line = self.session.prompt(
+                    PROMPT,
+                    pre_run=self._started,
+                    handle_sigint=False,
+                    set_exception_handler=False,
+                )
+            except EOFError:  # Ctrl-D, or stop()
+                break
+            except KeyboardInterrupt:  # Ctrl-C
+                if self.in_place:
+                    # As without the console, Ctrl-C in the terminal of `stereo run` stops it.
+                    os.kill(os.getpid(), signal.SIGINT)
+                else:
+                    self.write("(Ctrl-C: type `quit` or Ctrl-D to detach, `shutdown` to stop)")
+                continue
+            finally:
+                with self._lock:
+                    self._running = None
+            if self._stopping:
+                break
+            if not self.handle(line):
+                break
+        return 1 if self.lost else 0
+
+    def _started(self) -> None:
+        assert self.session is not None
+        with self._lock:
+            self._running = self.session.app
+            if self._stopping:
+                self.session.app.exit(exception=EOFError)
+
+    def stop(self) -> None:
+        """End the prompt from any thread (the master is exiting)."""
+        with self._lock:
+            self._stopping = True
+            app = self._running
+            if app is not None and app.loop is not None:
+                app.loop.call_soon_threadsafe(_exit_if_running, app)
+
+
+def _exit_if_running(app: Application[Any]) -> None:
+    if app.is_running and app.future is not None and not app.future.done():
+        app.exit(exception=EOFError)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_console(path: str) -> int:
+    """``stereo console``: attach to the master at ``path``. Exit status for the CLI."""
+    try:
+        client = ControlClient.connect(path)
+    except ControlUnreachable as exc:
+        print(f"stereo console: {exc}", file=sys.stderr)
+        return 1
+    with client:
+        code = Console(client).run()
+    print("detached; the master keeps running" if code == 0 else "console ended")
+    return code
+
+
+# -- in place, in the terminal of `stereo run` ---------------------------------------------------
+
+
+async def run_in_place(master: Master) -> None:
+    """Offer the console in the master's own terminal; worker output goes above the prompt.
+
+    The prompt runs in a thread with its own (asyncio) loop; it reaches the master through a
+    socketpair that the control server serves as a trusted connection."""
+    server = master.control
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    console = Console(ControlClient(theirs, "this master"), in_place=True)
+    done = threading.Event()
+    sink = master.sink
+    plain_writer = sink.writer
+
+    def thread() -> None:
+        proxy = StdoutProxy(raw=True)
+        try:
+            # Worker output and the console's answers both go through the proxy, whole lines
+            # at a time, so they never interleave mid-line and always land above the prompt.
+            sink.writer = lambda data: _proxy_write(proxy, data)
+            console.write = lambda text: _proxy_write(proxy, (text + "\n").encode())
+            console.write(
+                "stereo console: `help` lists the commands; `quit` or Ctrl-D detaches"
+                " (the master keeps running); Ctrl-C stops the master."
+            )
+            console.run()
+        except Exception as exc:  # the console must never take the master down
+            sink.writer = plain_writer
+            print(f"[stereo] console failed: {exc!r}; detached", flush=True)
+        finally:
+            sink.writer = plain_writer
+            proxy.close()
+            done.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            nursery.start_soon(server.serve_stream, stream, True)
+            try:
+                await trio.to_thread.run_sync(thread, abandon_on_cancel=True)
+            finally:
+                # The master is exiting (we were cancelled): end the prompt and give the
+                # terminal back before it does.
+                console.stop()
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    await trio.to_thread.run_sync(done.wait, abandon_on_cancel=True)
+            if not master.supervisor.stopping:
+                sink.log(
+                    "console detached; the master keeps running"
+                    + (
+                        f" (re-attach with `stereo console --control {server.listening}`)"
+                        if server.listening
+                        else ""
+                    )
+                )
+            nursery.cancel_scope.cancel()
+    finally:
+        theirs.close()
+
+
+def _proxy_write(proxy: StdoutProxy, data: bytes) -> None:
+    proxy.write(data.decode(errors="replace"))
+    proxy.flush()

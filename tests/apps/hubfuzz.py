@@ -1,0 +1,49 @@
+"""Worker 1's first process misbehaves on its hub connection, as FUZZ_MODE says:
+
+- ``random``: FUZZ_SIZE bytes from random.Random(FUZZ_SEED);
+- ``truncated``: the start of a BROADCAST frame (prefix announcing more than is sent), then it
+  shuts its side of the connection down (EOF for the master) and waits.
+
+Every process broadcasts a hello and prints each hello it sees, so the tests can tell that the
+relay and the other workers carried on.
+"""
+
+import os
+import random
+import socket
+import struct
+
+from stereo import _worker_main
+
+MARKER = os.environ["FUZZ_MARKER"]
+MODE = os.environ["FUZZ_MODE"]
+
+
+def first_time(path):
+    """True for the first process to get here (creates ``path``), False for later ones."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+async def serve(worker):
+    inbox = worker.messages()
+    print(f"started pid={os.getpid()}", flush=True)
+    if worker.id == 1 and first_time(MARKER):
+        if MODE == "random":
+            rng = random.Random(int(os.environ["FUZZ_SEED"]))
+            size = int(os.environ.get("FUZZ_SIZE", "4096"))
+            data = bytes(rng.getrandbits(8) for _ in range(size))
+            os.write(_worker_main.HUB_FD, data)
+        elif MODE == "truncated":
+            # A BROADCAST announcing 100 body bytes, of which 20 arrive; then EOF.
+            os.write(_worker_main.HUB_FD, struct.pack(">IB", 101, 0x05) + b"\0" * 20)
+            hub = socket.socket(fileno=os.dup(_worker_main.HUB_FD))
+            hub.shutdown(socket.SHUT_WR)
+            hub.close()
+        print("misbehaved", flush=True)
+    await worker.broadcast(["hello", worker.id, os.getpid()])
+    async for msg in inbox:
+        print(f"saw {msg.data[0]} from {msg.data[1]} pid={msg.data[2]}", flush=True)

@@ -1,0 +1,338 @@
+"""Control commands as plain functions (stereo._commands), their parsing and their rendering.
+
+The parsing and rendering tests need no process. The command tests run a real Master in this
+trio loop (real worker processes, no control socket) and call the functions directly.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from conftest import APPS, wait_exited
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from stereo import _commands as commands
+from stereo._commands import Context, UsageError, parse_line, parse_signal
+from stereo._config import Settings
+from stereo._console_render import format_help, format_result, format_status, human_duration
+from stereo._master import Master
+from stereo._output import OutputSink
+from stereo._top import render_top
+from stereo.console import ConsoleCompleter
+from stereo.errors import ControlError
+
+# -- parsing typed lines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "name", "args"),
+    [
+        ("status", "status", {}),
+        ("  inspect 3 ", "inspect", {"id": 3}),
+        ("add", "add", {"count": 1}),
+        ("add 2", "add", {"count": 2}),
+        ("remove", "remove", {}),
+        ("remove 2 3", "remove", {"ids": [2, 3]}),
+        ("remove -n 2", "remove", {"count": 2}),
+        ("scale 5", "scale", {"workers": 5}),
+        ("restart all", "restart", {}),
+        ("restart 1 4", "restart", {"ids": [1, 4]}),
+        ("kill 2", "kill", {"id": 2}),
+        ("kill 2 usr1", "kill", {"id": 2, "signal": "usr1"}),
+        (
+            'broadcast {"reload":  true, "n": [1, 2]}',
+            "broadcast",
+            {"value": {"reload": True, "n": [1, 2]}},
+        ),
+        ("broadcast 42", "broadcast", {"value": 42}),
+        ('broadcast "two  spaces"', "broadcast", {"value": "two  spaces"}),
+        ("stats", "stats", {}),
+        ("shutdown", "shutdown", {"mode": "graceful"}),
+        ("shutdown quick", "shutdown", {"mode": "quick"}),
+        ("help kill", "help", {"command": "kill"}),
+        ("exit", "quit", {}),
+        ("watch", "top", {}),
+    ],
+)
+def test_parse_line(line: str, name: str, args: dict[str, Any]) -> None:
+    parsed = parse_line(line)
+    assert parsed is not None
+    command, parsed_args = parsed
+    assert (command.name, parsed_args) == (name, args)
+
+
+def test_parse_line_empty() -> None:
+    assert parse_line("   ") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("frobnicate", "unknown command 'frobnicate'"),
+        ("inspect", "usage: inspect ID"),
+        ("inspect one", "a worker id must be a whole number, not 'one'"),
+        ("restart", "usage: restart ID... | restart all"),
+        ("kill 1 SIGNOPE", "unknown signal 'SIGNOPE'"),
+        ("broadcast {nope", "is not JSON"),
+        ("broadcast", "usage: broadcast VALUE"),
+        ("status now", "status takes no arguments"),
+        ("shutdown later", "usage: shutdown [graceful|quick]"),
+        ("remove -n", "usage: remove -n N"),
+    ],
+)
+def test_parse_line_errors_are_sentences(line: str, message: str) -> None:
+    with pytest.raises(UsageError, match=None) as info:
+        parse_line(line)
+    assert message in str(info.value)
+
+
+def test_parse_signal() -> None:
+    assert parse_signal("TERM") == signal.SIGTERM
+    assert parse_signal("sigkill") == signal.SIGKILL
+    assert parse_signal("9") == 9
+    assert parse_signal(10) == 10
+    for bad in ("NOPE", "999", True, 3.5):
+        with pytest.raises(ControlError):
+            parse_signal(bad)  # type: ignore[arg-type]
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+ROW = {
+    "slot": 1,
+    "pid": 4242,
+    "state": "ready",
+    "current": True,
+    "uptime": 75.5,
+    "restarts": 2,
+    "last_exit": "killed by SIGKILL",
+    "rss": 30 * 1024 * 1024,
+    "cpu_percent": 1.5,
+    "messages_in": 10,
+    "messages_out": 20,
+    "outbox_bytes": 2048,
+    "outbox_fill": 0.25,
+}
+
+STATS = {
+    "pid": 100,
+    "uptime": 3700.0,
+    "workers": 1,
+    "processes": 1,
+    "peers": 1,
+    "broadcasts": 5,
+    "deliveries": 10,
+    "bytes_in": 100,
+    "bytes_out": 200,
+    "cutoffs": 0,
+    "respawns": 3,
+    "next_seq": 6,
+    "rates": {
+        "broadcasts_per_s": 12000.0,
+        "deliveries_per_s": 5.0,
+        "bytes_in_per_s": 2048.0,
+        "bytes_out_per_s": 0.0,
+        "respawns_per_s": 0.0,
+    },
+    "master_rss": 20 * 1024 * 1024,
+    "master_cpu_percent": 0.5,
+    "stopping": False,
+    "control_path": "/tmp/x.sock",
+    "time": 0.0,
+}
+
+
+def test_format_status() -> None:
+    idle = {
+        **ROW,
+        "slot": 2,
+        "pid": None,
+        "state": "failed",
+        "current": False,
+        "uptime": None,
+        "rss": None,
+        "cpu_percent": None,
+        "last_exit": "exit 4 (app load error)",
+    }
+    text = format_status([ROW, idle])
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["SLOT", "PID", "STATE"]
+    assert lines[1].split() == [
+        "1",
+        "4242",
+        "ready",
+        "1m15s",
+        "2",
+        "30.0",
+        "MiB",
+        "1.5",
+        "10",
+        "20",
+        "2.0",
+        "KiB",
+        "25%",
+        "killed",
+        "by",
+        "SIGKILL",
+    ]
+    assert lines[2].split()[:3] == ["2", "-", "failed"]
+    assert format_status([]) == "no workers"
+
+
+def test_render_top_and_stats() -> None:
+    frame = render_top([ROW], STATS)
+    assert "master pid 100, up 1h01m, 1 workers" in frame
+    assert "broadcasts 12.0k/s" in frame
+    assert "4242" in frame
+    assert "respawns    " in format_result("stats", STATS)
+
+
+def test_format_results_and_help() -> None:
+    assert format_result("add", {"added": [3, 4]}) == "added workers 3, 4"
+    assert format_result("remove", {"removed": [2]}) == "removing 2 (draining gracefully)"
+    assert format_result("restart", {"restarted": [1, 2]}) == "restarted 1, 2"
+    assert "kill ID [SIGNAL]" in format_help()
+    assert format_help("restart").startswith("restart ID... | restart all")
+    assert human_duration(59.94) == "59.9s"
+    assert human_duration(90000) == "1d01h"
+
+
+def _completions(text: str, ids: list[int] | None = None) -> list[str]:
+    completer = ConsoleCompleter(lambda: ids or [1, 2, 12])
+    return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+
+def test_completion() -> None:
+    assert _completions("st") == ["status", "stats"]
+    assert _completions("inspect ") == ["1", "2", "12"]
+    assert _completions("inspect 1") == ["1", "12"]
+    assert _completions("restart 1 ") == ["1", "2", "12"]
+    assert _completions("restart a") == ["all"]
+    assert _completions("kill 2 K") == ["KILL"]
+    assert _completions("shutdown q") == ["quick"]
+    assert _completions("help re") == ["remove", "restart"]
+    assert _completions("broadcast ") == []
+
+
+# -- the commands against a real master ---------------------------------------------------------
+
+
+class Output:
+    """The master's output, with an event per write (the sink calls us in a worker thread)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = trio.Event()
+
+    def write(self, data: bytes) -> None:
+        trio.from_thread.run_sync(self._add, data.decode())
+
+    def _add(self, text: str) -> None:
+        self.text += text
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, pattern: str, count: int = 1) -> None:
+        while len(re.findall(pattern, self.text, re.M)) < count:
+            await self._changed.wait()
+
+
+async def all_ready(master: Master) -> None:
+    for proc in list(master.supervisor.live):
+        await proc.peer.ready.wait()
+
+
+@asynccontextmanager
+async def running_master(workers: int) -> AsyncIterator[tuple[Master, Context, Output]]:
+    settings = Settings(app="control_app:serve", app_dir=str(APPS), workers=workers)
+    output = Output()
+    master = Master(settings, [], OutputSink(writer=output.write))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(master.run)
+        await output.wait_for(r"^\[worker \d+\] ready$", workers)
+        await all_ready(master)
+        try:
+            yield master, master.control.context, output
+        finally:
+            master.shutdown(graceful=False)
+
+
+async def test_commands_on_a_real_master() -> None:
+    with trio.fail_after(30):
+        async with running_master(2) as (master, ctx, output):
+            ctx.sample()
+            rows = commands.status(ctx)
+            assert [(r["slot"], r["state"]) for r in rows] == [(1, "ready"), (2, "ready")]
+            assert all(r["rss"] and r["pid"] for r in rows)
+
+            assert commands.add(ctx, 2) == {"added": [3, 4]}
+            await output.wait_for(r"^\[worker [34]\] ready$", 2)
+            await all_ready(master)
+            assert len(commands.status(ctx)) == 4
+
+            info = commands.inspect(ctx, 3)
+            assert info["processes"][0]["state"] == "ready"
+            assert "stereo._worker_main" in " ".join(info["processes"][0]["cmdline"])
+
+            doomed = master.supervisor.slots[4].current
+            assert doomed is not None
+            await doomed.peer.ready.wait()  # its SIGTERM handler is installed from then on
+            assert commands.remove(ctx) == {"removed": [4]}
+            await doomed.exited.wait()
+            assert doomed.returncode == 0  # drained, not killed
+
+            old = {r["pid"] for r in commands.status(ctx)}
+            assert (await commands.restart(ctx)) == {"restarted": [1, 2, 3]}
+            assert not old & {r["pid"] for r in commands.status(ctx) if r["current"]}
+
+            sent = commands.broadcast(ctx, {"x": [1, 2]})
+            assert sent["seq"] == 1 and sent["receivers"] >= 3  # draining ones may still listen
+            await output.wait_for(r'^\[worker [123]\] received \{"x": \[1, 2\]\} from 0$', 3)
+            assert commands.stats(ctx)["broadcasts"] == 1
+
+            assert commands.scale(ctx, 2) == {"added": [], "removed": [3]}
+
+            mistakes: list[tuple[Callable[[], object], str]] = [
+                (lambda: commands.inspect(ctx, 9), "there is no worker 9 (workers: 1, 2, 3)"),
+                (lambda: commands.remove(ctx, [7]), "no running worker 7"),
+                (lambda: commands.kill(ctx, 1, "NOPE"), "unknown signal 'NOPE'"),
+                (lambda: commands.add(ctx, 0), "at least 1"),
+                (lambda: commands.shutdown(ctx, "later"), "mode must be"),
+                (lambda: commands.broadcast(ctx, b"x" * 2_000_000), "limit is"),
+            ]
+            for call, message in mistakes:
+                with pytest.raises(ControlError, match=None) as info_:
+                    call()
+                assert message in str(info_.value)
+
+            pid = commands.kill(ctx, 1, "KILL")["pid"]
+            await wait_exited(pid)
+
+
+async def test_execute_checks_wire_arguments() -> None:
+    with trio.fail_after(30):
+        async with running_master(1) as (master, ctx, _):
+            for name, args, message in [
+                ("nope", {}, "unknown command 'nope'"),
+                (5, {}, "'command' must be a string"),
+                ("status", [1], "'args' must be a map"),
+                ("inspect", {"id": "1"}, "'id' must be an integer"),
+                ("inspect", {"id": True}, "'id' must be an integer"),
+                ("remove", {"ids": [1, "x"]}, "'ids' must be a list of integers"),
+                ("broadcast", {}, "'value' is missing"),
+                ("top", {}, "unknown command 'top'"),  # client-side commands do not exist here
+            ]:
+                with pytest.raises(ControlError, match=None) as info:
+                    await commands.execute(ctx, name, args)
+                assert message in str(info.value)
+            assert (await commands.execute(ctx, "status", None))[0]["slot"] == 1
+            result = await commands.execute(ctx, "shutdown", {"mode": "quick"})
+            assert result == {"stopping": True, "graceful": False}
+            await master.supervisor.idle.wait()

@@ -1,0 +1,148 @@
+"""The relay in-process: a Hub serving socketpair peers that the test drives byte by byte."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import cbor2
+import trio
+
+from stereo._framing import encode_frame
+from stereo._hub import Hub, Peer
+from stereo._protocol import BroadcastReader, Kind, encode_broadcast, encode_map
+
+LIMIT = 1024
+
+
+def welcome(peer: Peer) -> dict[str, Any]:
+    return {"version": 1, "slot": peer.worker_id, "max_message_size": LIMIT}
+
+
+class FakeWorker:
+    """The worker's end of a hub connection, speaking raw bytes."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.reader = BroadcastReader(LIMIT)
+        self.received: list[tuple[Any, int, int]] = []
+
+    async def hello(self) -> None:
+        await self.stream.send_all(encode_map(Kind.HELLO, {"version": 1, "pid": 1}))
+        data = b""
+        while len(data) < 5 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            data += await self.stream.receive_some(4096)
+        length = int.from_bytes(data[:4], "big")
+        assert data[4] == Kind.WELCOME
+        self.reader.receive_data(data[4 + length :])
+
+    async def receive(self, count: int) -> list[tuple[Any, int, int]]:
+        while len(self.received) < count:
+            self.received.extend(self.reader.deliveries(lambda v, s, q: (v, s, q)))
+            if len(self.received) >= count:
+                break
+            data = await self.stream.receive_some(65536)
+            assert data, "connection closed"
+            self.reader.receive_data(data)
+        return self.received[:count]
+
+    async def closed(self) -> bool:
+        while True:
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return True
+            if not data:
+                return True
+
+
+@asynccontextmanager
+async def open_hub(workers: int, outbox_limit: int = 1 << 20) -> AsyncIterator[
+    tuple[Hub, list[FakeWorker], list[Peer]]
+]:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit, welcome=welcome)
+    fakes, peers = [], []
+    async with trio.open_nursery() as nursery:
+        for worker_id in range(1, workers + 1):
+            master_end, worker_end = socket.socketpair()
+            peer = Peer(
+                worker_id,
+                trio.SocketStream(trio.socket.from_stdlib_socket(master_end)),
+                LIMIT,
+            )
+            nursery.start_soon(hub.serve_peer, peer, 5.0)
+            fake = FakeWorker(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
+            await fake.hello()
+            await peer.welcomed.wait()
+            fakes.append(fake)
+            peers.append(peer)
+        try:
+            yield hub, fakes, peers
+        finally:
+            nursery.cancel_scope.cancel()
+            for fake in fakes:
+                fake.stream.socket.close()
+
+
+async def test_every_peer_gets_every_broadcast_stamped_in_one_order() -> None:
+    with trio.fail_after(10):
+        async with open_hub(3) as (hub, fakes, _):
+            for n in range(10):
+                await fakes[n % 3].stream.send_all(encode_broadcast(cbor2.dumps(n), LIMIT))
+            got = [await fake.receive(10) for fake in fakes]
+            assert got[0] == got[1] == got[2]
+            assert [seq for _, _, seq in got[0]] == list(range(1, 11))
+            assert sorted(value for value, _, _ in got[0]) == list(range(10))
+            assert all(sender == value % 3 + 1 for value, sender, _ in got[0])
+            assert hub.statistics().deliveries == 30
+
+
+async def test_a_bad_control_frame_cuts_off_and_seq_stays_consecutive() -> None:
+    with trio.fail_after(10):
+        async with open_hub(2) as (hub, fakes, peers):
+            bad, good = fakes
+            b = encode_broadcast(cbor2.dumps("before"), LIMIT)
+            after = encode_broadcast(cbor2.dumps("after"), LIMIT)
+            hello = encode_map(Kind.HELLO, {"version": 1, "pid": 1})
+            await bad.stream.send_all(b + hello + after)  # HELLO twice: protocol error
+            assert await bad.closed()
+            assert peers[0].cut_off_reason is not None
+            assert "unexpected HELLO" in peers[0].cut_off_reason
+            await good.stream.send_all(encode_broadcast(cbor2.dumps("next"), LIMIT))
+            got = await good.receive(2)
+            assert got == [("before", 1, 1), ("next", 2, 2)]  # "after" never relayed, no gap
+            assert hub.statistics().cutoffs == 1
+
+
+async def test_a_slow_consumer_is_cut_off_not_skipped() -> None:
+    with trio.fail_after(20):
+        async with open_hub(2, outbox_limit=512 * 1024) as (_, fakes, peers):
+            flooder, sleeper = fakes
+            payload = cbor2.dumps(b"x" * 900)
+            frame = encode_broadcast(payload, LIMIT)
+            async with trio.open_nursery() as nursery:
+
+                async def drain_own_copy() -> None:
+                    await flooder.receive(10**9)
+
+                nursery.start_soon(drain_own_copy)
+                # The sleeper never reads; socket buffers fill, then its outbox passes the bound.
+                while peers[1].cut_off_reason is None:
+                    await flooder.stream.send_all(frame * 8)
+                nursery.cancel_scope.cancel()
+            assert "slow consumer" in peers[1].cut_off_reason
+            # Memory stays bounded: the limit plus at most one received batch.
+            assert peers[1].pending_bytes <= 512 * 1024 + 256 * 1024
+            assert await sleeper.closed()
+            assert peers[0].cut_off_reason is None
+
+
+async def test_heartbeat_and_ready_are_recorded_not_relayed() -> None:
+    with trio.fail_after(10):
+        async with open_hub(2) as (_, fakes, peers):
+            await fakes[0].stream.send_all(encode_frame(Kind.READY) + encode_frame(Kind.HEARTBEAT))
+            await peers[0].ready.wait()
+            await fakes[0].stream.send_all(encode_broadcast(cbor2.dumps(1), LIMIT))
+            assert await fakes[1].receive(1) == [(1, 1, 1)]
