@@ -28,6 +28,24 @@ from ._protocol import (
 from .errors import ProtocolError
 
 RECEIVE_SIZE = 256 * 1024
+JOIN_LIMIT = 64 * 1024  # below this, one joined copy is cheaper than a scatter/gather write
+IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
+
+
+async def send_gathered(sock: trio.socket.SocketType, chunks: list[bytes]) -> None:
+    """Write every chunk, in order, with as few sendmsg calls as the kernel allows."""
+    views = [memoryview(chunk) for chunk in chunks]
+    first = 0
+    while first < len(views):
+        sent = await sock.sendmsg(views[first : first + IOV_MAX])
+        while sent:
+            head = views[first]
+            if sent >= len(head):
+                sent -= len(head)
+                first += 1
+            else:
+                views[first] = head[sent:]
+                sent = 0
 
 
 class CutOff(Exception):
@@ -266,10 +284,19 @@ class Hub:
             if not peer.outbox:
                 continue
             chunks, peer.outbox = peer.outbox, []
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if peer.pending_bytes > peer.peak_pending_bytes:
                 peer.peak_pending_bytes = peer.pending_bytes
-            await stream.send_all(data)
-            peer.pending_bytes -= len(data)
-            peer.bytes_out += len(data)
-            self.bytes_out += len(data)
+            if len(chunks) == 1:
+                size = len(chunks[0])
+                await stream.send_all(chunks[0])
+            else:
+                size = sum(map(len, chunks))
+                if size <= JOIN_LIMIT:
+                    await stream.send_all(b"".join(chunks))
+                else:
+                    # Big messages: gather-write the shared buffers instead of copying them
+                    # into one per receiver.
+                    await send_gathered(stream.socket, chunks)
+            peer.pending_bytes -= size
+            peer.bytes_out += size
+            self.bytes_out += size

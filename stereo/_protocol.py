@@ -183,7 +183,10 @@ class HubIngress:
 
 
 def _run(buffer: bytearray, start: int, stop: int, count: int, next_seq: int) -> Run:
-    return Run(bytes(buffer[start:stop]), count, next_seq - count)
+    # One copy (a bytearray slice would copy twice); the view is released at once.
+    with memoryview(buffer) as view:
+        data = bytes(view[start:stop])
+    return Run(data, count, next_seq - count)
 
 
 class UndecodablePayload:

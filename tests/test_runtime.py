@@ -55,11 +55,13 @@ async def test_every_worker_sees_every_broadcast_in_one_order() -> None:
 
 async def test_clients_are_served_by_several_workers_through_one_socket() -> None:
     with trio.fail_after(60):
-        async with open_stereo("pids:serve", "-w", "3", "--bind", "127.0.0.1:0") as stereo:
+        async with open_stereo(
+            "pids:serve", "-w", "3", "--bind", "127.0.0.1:0", env={"PIDS_BUSY_SECONDS": "0.5"}
+        ) as stereo:
             host, port = await stereo.address()
             pids = await started_pids(stereo, 3)
             served: dict[int, int] = {}
-            for _ in range(300):
+            for _ in range(20):
                 line = await read_line(host, port)
                 match = re.fullmatch(r"worker (\d+) pid (\d+)", line)
                 assert match, line
@@ -81,7 +83,9 @@ def _connections(pid: int) -> list:  # type: ignore[type-arg]
 
 async def test_a_killed_worker_comes_back_in_its_slot() -> None:
     with trio.fail_after(60):
-        async with open_stereo("pids:serve", "-w", "2", "--bind", "127.0.0.1:0") as stereo:
+        async with open_stereo(
+            "pids:serve", "-w", "2", "--bind", "127.0.0.1:0", env={"PIDS_BUSY_SECONDS": "0.3"}
+        ) as stereo:
             host, port = await stereo.address()
             pids = await started_pids(stereo, 2)
             mark = len(stereo.lines)
@@ -92,7 +96,7 @@ async def test_a_killed_worker_comes_back_in_its_slot() -> None:
             assert new_pid != pids[1]
             # The new process serves in slot 1 (and slot 2 was left alone).
             seen = set()
-            for _ in range(300):
+            for _ in range(20):
                 seen.add(await read_line(host, port))
                 if f"worker 1 pid {new_pid}" in seen:
                     break
