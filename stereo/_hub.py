@@ -8,6 +8,7 @@ cut off (never skipped), which is the "gap-free or cut off" guarantee.
 
 from __future__ import annotations
 
+import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,13 +67,17 @@ class HubStatistics:
 class Peer:
     """The master's side of one worker process's hub connection."""
 
-    def __init__(self, worker_id: int, stream: trio.SocketStream, max_message_size: int) -> None:
+    def __init__(self, worker_id: int, sock: socket.socket, max_message_size: int) -> None:
         self.worker_id = worker_id
-        self.stream = stream
+        # The relay writes to the plain socket directly when nothing is queued for this peer
+        # (no task switch per batch); the trio stream serves the reader and the backlog writer.
+        self.sock = sock
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.ingress = HubIngress(worker_id, max_message_size)
         self.pid: int | None = None
         self.outbox: list[bytes] = []
         self.pending_bytes = 0  # queued plus being written: the bounded quantity
+        self.writing = False
         self.peak_pending_bytes = 0
         self._wakeup = trio.Event()
         self.ready = trio.Event()
@@ -85,11 +90,21 @@ class Peer:
         self.bytes_in = 0
         self.bytes_out = 0
 
-    def enqueue(self, data: bytes, count: int) -> None:
+    def enqueue(self, data: bytes) -> None:
         self.outbox.append(data)
         self.pending_bytes += len(data)
-        self.messages_out += count
         self._wakeup.set()
+
+    def send_now(self, data: bytes) -> None:
+        """Write what the socket takes at once; queue the rest for the writer task. Only when
+        nothing is queued or being written, so bytes never overtake each other."""
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        self.bytes_out += sent
+        if sent < len(data):
+            self.enqueue(data[sent:] if sent else data)
 
 
 class Hub:
@@ -129,12 +144,23 @@ class Hub:
     def _fan_out(self, data: bytes, count: int) -> None:
         self.broadcasts += count
         overflowing: list[Peer] = []
+        broken: list[Peer] = []
         limit = self.outbox_limit
         for peer in self.peers:
-            peer.enqueue(data, count)
-            if peer.pending_bytes > limit:
-                overflowing.append(peer)
+            peer.messages_out += count
+            if peer.outbox or peer.writing:
+                peer.enqueue(data)
+                if peer.pending_bytes > limit:
+                    overflowing.append(peer)
+            else:
+                try:
+                    peer.send_now(data)
+                except OSError:
+                    broken.append(peer)  # it is gone; its reader sees EOF and reports it
         self.deliveries += count * len(self.peers)
+        self.bytes_out += len(data) * len(self.peers)
+        for peer in broken:
+            self._cut_off_quietly(peer)
         for peer in overflowing:
             self._cut_off(
                 peer,
@@ -286,6 +312,7 @@ class Hub:
             chunks, peer.outbox = peer.outbox, []
             if peer.pending_bytes > peer.peak_pending_bytes:
                 peer.peak_pending_bytes = peer.pending_bytes
+            peer.writing = True
             if len(chunks) == 1:
                 size = len(chunks[0])
                 await stream.send_all(chunks[0])
@@ -297,6 +324,6 @@ class Hub:
                     # Big messages: gather-write the shared buffers instead of copying them
                     # into one per receiver.
                     await send_gathered(stream.socket, chunks)
+            peer.writing = False
             peer.pending_bytes -= size
             peer.bytes_out += size
-            self.bytes_out += size

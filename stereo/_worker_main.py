@@ -185,6 +185,7 @@ async def run_worker(hub_fd: int) -> int:
         max_message_size=max_message_size,
         outbox_limit=int(welcome["outbox_limit"]),
     )
+    worker._hub_sock = sock
     exit_code = exitcodes.STOPPED
 
     async with trio.open_nursery() as nursery:

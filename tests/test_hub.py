@@ -67,11 +67,7 @@ async def open_hub(workers: int, outbox_limit: int = 1 << 20) -> AsyncIterator[
     async with trio.open_nursery() as nursery:
         for worker_id in range(1, workers + 1):
             master_end, worker_end = socket.socketpair()
-            peer = Peer(
-                worker_id,
-                trio.SocketStream(trio.socket.from_stdlib_socket(master_end)),
-                LIMIT,
-            )
+            peer = Peer(worker_id, master_end, LIMIT)
             nursery.start_soon(hub.serve_peer, peer, 5.0)
             fake = FakeWorker(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
             await fake.hello()
