@@ -171,8 +171,10 @@ class Hub:
     def broadcast_from_master(self, payload: bytes) -> int:
         """Relay an already CBOR-encoded value with sender 0; returns its sequence number."""
         seq = self.next_seq
+        # Encode first: a refused value (MessageTooLarge) must not use up a sequence number.
+        frame = encode_broadcast(payload, self.max_message_size, seq=seq, sender=0)
         self.next_seq += 1
-        self._fan_out(encode_broadcast(payload, self.max_message_size, seq=seq, sender=0), 1)
+        self._fan_out(frame, 1)
         return seq
 
     def _cut_off(self, peer: Peer, reason: str) -> None:

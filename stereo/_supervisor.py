@@ -325,7 +325,7 @@ class Supervisor:
     # -- operations (signals and control commands) ----------------------------------------------
 
     def add(self, count: int = 1) -> list[int]:
-        """Open ``count`` new slots, numbered after the highest in use; returns their ids."""
+        """Open ``count`` new slots, each taking the lowest free id; returns their ids."""
         assert self._nursery is not None
         if self.stopping:
             return []

@@ -31,6 +31,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    value = _positive_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("a size must be at least 1 byte")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -79,14 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-message-size",
-        type=_positive_int,
+        type=_size,
         default=DEFAULT_MAX_MESSAGE_SIZE,
         metavar="BYTES",
         help="largest encoded broadcast (default: %(default)s)",
     )
     run.add_argument(
         "--outbox-limit",
-        type=_positive_int,
+        type=_size,
         default=DEFAULT_OUTBOX_LIMIT,
         metavar="BYTES",
         help="bytes the master buffers for one worker before cutting it off as a slow consumer"

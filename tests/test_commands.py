@@ -22,6 +22,7 @@ from stereo import _commands as commands
 from stereo._commands import Context, UsageError, parse_line, parse_signal
 from stereo._config import Settings
 from stereo._console_render import format_help, format_result, format_status, human_duration
+from stereo._lifecycle import ProcessState
 from stereo._master import Master
 from stereo._output import OutputSink
 from stereo._top import render_top
@@ -245,8 +246,10 @@ class Output:
 
 
 async def all_ready(master: Master) -> None:
-    for proc in list(master.supervisor.live):
-        await proc.peer.ready.wait()
+    """Every live process is in state READY (set by the supervisor after the READY frame)."""
+    supervisor = master.supervisor
+    while not all(proc.state is ProcessState.READY for proc in supervisor.live):
+        await supervisor.changed.wait()
 
 
 @asynccontextmanager

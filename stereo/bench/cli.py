@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .peers import Peer, all_peers
 from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
 from .relay import run_leg
 from .report import render, size
-from .results import Results
+from .results import RelayResult, Results
 from .serving import run_serving_leg
 
 WORKLOADS = ("relay", "latency", "serving", "costs")
@@ -39,6 +40,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--peers",
         default=None,
         help="comma-separated peers for relay/latency (default: all available)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per relay leg; the table shows the median (default: 3)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"), help="output directory")
     parser.add_argument(
@@ -81,28 +88,47 @@ def _available_peers(results: Results, wanted: str | None) -> list[Peer]:
 
 
 def _run_relay_and_latency(
-    results: Results, plan: Plan, peers: list[Peer], only: list[str]
+    results: Results, plan: Plan, peers: list[Peer], only: list[str], repeat: int
 ) -> None:
-    for peer in peers:
-        with peer.session():
+    """Peers take turns leg by leg (not peer after peer), and each relay figure is the median of
+    ``repeat`` runs: on a shared 2-core machine, load drifts over minutes, and a peer that ran
+    all its legs in a busy spell would otherwise look slower than it is."""
+    with ExitStack() as sessions:
+        for peer in peers:
+            sessions.enter_context(peer.session())
             # One small unrecorded leg first: the first run after start-up pays for cold caches
             # and bytecode compilation, which is not what the table is about.
             run_leg(peer, "relay", 2, BASE_PAYLOAD, 2_000)
-            if "relay" in only:
-                for case in plan.relay:
+        if "relay" in only:
+            for case in plan.relay:
+                label = f"W={case.workers} {size(case.payload)} x {case.count}"
+                runs: dict[str, list[RelayResult]] = {peer.name: [] for peer in peers}
+                for _ in range(repeat):
+                    for peer in peers:
+                        row = run_leg(peer, "relay", case.workers, case.payload, case.count)
+                        runs[peer.name].append(row)
+                for peer in peers:
+                    row = _median(runs[peer.name])
+                    rates = ", ".join(f"{r.rate:,.0f}" for r in runs[peer.name])
                     _progress(
-                        f"relay {peer.name} W={case.workers} {size(case.payload)} x {case.count}"
+                        f"relay {peer.name} {label} -> {row.rate:,.0f} deliveries/s"
+                        f" (median of {rates}) {row.error or row.note or ''}"
                     )
-                    row = run_leg(peer, "relay", case.workers, case.payload, case.count)
-                    _progress(f"  -> {row.rate:,.0f} deliveries/s {row.error or row.note or ''}")
                     results.relay.append(row)
-            if "latency" in only:
+        if "latency" in only:
+            for peer in peers:
                 _progress(f"latency {peer.name}")
                 row = run_leg(
                     peer, "latency", plan.latency_workers, 64, plan.latency_count, plan.latency_rate
                 )
                 _progress(f"  -> p50 {row.p50_us} µs p99 {row.p99_us} µs {row.error or ''}")
                 results.latency.append(row)
+
+
+def _median(rows: list[RelayResult]) -> RelayResult:
+    """The run with the median rate; a failed run counts as the slowest."""
+    ordered = sorted(rows, key=lambda row: row.rate if row.ok else -1.0)
+    return ordered[len(ordered) // 2]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,13 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = Results.load(args.from_json)
     else:
         plan = QUICK if args.quick else FULL
-        results = Results(machine=machine.describe(), plan={"quick": args.quick, **asdict(plan)})
+        results = Results(
+            machine=machine.describe(),
+            plan={"quick": args.quick, "repeat": args.repeat, **asdict(plan)},
+        )
         if (note := machine.busy_note()) is not None:
             _loud(results, f"before the run, {note}")
         peers = _available_peers(results, args.peers)
         stereo_ok = any(p.name == "stereo" for p in peers)
         if {"relay", "latency"} & set(args.only):
-            _run_relay_and_latency(results, plan, peers, args.only)
+            _run_relay_and_latency(results, plan, peers, args.only, max(1, args.repeat))
         if {"serving", "costs"} & set(args.only) and not stereo_ok:
             _loud(results, "serving and costs need stereo itself, which cannot run (see above)")
         elif "serving" in args.only:
