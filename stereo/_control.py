@@ -187,6 +187,7 @@ class ControlServer:
         self.context = Context(master)
         self.max_request_size = max(MIN_REQUEST_SIZE, master.settings.max_message_size + 4096)
         self.connections = 0
+        self._client_arrived = trio.Event()
         self.listening: str | None = None  # the path, once bound
         self._inode: tuple[int, int] | None = None
         self._nursery: trio.Nursery | None = None
@@ -225,9 +226,15 @@ class ControlServer:
                 os.unlink(self.path)
 
     async def _sample(self) -> None:
+        # Only while someone is connected: an idle master with nobody watching never wakes for
+        # this (psutil reads /proc for every worker). A sample after a quiet spell averages
+        # over the whole spell, which is still a true figure.
         while True:
-            self.context.sample()
+            while not self.connections:
+                self._client_arrived = trio.Event()
+                await self._client_arrived.wait()  # serve_stream samples on arrival
             await trio.sleep(SAMPLE_INTERVAL)
+            self.context.sample()
 
     async def _accept_loop(self, listener: trio.socket.SocketType) -> None:
         while True:
@@ -248,6 +255,10 @@ class ControlServer:
     async def serve_stream(self, stream: trio.SocketStream, trusted: bool = False) -> None:
         """Serve one client until it disconnects. Never raises (except Cancelled)."""
         self.connections += 1
+        if not self._client_arrived.is_set():
+            # First client after a quiet spell: fresh figures before its first command.
+            self.context.sample()
+            self._client_arrived.set()
         try:
             async with stream:
                 await self._serve(stream, trusted)
