@@ -220,3 +220,22 @@ async def test_broadcasts_queued_just_before_serve_returns_are_delivered(tmp_pat
         async with open_stereo("lastword:serve", "-w", "2", env=env) as stereo:
             # Worker 2 may start after worker 1: it re-announces until worker 1 answers.
             await stereo.wait_for(r"^\[worker 2\] got last word$")
+
+
+async def test_ctrl_c_drains_and_a_second_ctrl_c_stops_at_once() -> None:
+    with trio.fail_after(60):
+        async with open_stereo("drain:serve", "-w", "2", "--bind", "127.0.0.1:0") as stereo:
+            host, port = await stereo.address()
+            pids = await started_pids(stereo, 2)
+            client = await trio.open_tcp_stream(host, port)
+            await client.send_all(b"slow\n")
+            await stereo.wait_for(r"in flight: slow")
+            stereo.signal(signal.SIGINT)
+            await stereo.wait_for(r"interrupted: stopping gracefully")
+            assert stereo.process.returncode is None  # still draining the request in flight
+            stereo.signal(signal.SIGINT)
+            await stereo.wait_for(r"interrupted again: stopping now")
+            assert await stereo.wait() == 0
+            await wait_all_exited(list(pids.values()))
+            assert await client.receive_some(1024) == b""  # cut, not answered: no drain
+            await client.aclose()
