@@ -402,13 +402,21 @@ class Supervisor:
                     slot.revive.set()
                     done.append(slot_id)
                     continue
-                old = slot.current
-                if old is None:
+                if slot.current is None:
                     continue
                 new = await self._spawn(slot)
                 await _first(new.peer.ready, new.exited)
                 if new.exited.is_set() or slot.retiring or self.stopping:
-                    continue  # the replacement died; the old one keeps serving
+                    continue  # the replacement died (the old one keeps serving), or all stop
+                # Re-read: the old process may have died while the replacement booted, and the
+                # respawn loop may have started another one; whatever is current now is what
+                # the replacement supersedes.
+                old = slot.current
+                if old is None or old.exited.is_set():
+                    # The respawn loop is handling that death (maybe in backoff): it owns the
+                    # slot now, and this replacement would be one process too many.
+                    self._stop_process(new)
+                    continue
                 slot.current = new
                 slot.restarts += 1
                 self._stop_process(old)

@@ -239,3 +239,37 @@ async def test_ctrl_c_drains_and_a_second_ctrl_c_stops_at_once() -> None:
             await wait_all_exited(list(pids.values()))
             assert await client.receive_some(1024) == b""  # cut, not answered: no drain
             await client.aclose()
+
+
+async def test_a_crash_during_a_rolling_restart_leaves_one_process_in_the_slot(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "slow"
+    with trio.fail_after(60):
+        async with open_stereo(
+            "slowboot:serve", "-w", "1", env={"SLOWBOOT_MARKER": str(marker)}
+        ) as stereo:
+            old = (await started_pids(stereo, 1))[1]
+            marker.touch()
+            mark = len(stereo.lines)
+            stereo.signal(signal.SIGHUP)  # the replacement boots slowly...
+            await stereo.wait_for(r"SIGHUP: rolling restart", start=mark)
+            os.kill(old, signal.SIGKILL)  # ...and the old process dies meanwhile
+            await stereo.wait_for(r"worker 1 \(pid \d+\) exited: killed by SIGKILL", start=mark)
+            # Two new processes boot now: the restart's replacement and the respawn loop's one.
+            await stereo.wait_for(STARTED, start=mark)
+            booted = [p.pid for p in stereo.children() if p.status() != "zombie"]
+            # One of them must be stopped (it may be gone already), whichever became ready
+            # first, and the slot is left with exactly one process.
+            assert 1 <= len(booted) <= 2
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+
+                    async def first_exit(pid: int) -> None:
+                        await wait_exited(pid)
+                        nursery.cancel_scope.cancel()
+
+                    for pid in booted if len(booted) == 2 else []:
+                        nursery.start_soon(first_exit, pid)
+            survivors = [p.pid for p in stereo.children() if p.status() != "zombie"]
+            assert len(survivors) == 1 and survivors[0] in booted
