@@ -206,6 +206,9 @@ class UndecodablePayload:
 T = TypeVar("T")
 
 
+_VIEW_ABOVE = 16 * 1024  # payload size from which decoding in place beats copying first
+
+
 class BroadcastReader:
     """The worker's side of the hub: the master's byte stream in, decoded broadcasts out.
 
@@ -243,12 +246,20 @@ class BroadcastReader:
                 stop = offset + 4 + length
                 if stop > end:
                     break
-                # Slicing the bytearray copies, but costs less than a memoryview slice.
-                payload = buffer[offset + BROADCAST_HEADER_SIZE : stop]
+                start = offset + BROADCAST_HEADER_SIZE
+                if stop - start < _VIEW_ABOVE:
+                    # Slicing the bytearray copies, but costs less than a memoryview slice.
+                    payload: bytearray | memoryview = buffer[start:stop]
+                else:
+                    # A big payload: decode it in place rather than copy it first.
+                    payload = memoryview(buffer)[start:stop]
                 try:
                     value = loads(payload)
                 except Exception as exc:
                     value = UndecodablePayload(bytes(payload), str(exc))
+                finally:
+                    if isinstance(payload, memoryview):
+                        payload.release()  # or the bytearray could not shrink below
                 append(make(value, sender, seq))
                 offset = stop
         finally:

@@ -24,6 +24,7 @@ from . import exitcodes
 from ._framing import FrameReader, encode_frame
 from ._listeners import ConnectionTracker, Listener
 from ._protocol import PROTOCOL_VERSION, BroadcastReader, Kind, decode_map, encode_map
+from ._sockets import JOIN_LIMIT, send_gathered
 from .errors import HubClosed, ProtocolError
 from .worker import Message, Worker
 
@@ -122,7 +123,12 @@ async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
         await worker._outbox_ready.wait()
         frames = worker._take_outbox()
         worker._writing = True
-        await link.stream.send_all(b"".join(frames))
+        if len(frames) == 1:
+            await link.stream.send_all(frames[0])
+        elif sum(map(len, frames)) <= JOIN_LIMIT:
+            await link.stream.send_all(b"".join(frames))
+        else:
+            await send_gathered(link.stream.socket, frames)  # big frames: no joined copy
         worker._writing = False
         if not worker._outbox:
             worker._flushed.set()
