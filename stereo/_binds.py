@@ -160,10 +160,17 @@ def _fd_socket(fd: int, bind: Bind) -> socket.socket:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise BindError(f"--bind {bind}: {exc.strerror}") from None
-    if sock.type != socket.SOCK_STREAM:
-        raise BindError(f"--bind {bind}: not a stream socket")
-    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        sock.listen(BACKLOG)
+    try:
+        if sock.type != socket.SOCK_STREAM:
+            raise BindError(f"--bind {bind}: not a stream socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+    except BindError:
+        sock.close()
+        raise
     return sock
 
 

@@ -63,6 +63,7 @@ class Peer:
         self._wakeup = trio.Event()
         self.ready = trio.Event()
         self.welcomed = trio.Event()
+        self.ended = trio.Event()  # serve_peer returned: everything the worker sent was read
         self.last_heartbeat = trio.current_time()
         self.boot_error: str | None = None
         self.cut_off_reason: str | None = None
@@ -74,6 +75,8 @@ class Peer:
     def enqueue(self, data: bytes) -> None:
         self.outbox.append(data)
         self.pending_bytes += len(data)
+        if self.pending_bytes > self.peak_pending_bytes:
+            self.peak_pending_bytes = self.pending_bytes
         self._wakeup.set()
 
     def send_now(self, data: bytes) -> None:
@@ -138,8 +141,6 @@ class Hub:
                     peer.send_now(data)
                 except OSError:
                     broken.append(peer)  # it is gone; its reader sees EOF and reports it
-        self.deliveries += count * len(self.peers)
-        self.bytes_out += len(data) * len(self.peers)
         for peer in broken:
             self._cut_off_quietly(peer)
         for peer in overflowing:
@@ -148,6 +149,9 @@ class Hub:
                 f"slow consumer: {peer.pending_bytes} bytes waiting for it, over the"
                 f" {limit}-byte outbox limit",
             )
+        # Counted after the cut-offs: a peer dropped here will never get this batch.
+        self.deliveries += count * len(self.peers)
+        self.bytes_out += len(data) * len(self.peers)
 
     def broadcast_from_master(self, payload: bytes) -> int:
         """Relay an already CBOR-encoded value with sender 0; returns its sequence number."""
@@ -193,6 +197,7 @@ class Hub:
             self.peers.pop(peer, None)
             peer.outbox.clear()
             peer.stream.socket.close()
+            peer.ended.set()
 
     def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
         """Classify how a peer's connection ended; re-raise only what is not about the peer."""
@@ -293,8 +298,6 @@ class Hub:
             if not peer.outbox:
                 continue
             chunks, peer.outbox = peer.outbox, []
-            if peer.pending_bytes > peer.peak_pending_bytes:
-                peer.peak_pending_bytes = peer.pending_bytes
             peer.writing = True
             if len(chunks) == 1:
                 size = len(chunks[0])

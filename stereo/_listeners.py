@@ -14,24 +14,39 @@ import trio
 
 
 class ConnectionTracker:
-    """Counts open connections; lets the worker wait for the count to reach zero."""
+    """Counts open connections and accepts under way; lets the worker wait until both are 0."""
 
     def __init__(self) -> None:
         self.open = 0
         self.accepted = 0
+        self.accepting = 0
         self._idle = trio.Event()
         self._idle.set()
+
+    def _busier(self) -> None:
+        if self._idle.is_set():
+            self._idle = trio.Event()
+
+    def _calmer(self) -> None:
+        if self.open == 0 and self.accepting == 0:
+            self._idle.set()
 
     def opened(self) -> None:
         self.open += 1
         self.accepted += 1
-        if self._idle.is_set():
-            self._idle = trio.Event()
+        self._busier()
 
     def closed(self) -> None:
         self.open -= 1
-        if self.open == 0:
-            self._idle.set()
+        self._calmer()
+
+    def accept_started(self) -> None:
+        self.accepting += 1
+        self._busier()
+
+    def accept_ended(self) -> None:
+        self.accepting -= 1
+        self._calmer()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -81,20 +96,34 @@ class Listener(trio.abc.Listener[Connection]):
         self.socket = self._listener.socket
         self._tracker = tracker
         self._draining = False
+        self._accepts: set[trio.CancelScope] = set()
 
     async def accept(self) -> Connection:
-        try:
-            stream = await self._listener.accept()
-        except trio.ClosedResourceError:
-            if not self._draining:
-                raise
-            # Draining: never accept again, but do not fail the app's serve_listeners either.
-            await trio.sleep_forever()
-        return Connection(stream, self._tracker)
+        if not self._draining:
+            scope = trio.CancelScope()
+            self._accepts.add(scope)
+            self._tracker.accept_started()
+            try:
+                with scope:
+                    # An accept that already took a connection from the kernel returns it even
+                    # when cancelled (trio finishes with a shielded checkpoint), and Connection
+                    # counts it open before this accept counts as ended: a drain cannot miss it.
+                    return Connection(await self._listener.accept(), self._tracker)
+            except trio.ClosedResourceError:
+                if not self._draining:
+                    raise
+            finally:
+                self._accepts.discard(scope)
+                self._tracker.accept_ended()
+        # Draining: never accept again, but do not fail the app's serve_listeners either.
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
 
     def stop_accepting(self) -> None:
-        """Close this worker's copy of the socket; accept() parks instead of raising."""
+        """Close this worker's copy of the socket; accepts under way end, later ones park."""
         self._draining = True
+        for scope in self._accepts:
+            scope.cancel()
         self._listener.socket.close()
 
     async def aclose(self) -> None:

@@ -25,6 +25,8 @@ from ._output import OutputSink
 from ._supervisor import Supervisor
 from ._upgrade import Handover, Upgrader
 
+FINAL_FLUSH_TIMEOUT = 2.0
+
 HANDLED_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -151,8 +153,10 @@ class Master:
                 task_status.started()
                 await self.supervisor.idle.wait()
                 self.sink.log("all workers stopped; bye")
-                # Let the output task print the last lines, then end the other tasks.
-                await self.sink.flush()
+                # Let the output task print the last lines (bounded: stdout may be stuck, e.g. a
+                # paused pager), then end the other tasks.
+                with trio.move_on_after(FINAL_FLUSH_TIMEOUT):
+                    await self.sink.flush()
                 nursery.cancel_scope.cancel()
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +29,7 @@ from ._config import Settings
 from ._hub import Hub, Peer
 from ._lifecycle import Backoff, ProcessState, SlotState, advance
 from ._output import OutputSink, pump_lines
+from ._protocol import PROTOCOL_VERSION
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
 _OUTPUT_LINGER = 1.0
@@ -91,8 +93,6 @@ class WorkerProcess:
 
 
 def _wall() -> float:
-    import time
-
     return time.time()
 
 
@@ -140,7 +140,7 @@ class Supervisor:
         """The WELCOME body for a worker (see docs/protocol.md)."""
         s = self.settings
         return {
-            "version": 1,
+            "version": PROTOCOL_VERSION,
             "slot": peer.worker_id,
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
@@ -198,6 +198,10 @@ class Supervisor:
                 proc.returncode = await process.wait()
                 watchdog.cancel()
                 proc.set_state(ProcessState.EXITED)
+                # The reader may not have read the last bytes the worker wrote: let it reach EOF
+                # (at once, normally) so those broadcasts are relayed, then close regardless.
+                with trio.move_on_after(_OUTPUT_LINGER):
+                    await peer.ended.wait()
                 peer.stream.socket.close()
                 self._exited(proc)
                 # Its own children may hold the pipes open; read what is there, then give up.
@@ -243,7 +247,14 @@ class Supervisor:
 
     async def _spawn(self, slot: Slot) -> WorkerProcess:
         assert self._nursery is not None
-        proc: WorkerProcess = await self._nursery.start(self.run_worker_process, slot)
+        try:
+            proc: WorkerProcess = await self._nursery.start(self.run_worker_process, slot)
+        except BaseExceptionGroup as group:
+            # fork/exec failures come out of the process task's nursery wrapped in a group.
+            spawn_errors, rest = group.split(OSError)
+            if rest is not None or spawn_errors is None:
+                raise
+            raise _first_leaf(spawn_errors) from group
         if not proc.exited.is_set():
             slot.processes.append(proc)
             if slot.retiring or self.stopping:
@@ -389,6 +400,12 @@ class Supervisor:
         self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}; killing it")
         proc.signal(signal.SIGKILL)
 
+    @property
+    def boot_timeout(self) -> float:
+        """How long a rolling restart waits for a replacement to be ready (boot is otherwise
+        not timed: a slow import is not a hang)."""
+        return max(self.settings.timeout, 5.0)
+
     async def restart(self, slot_ids: Iterable[int] | None = None) -> list[int]:
         """Rolling restart, one slot at a time: the replacement is ready before the old one
         drains. A FAILED or BACKOFF slot is simply started again. Returns the restarted ids."""
@@ -404,8 +421,20 @@ class Supervisor:
                     continue
                 if slot.current is None:
                     continue
-                new = await self._spawn(slot)
-                await _first(new.peer.ready, new.exited)
+                try:
+                    new = await self._spawn(slot)
+                except OSError as exc:
+                    self.sink.log(f"restart of worker {slot_id}: cannot start a process: {exc}")
+                    continue
+                with trio.move_on_after(self.boot_timeout):
+                    await _first(new.peer.ready, new.exited)
+                if not new.peer.ready.is_set() and not new.exited.is_set():
+                    self.sink.log(
+                        f"restart of worker {slot_id}: the replacement (pid {new.pid}) was not"
+                        f" ready within {self.boot_timeout:g} s; stopping it, the old one serves on"
+                    )
+                    self._stop_process(new)
+                    continue
                 if new.exited.is_set() or slot.retiring or self.stopping:
                     continue  # the replacement died (the old one keeps serving), or all stop
                 # Re-read: the old process may have died while the replacement booted, and the
@@ -460,6 +489,11 @@ class Supervisor:
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _first(*events: trio.Event) -> None:

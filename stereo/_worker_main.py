@@ -192,8 +192,6 @@ async def run_worker(hub_fd: int) -> int:
         outbox_limit=int(welcome["outbox_limit"]),
     )
     worker._hub_sock = sock
-    exit_code = exitcodes.STOPPED
-
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 
@@ -202,10 +200,8 @@ async def run_worker(hub_fd: int) -> int:
             # enforces --graceful-timeout with SIGKILL, so no deadline is needed here.
             for listener in listeners:
                 listener.stop_accepting()
-            # An accept that already took a connection from the kernel is parked in trio's
-            # cancel-shielded checkpoint; one scheduling round lets it register the connection
-            # before we decide the worker is idle.
-            await trio.lowlevel.checkpoint()
+            # Idle means: no accept still under way (one may hold a connection the kernel
+            # already gave it) and no accepted connection open.
             await tracker.wait_idle()
             app_scope.cancel()
 
@@ -215,11 +211,11 @@ async def run_worker(hub_fd: int) -> int:
                 nursery.start_soon(drain_then_stop)
 
         async def run_app() -> None:
-            nonlocal exit_code
+            # READY is queued here, so the writer task can send it only once serve() has run
+            # up to its first checkpoint: the master may route work here from then on.
+            worker._send_raw(encode_frame(Kind.READY))
             with app_scope:
                 await app(worker)
-            if app_scope.cancelled_caught:
-                exit_code = exitcodes.STOPPED
             # What the app broadcast before it ended still goes out (bounded: the master may
             # be gone, or not reading).
             with trio.move_on_after(FLUSH_TIMEOUT):
@@ -242,10 +238,7 @@ async def run_worker(hub_fd: int) -> int:
         nursery.start_soon(handle_signals, worker, drain)
         nursery.start_soon(hub_tasks)
         nursery.start_soon(run_app)
-        # serve() has started (and run to its first checkpoint): the master may route work here.
-        await trio.lowlevel.checkpoint()
-        worker._send_raw(encode_frame(Kind.READY))
-    return exit_code
+    return exitcodes.STOPPED
 
 
 def _first_exit_code(group: BaseExceptionGroup[SystemExit]) -> int:

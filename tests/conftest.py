@@ -91,6 +91,26 @@ class Stereo:
             return []
 
 
+class Output:
+    """The master's output, with an event per write (the sink calls us in a worker thread)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = trio.Event()
+
+    def write(self, data: bytes) -> None:
+        trio.from_thread.run_sync(self._add, data.decode())
+
+    def _add(self, text: str) -> None:
+        self.text += text
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, pattern: str, count: int = 1) -> None:
+        while len(re.findall(pattern, self.text, re.M)) < count:
+            await self._changed.wait()
+
+
 def stereo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "stereo", *args]
 

@@ -6,7 +6,6 @@ trio loop (real worker processes, no control socket) and call the functions dire
 
 from __future__ import annotations
 
-import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import APPS, wait_exited
+from conftest import APPS, Output, wait_exited
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
@@ -223,26 +222,6 @@ def test_completion() -> None:
 
 
 # -- the commands against a real master ---------------------------------------------------------
-
-
-class Output:
-    """The master's output, with an event per write (the sink calls us in a worker thread)."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self._changed = trio.Event()
-
-    def write(self, data: bytes) -> None:
-        trio.from_thread.run_sync(self._add, data.decode())
-
-    def _add(self, text: str) -> None:
-        self.text += text
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, pattern: str, count: int = 1) -> None:
-        while len(re.findall(pattern, self.text, re.M)) < count:
-            await self._changed.wait()
 
 
 async def all_ready(master: Master) -> None:

@@ -1,0 +1,61 @@
+"""Supervision edge cases that need the master in-process (to break its environment) or a slow
+boot: spawn failures and replacements that never become ready."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from conftest import APPS, Output, open_stereo
+from stereo._config import Settings
+from stereo._master import Master
+from stereo._output import OutputSink
+
+
+async def test_a_worker_that_cannot_even_be_spawned_fails_its_slot_not_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # exec fails: ENOENT
+    output = Output()
+    master = Master(
+        Settings(app="pids:serve", app_dir=str(APPS), workers=2), [], OutputSink(output.write)
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(master.run)
+            await output.wait_for(
+                r"worker \d failed: cannot start a worker process: .*No such file", count=2
+            )
+            assert sorted(s.state.value for s in master.supervisor.slots.values()) == [
+                "failed",
+                "failed",
+            ]
+            master.shutdown(graceful=True)  # and it still stops cleanly
+    assert "all workers stopped; bye" in output.text
+
+
+async def test_a_replacement_that_never_gets_ready_is_given_up_and_the_old_one_serves_on(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "hang"
+    env = {"HANGBOOT_MARKER": str(marker)}
+    with trio.fail_after(60):
+        async with open_stereo("hangboot:serve", "-w", "1", "--timeout", "1", env=env) as stereo:
+            old = int((await stereo.wait_for(r"^\[worker 1\] started pid=(\d+)$"))[0][1])
+            marker.touch()  # the next import hangs, as with a database that never answers
+            mark = len(stereo.lines)
+            stereo.signal(signal.SIGHUP)
+            await stereo.wait_for(
+                r"restart of worker 1: the replacement \(pid \d+\) was not ready within 5 s;"
+                r" stopping it, the old one serves on",
+                start=mark,
+            )
+            # The restart lock was released: once the app is fixed, the next restart works.
+            marker.unlink()
+            stereo.signal(signal.SIGHUP)
+            match = (await stereo.wait_for(r"^\[worker 1\] started pid=(\d+)$", start=mark))[0]
+            assert int(match[1]) != old
