@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from conftest import APPS, Output, open_stereo
+
 from stereo._config import Settings
 from stereo._master import Master
 from stereo._output import OutputSink
