@@ -22,7 +22,7 @@ from .peers import Peer, all_peers
 from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
 from .relay import run_leg
 from .report import render, size
-from .results import RelayResult, Results
+from .results import RelayResult, Results, ServingResult
 from .serving import run_serving_leg
 
 WORKLOADS = ("relay", "latency", "serving", "costs")
@@ -158,11 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "wrk is not installed: serving uses the Python load generator, "
                     "which is likely the bottleneck (apt-get install wrk)",
                 )
+            # Legs take turns, as for the relay, and each figure is the median of the rounds.
+            rounds: dict[int, list[ServingResult]] = {w: [] for w in plan.serving_workers}
+            for _ in range(max(1, args.repeat)):
+                for workers in plan.serving_workers:
+                    row = run_serving_leg(workers, plan.serving_connections, plan.serving_seconds)
+                    _progress(
+                        f"serving workers={workers or 'plain'} -> {row.rps:,.0f} req/s"
+                        f" {row.requests} {row.error or ''}"
+                    )
+                    rounds[workers].append(row)
             for workers in plan.serving_workers:
-                _progress(f"serving workers={workers or 'plain'}")
-                row = run_serving_leg(workers, plan.serving_connections, plan.serving_seconds)
-                _progress(f"  -> {row.rps:,.0f} req/s {row.requests} {row.error or ''}")
-                results.serving.append(row)
+                ordered = sorted(rounds[workers], key=lambda r: r.rps if r.error is None else -1.0)
+                results.serving.append(ordered[len(ordered) // 2])
         if "costs" in args.only and stereo_ok:
             _progress("costs")
             results.costs = run_costs(plan.idle_seconds, plan.kills)
