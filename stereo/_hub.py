@@ -245,6 +245,11 @@ class Hub:
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
+                if ingress.buffered:
+                    raise CutOff(
+                        f"protocol error: the connection ended inside a frame"
+                        f" ({ingress.buffered} bytes of it never completed)"
+                    )
                 return
             peer.bytes_in += len(data)
             self.bytes_in += len(data)

@@ -122,6 +122,11 @@ class HubIngress:
         # No checks here: events() reports a bad prefix as its last item, after the good frames.
         self._reader.append(data)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame waiting for the rest."""
+        return self._reader.buffered
+
     def events(self, next_seq: int) -> tuple[list[Run | Frame | ProtocolError], int]:
         """Complete frames so far as runs and control frames, plus the next free sequence number.
 
