@@ -89,6 +89,11 @@ class WorkerProcess:
             reason = f"cut off: {self.peer.cut_off_reason}; {reason}"
         if self.peer.boot_error:
             reason = f"{reason}: {self.peer.boot_error}"
+        if self.peer.truncated_bytes:
+            reason = (
+                f"{reason}; its connection ended inside a frame"
+                f" ({self.peer.truncated_bytes} bytes dropped)"
+            )
         return reason
 
 

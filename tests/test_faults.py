@@ -152,7 +152,9 @@ async def test_random_bytes_on_the_hub_cost_only_the_sender(tmp_path: Path, seed
 
 async def test_a_truncated_frame_then_eof_is_dropped_not_relayed(tmp_path: Path) -> None:
     env = {"FUZZ_MARKER": str(tmp_path / "done"), "FUZZ_MODE": "truncated"}
-    await _fuzz(env, r"exited: cut off: protocol error: the connection ended inside a frame")
+    await _fuzz(
+        env, r"exited: exit 5 \(hub connection lost\); its connection ended inside a frame"
+    )
 
 
 async def _fuzz(env: dict[str, str], exit_reason: str) -> None:

@@ -144,15 +144,15 @@ async def test_heartbeat_and_ready_are_recorded_not_relayed() -> None:
             assert await fakes[1].receive(1) == [(1, 1, 1)]
 
 
-async def test_a_connection_ending_inside_a_frame_is_a_protocol_error_and_nothing_leaks() -> None:
+async def test_a_connection_ending_inside_a_frame_drops_the_partial_frame() -> None:
     with trio.fail_after(10):
         async with open_hub(2) as (hub, fakes, peers):
             frame = encode_broadcast(cbor2.dumps("half"), LIMIT)
             await fakes[0].stream.send_all(frame[:-3])
             await fakes[0].stream.send_eof()
             await peers[0].ended.wait()
-            assert peers[0].cut_off_reason is not None
-            assert "ended inside a frame" in peers[0].cut_off_reason
+            assert peers[0].truncated_bytes == len(frame) - 3  # recorded, and dropped
+            assert peers[0].cut_off_reason is None  # a worker killed mid-write ends this way too
             await fakes[1].stream.send_all(encode_broadcast(cbor2.dumps("next"), LIMIT))
             assert await fakes[1].receive(1) == [("next", 2, 1)]  # the half frame never went out
             assert hub.statistics().broadcasts == 1
