@@ -90,6 +90,18 @@ class Stereo:
         except psutil.NoSuchProcess:
             return []
 
+    def live_children(self) -> list[int]:
+        """Pids of the master's descendants that have not exited (zombies and the ones that
+        vanish while we look are left out)."""
+        pids = []
+        for child in self.children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
 
 class Output:
     """The master's output, with an event per write (the sink calls us in a worker thread)."""

@@ -258,7 +258,7 @@ async def test_a_crash_during_a_rolling_restart_leaves_one_process_in_the_slot(
             await stereo.wait_for(r"worker 1 \(pid \d+\) exited: killed by SIGKILL", start=mark)
             # Two new processes boot now: the restart's replacement and the respawn loop's one.
             await stereo.wait_for(STARTED, start=mark)
-            booted = [p.pid for p in stereo.children() if p.status() != "zombie"]
+            booted = stereo.live_children()
             # One of them must be stopped (it may be gone already), whichever became ready
             # first, and the slot is left with exactly one process.
             assert 1 <= len(booted) <= 2
@@ -271,5 +271,5 @@ async def test_a_crash_during_a_rolling_restart_leaves_one_process_in_the_slot(
 
                     for pid in booted if len(booted) == 2 else []:
                         nursery.start_soon(first_exit, pid)
-            survivors = [p.pid for p in stereo.children() if p.status() != "zombie"]
+            survivors = stereo.live_children()
             assert len(survivors) == 1 and survivors[0] in booted
