@@ -12,6 +12,7 @@ import os
 import time
 
 import trio
+from _once import first_time
 
 WORKERS = int(os.environ["FLOOD_WORKERS"])
 COUNT = int(os.environ.get("FLOOD_COUNT", "40000"))
@@ -19,15 +20,6 @@ WINDOW = int(os.environ.get("FLOOD_WINDOW", "2000"))
 PAD = "x" * int(os.environ.get("FLOOD_PAD", "64"))
 SLOW = os.environ.get("FLOOD_SLOW") == "1"
 MARKER = os.environ["FLOOD_MARKER"]
-
-
-def first_time(path):
-    """True for the first process to get here (creates ``path``), False for later ones."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 async def barrier(worker, inbox):

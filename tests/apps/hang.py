@@ -5,18 +5,10 @@ import os
 import time
 
 import trio
+from _once import first_time
 
 MARKER = os.environ["HANG_MARKER"]
 BUSY_SECONDS = float(os.environ.get("BUSY_SECONDS", "3"))
-
-
-def first_time(path):
-    """True for the first process to get here (creates ``path``), False for later ones."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 async def serve(worker):

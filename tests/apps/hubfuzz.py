@@ -13,19 +13,12 @@ import random
 import socket
 import struct
 
+from _once import first_time
+
 from stereo import _worker_main
 
 MARKER = os.environ["FUZZ_MARKER"]
 MODE = os.environ["FUZZ_MODE"]
-
-
-def first_time(path):
-    """True for the first process to get here (creates ``path``), False for later ones."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 async def serve(worker):
