@@ -30,6 +30,8 @@ from ._sockets import JOIN_LIMIT, send_gathered
 from .errors import ProtocolError
 
 RECEIVE_SIZE = 256 * 1024
+
+
 class CutOff(Exception):
     """This peer broke the protocol or fell too far behind; the master drops its connection."""
 

@@ -93,9 +93,7 @@ class OutputSink:
             try:
                 # abandon_on_cancel: a write blocked on a stuck stdout must not keep the master
                 # from exiting.
-                await trio.to_thread.run_sync(
-                    self.writer, b"".join(batch), abandon_on_cancel=True
-                )
+                await trio.to_thread.run_sync(self.writer, b"".join(batch), abandon_on_cancel=True)
             except OSError:
                 pass  # stdout is gone (closed terminal); workers keep running
             self._writing = False

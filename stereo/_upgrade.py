@@ -173,8 +173,9 @@ class Upgrader:
         env[ENV_FDS] = ",".join(str(fd) for fd in fds)
         env[ENV_NOTIFY] = str(write_fd)
         env[ENV_FROM] = str(os.getpid())
-        env[ENV_WORKERS] = str(sum(1 for slot in master.supervisor.slots.values()
-                                   if not slot.retiring))
+        env[ENV_WORKERS] = str(
+            sum(1 for slot in master.supervisor.slots.values() if not slot.retiring)
+        )
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "stereo", *self.argv],
@@ -190,8 +191,10 @@ class Upgrader:
         finally:
             os.close(write_fd)
         self.process = process
-        log(f"SIGUSR2: started new master pid {process.pid}; it takes over once its workers are"
-            " ready")
+        log(
+            f"SIGUSR2: started new master pid {process.pid}; it takes over once its workers are"
+            " ready"
+        )
         message = b""
         async with trio.lowlevel.FdStream(read_fd) as pipe:
             with trio.move_on_after(READY_TIMEOUT + 10) as deadline:

@@ -152,9 +152,7 @@ async def test_random_bytes_on_the_hub_cost_only_the_sender(tmp_path: Path, seed
 
 async def test_a_truncated_frame_then_eof_is_dropped_not_relayed(tmp_path: Path) -> None:
     env = {"FUZZ_MARKER": str(tmp_path / "done"), "FUZZ_MODE": "truncated"}
-    await _fuzz(
-        env, r"exited: exit 5 \(hub connection lost\); its connection ended inside a frame"
-    )
+    await _fuzz(env, r"exited: exit 5 \(hub connection lost\); its connection ended inside a frame")
 
 
 async def _fuzz(env: dict[str, str], exit_reason: str) -> None:
@@ -171,8 +169,9 @@ async def _fuzz(env: dict[str, str], exit_reason: str) -> None:
             for other in (2, 3):
                 lines = stereo.worker_lines(other)
                 assert len([x for x in lines if x.startswith("started")]) == 1
-                assert all(re.fullmatch(r"started pid=\d+|saw hello from \d pid=\d+", x)
-                           for x in lines), lines
+                assert all(
+                    re.fullmatch(r"started pid=\d+|saw hello from \d pid=\d+", x) for x in lines
+                ), lines
             assert stereo.process.returncode is None
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
@@ -195,8 +194,11 @@ async def test_a_crash_loop_backs_off_then_fails_and_an_operator_restart_revives
                 )
             delays: dict[int, list[float]] = {1: [], 2: []}
             for line in stereo.lines:
-                if m := re.search(r"worker (\d) \(pid \d+\) exited: exit 1 \(app crashed\);"
-                                  r" restarting in ([\d.]+) s", line):
+                if m := re.search(
+                    r"worker (\d) \(pid \d+\) exited: exit 1 \(app crashed\);"
+                    r" restarting in ([\d.]+) s",
+                    line,
+                ):
                     delays[int(m[1])].append(float(m[2]))
             for slot_delays in delays.values():
                 # Capped exponential (base 0.1 s), full jitter on the upper half; 5 quick crashes
@@ -263,8 +265,9 @@ async def test_operator_restarts_and_removals_never_count_as_crashes() -> None:
 CLIENTS = 8
 
 
-async def test_restarts_scaling_and_a_kill_under_load_lose_only_the_killed_workers_requests(
-) -> None:
+async def test_restarts_scaling_and_a_kill_under_load_lose_only_the_killed_workers_requests() -> (
+    None
+):
     with trio.fail_after(120):
         async with open_stereo("httpd:serve", "-w", "4", "--bind", "127.0.0.1:0") as stereo:
             host, port = await stereo.address()

@@ -50,9 +50,7 @@ def test_trailing_garbage_after_good_frames() -> None:
         reader.receive_data(b"\xff\xff\xff\xff\x01")
 
 
-frames_strategy = st.lists(
-    st.tuples(st.integers(0, 255), st.binary(max_size=LIMIT)), max_size=20
-)
+frames_strategy = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=LIMIT)), max_size=20)
 
 
 @given(frames_strategy, st.integers(1, 50))

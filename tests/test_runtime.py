@@ -196,8 +196,9 @@ async def test_an_app_that_cannot_import_leaves_its_slot_failed_and_the_master_u
     marker = tmp_path / "broken"
     env = {"BREAK_MARKER": str(marker)}
     with trio.fail_after(60):
-        async with open_stereo("breakable:serve", "-w", "2", "--bind", "127.0.0.1:0",
-                               env=env) as stereo:
+        async with open_stereo(
+            "breakable:serve", "-w", "2", "--bind", "127.0.0.1:0", env=env
+        ) as stereo:
             host, port = await stereo.address()
             pids = await started_pids(stereo, 2)
             marker.touch()  # the next import of the app fails, as after a bad deploy

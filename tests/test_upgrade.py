@@ -52,8 +52,19 @@ def layout(tmp_path: Path) -> tuple[Path, Path, Path, tuple[str, ...]]:
     unix = tmp_path / "http.sock"
     control = tmp_path / "control" / "stereo.sock"
     args = (
-        "vapp:serve", "-w", "3", "--app-dir", str(app_dir), "--bind", "127.0.0.1:0",
-        "--bind", f"unix:{unix}", "--control", str(control), "--graceful-timeout", "10",
+        "vapp:serve",
+        "-w",
+        "3",
+        "--app-dir",
+        str(app_dir),
+        "--bind",
+        "127.0.0.1:0",
+        "--bind",
+        f"unix:{unix}",
+        "--control",
+        str(control),
+        "--graceful-timeout",
+        "10",
     )
     return app_dir, unix, control, args
 
@@ -88,8 +99,10 @@ async def test_sigusr2_hands_over_to_a_new_master_on_new_code_without_a_failed_r
                     )
                     assert await stereo.process.wait() == 0  # the old master drained and left
                     await wait_all_exited(list(old_workers.values()))
-                    measure("upgrade: SIGUSR2 -> old master gone (s)",
-                            round(trio.current_time() - began, 2))
+                    measure(
+                        "upgrade: SIGUSR2 -> old master gone (s)",
+                        round(trio.current_time() - began, 2),
+                    )
                     load.phase = "after"
                     await load.wait_ok(300)
                     load.stop()

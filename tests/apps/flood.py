@@ -90,8 +90,12 @@ async def serve(worker):
                     room.set()
                 if received == expected:
                     elapsed = time.monotonic() - started
-                    result = {"received": received, "gaps": gaps, "seconds": elapsed,
-                              "rate": received / elapsed}
+                    result = {
+                        "received": received,
+                        "gaps": gaps,
+                        "seconds": elapsed,
+                        "rate": received / elapsed,
+                    }
                     print("RESULT " + json.dumps(result), flush=True)
                     break
     await trio.sleep_forever()

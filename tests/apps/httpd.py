@@ -20,8 +20,7 @@ async def serve(worker):
             head += data
         body = f"worker {worker.id} pid {os.getpid()} version {VERSION}\n".encode()
         await stream.send_all(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-            + body
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
         )
 
     await trio.serve_listeners(handler, worker.listeners)
