@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._listeners import Connection, Listener
-from ._protocol import UndecodablePayload
+from ._protocol import Message, UndecodablePayload, accelerated
 from .errors import (
     BindError,
     ControlError,
@@ -13,7 +13,7 @@ from .errors import (
     ProtocolError,
     StereoError,
 )
-from .worker import Message, MessageStream, Worker, WorkerStatistics
+from .worker import MessageStream, Worker, WorkerStatistics
 
 __version__ = "0.1.0"
 
@@ -33,4 +33,5 @@ __all__ = [
     "Worker",
     "WorkerStatistics",
     "__version__",
+    "accelerated",
 ]

@@ -7,11 +7,12 @@ the fixed-size header in place and forwards the bytes (:class:`HubIngress`).
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple
 
 import cbor2
 
@@ -208,32 +209,64 @@ class UndecodablePayload:
         return f"UndecodablePayload({len(self.raw)} bytes: {self.error})"
 
 
-T = TypeVar("T")
+class Message(NamedTuple):
+    """One broadcast as received: the decoded value, who sent it (0 = master) and its hub seq.
+
+    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent
+    bytes that are not CBOR (the master relays payloads unread). A named tuple: immutable, since
+    every subscribed iterator gets the same object, and the cheapest record to build.
+    """
+
+    data: Any
+    sender: int
+    seq: int
 
 
 _VIEW_ABOVE = 16 * 1024  # payload size from which decoding in place beats copying first
+
+
+def _load_speedups() -> Callable[..., int] | None:
+    """The C version of the decode loop, unless disabled or not built (see setup.py)."""
+    if os.environ.get("STEREO_PURE_PYTHON"):
+        return None
+    try:
+        from ._speedups import decode_broadcasts
+    except ImportError:
+        return None
+    return decode_broadcasts
+
+
+_decode_fast = _load_speedups()
+
+
+def accelerated() -> bool:
+    """True when workers decode broadcasts with the C accelerator (stereo._speedups)."""
+    return _decode_fast is not None
 
 
 class BroadcastReader:
     """The worker's side of the hub: the master's byte stream in, decoded broadcasts out.
 
     One pass over each received chunk, decoding payloads straight out of the buffer; the master
-    sends nothing but BROADCAST frames once the handshake is over.
+    sends nothing but BROADCAST frames once the handshake is over. The C accelerator, when built,
+    takes every ordinary frame; the Python loop below handles whatever it stops at (and all
+    frames without it), so both produce the same messages and errors.
     """
 
-    __slots__ = ("_buffer", "_max_length")
+    __slots__ = ("_buffer", "_fast", "_max_length")
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, *, accelerate: bool = True) -> None:
         self._max_length = max_body_size(max_message_size) + 1
         self._buffer = bytearray()
+        self._fast = _decode_fast if accelerate else None
 
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
 
-    def deliveries(self, make: Callable[[Any, int, int], T]) -> list[T]:
-        """``make(value, sender, seq)`` for every complete broadcast buffered so far."""
+    def deliveries(self) -> list[Message]:
+        """Every complete broadcast buffered so far, decoded."""
         buffer = self._buffer
-        out: list[T] = []
+        out: list[Message] = []
         append = out.append
         offset = 0
         end = len(buffer)
@@ -241,8 +274,16 @@ class BroadcastReader:
         loads = cbor2.loads
         broadcast = Kind.BROADCAST.value
         max_length = self._max_length
+        fast = self._fast
+        new = tuple.__new__
         try:
             while end - offset >= BROADCAST_HEADER_SIZE:
+                if fast is not None:
+                    offset = fast(
+                        buffer, offset, max_length, _VIEW_ABOVE, broadcast, loads, Message, out
+                    )
+                    if end - offset < BROADCAST_HEADER_SIZE:
+                        break
                 length, kind, seq, sender = unpack(buffer, offset)
                 if kind != broadcast or length > max_length or length < 1 + BROADCAST_OVERHEAD:
                     raise ProtocolError(
@@ -254,23 +295,24 @@ class BroadcastReader:
                 start = offset + BROADCAST_HEADER_SIZE
                 if stop - start < _VIEW_ABOVE:
                     # Slicing the bytearray copies, but costs less than a memoryview slice.
-                    payload: bytearray | memoryview = buffer[start:stop]
+                    value = _decode(buffer[start:stop])
                 else:
                     # A big payload: decode it in place rather than copy it first.
-                    payload = memoryview(buffer)[start:stop]
-                try:
-                    value = loads(payload)
-                except Exception as exc:
-                    value = UndecodablePayload(bytes(payload), str(exc))
-                finally:
-                    if isinstance(payload, memoryview):
-                        payload.release()  # or the bytearray could not shrink below
-                append(make(value, sender, seq))
+                    with memoryview(buffer) as view, view[start:stop] as payload:
+                        value = _decode(payload)
+                append(new(Message, (value, sender, seq)))
                 offset = stop
         finally:
             if offset:
                 del buffer[:offset]
         return out
+
+
+def _decode(payload: bytearray | memoryview) -> Any:
+    try:
+        return cbor2.loads(payload)
+    except Exception as exc:
+        return UndecodablePayload(bytes(payload), str(exc))
 
 
 @dataclass(frozen=True, slots=True)

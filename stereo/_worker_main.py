@@ -23,10 +23,17 @@ import trio
 from . import exitcodes
 from ._framing import FrameReader, encode_frame
 from ._listeners import ConnectionTracker, Listener
-from ._protocol import PROTOCOL_VERSION, BroadcastReader, Kind, decode_map, encode_map
+from ._protocol import (
+    PROTOCOL_VERSION,
+    BroadcastReader,
+    Kind,
+    Message,
+    decode_map,
+    encode_map,
+)
 from ._sockets import JOIN_LIMIT, send_gathered
 from .errors import HubClosed, ProtocolError
-from .worker import Message, Worker
+from .worker import Worker
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
@@ -99,12 +106,12 @@ class HubLink:
 
     async def receive_messages(self) -> list[Message]:
         assert self.broadcasts is not None
-        messages = self.broadcasts.deliveries(Message)
+        messages = self.broadcasts.deliveries()
         if messages:
             return messages
         while not messages:
             self.broadcasts.receive_data(await self._receive())
-            messages = self.broadcasts.deliveries(Message)
+            messages = self.broadcasts.deliveries()
         return messages
 
 

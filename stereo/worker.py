@@ -24,6 +24,7 @@ from ._protocol import (
     BROADCAST_HEADER,
     BROADCAST_OVERHEAD,
     Kind,
+    Message,
     encode_broadcast,
     encode_cbor,
 )
@@ -42,18 +43,6 @@ _DIRECT_SEND_GAP = 50e-6
 DEFAULT_INBOX_LIMIT = 65536
 # Yield to the scheduler at least this often when handing out already-buffered messages.
 _CHECKPOINT_EVERY = 256
-
-
-@dataclass(slots=True)  # not frozen: frozen dataclasses cost ~3x to build on the hot path
-class Message:
-    """One broadcast as received: the decoded value, who sent it (0 = master) and its hub seq.
-
-    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent
-    bytes that are not CBOR (the master relays payloads unread)."""
-
-    data: Any
-    sender: int
-    seq: int
 
 
 @dataclass(frozen=True, slots=True)

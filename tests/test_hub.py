@@ -40,7 +40,7 @@ class FakeWorker:
 
     async def receive(self, count: int) -> list[tuple[Any, int, int]]:
         while len(self.received) < count:
-            self.received.extend(self.reader.deliveries(lambda v, s, q: (v, s, q)))
+            self.received.extend(self.reader.deliveries())
             if len(self.received) >= count:
                 break
             data = await self.stream.receive_some(65536)
@@ -59,9 +59,9 @@ class FakeWorker:
 
 
 @asynccontextmanager
-async def open_hub(workers: int, outbox_limit: int = 1 << 20) -> AsyncIterator[
-    tuple[Hub, list[FakeWorker], list[Peer]]
-]:
+async def open_hub(
+    workers: int, outbox_limit: int = 1 << 20
+) -> AsyncIterator[tuple[Hub, list[FakeWorker], list[Peer]]]:
     hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit, welcome=welcome)
     fakes, peers = [], []
     async with trio.open_nursery() as nursery:

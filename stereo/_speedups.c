@@ -1,0 +1,152 @@
+/*
+ * stereo._speedups: the worker's hot loop in C (optional; stereo/_protocol.py has the reference
+ * implementation in Python and falls back to it when this module is not built).
+ *
+ * decode_broadcasts() walks complete BROADCAST frames in a bytearray, decodes each payload with
+ * the given ``loads`` and appends one Message (a tuple subclass: data, sender, seq) per frame.
+ * It stops, without raising, at the first frame it does not handle itself: an incomplete one, a
+ * header the Python code must reject, a payload too big for a copy (decoded in place by Python)
+ * or one that does not decode (Python wraps it in UndecodablePayload). The caller deals with that
+ * frame and calls again, so the two implementations give the same results by construction.
+ *
+ * Frame layout (docs/protocol.md): u32 length (of what follows), u8 kind, u64 seq, u32 sender,
+ * payload; all big-endian.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#define HEADER_SIZE 17
+#define PREFIX_SIZE 4
+#define STAMP_SIZE 12
+
+static inline uint32_t
+read_u32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline uint64_t
+read_u64(const unsigned char *p)
+{
+    return ((uint64_t)read_u32(p) << 32) | read_u32(p + 4);
+}
+
+PyDoc_STRVAR(decode_broadcasts_doc,
+"decode_broadcasts(buffer, offset, max_length, copy_below, kind, loads, message_type, out) -> int\n"
+"\n"
+"Decode the complete broadcast frames of ``buffer`` from ``offset`` on, appending\n"
+"``message_type((loads(payload), sender, seq))`` to ``out``; return the offset of the first\n"
+"frame not handled (see the module comment).");
+
+static PyObject *
+decode_broadcasts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "decode_broadcasts() takes exactly 8 arguments");
+        return NULL;
+    }
+    PyObject *buffer = args[0];
+    PyObject *loads = args[5];
+    PyObject *type_obj = args[6];
+    PyObject *out = args[7];
+    if (!PyByteArray_Check(buffer)) {
+        PyErr_SetString(PyExc_TypeError, "buffer must be a bytearray");
+        return NULL;
+    }
+    if (!PyType_Check(type_obj) || !PyType_IsSubtype((PyTypeObject *)type_obj, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "message_type must be a tuple subclass");
+        return NULL;
+    }
+    if (!PyList_Check(out)) {
+        PyErr_SetString(PyExc_TypeError, "out must be a list");
+        return NULL;
+    }
+    PyTypeObject *message_type = (PyTypeObject *)type_obj;
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_length = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t copy_below = PyLong_AsSsize_t(args[3]);
+    long kind = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset must not be negative");
+        return NULL;
+    }
+
+    for (;;) {
+        /* Re-read both on every frame: loads runs arbitrary code (tag hooks), which could in
+           principle resize the bytearray. */
+        Py_ssize_t end = PyByteArray_GET_SIZE(buffer);
+        if (end - offset < HEADER_SIZE) {
+            break;
+        }
+        const unsigned char *frame = (const unsigned char *)PyByteArray_AS_STRING(buffer) + offset;
+        Py_ssize_t length = (Py_ssize_t)read_u32(frame);
+        if (frame[PREFIX_SIZE] != kind || length > max_length || length < 1 + STAMP_SIZE) {
+            break; /* Python raises the ProtocolError with its message */
+        }
+        Py_ssize_t stop = offset + PREFIX_SIZE + length;
+        Py_ssize_t size = length - 1 - STAMP_SIZE;
+        if (stop > end || size >= copy_below) {
+            break;
+        }
+        uint64_t seq = read_u64(frame + PREFIX_SIZE + 1);
+        uint32_t sender = read_u32(frame + PREFIX_SIZE + 9);
+
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)frame + HEADER_SIZE, size);
+        if (payload == NULL) {
+            return NULL;
+        }
+        PyObject *value = PyObject_CallOneArg(loads, payload);
+        Py_DECREF(payload);
+        if (value == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                return NULL; /* KeyboardInterrupt and the like go up */
+            }
+            PyErr_Clear(); /* Python decodes it again and wraps the error */
+            break;
+        }
+        PyObject *sender_obj = PyLong_FromUnsignedLong(sender);
+        PyObject *seq_obj = PyLong_FromUnsignedLongLong(seq);
+        PyObject *message = message_type->tp_alloc(message_type, 3);
+        if (sender_obj == NULL || seq_obj == NULL || message == NULL) {
+            Py_DECREF(value);
+            Py_XDECREF(sender_obj);
+            Py_XDECREF(seq_obj);
+            Py_XDECREF(message);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(message, 0, value);
+        PyTuple_SET_ITEM(message, 1, sender_obj);
+        PyTuple_SET_ITEM(message, 2, seq_obj);
+        int failed = PyList_Append(out, message);
+        Py_DECREF(message);
+        if (failed) {
+            return NULL;
+        }
+        offset = stop;
+    }
+    return PyLong_FromSsize_t(offset);
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"decode_broadcasts", (PyCFunction)(void (*)(void))decode_broadcasts, METH_FASTCALL,
+     decode_broadcasts_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "stereo._speedups",
+    .m_doc = "C versions of stereo's hottest protocol loops (optional).",
+    .m_size = 0,
+    .m_methods = speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&speedups_module);
+}

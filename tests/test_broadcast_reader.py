@@ -1,0 +1,147 @@
+"""The worker's decoder of the master's stream: the C accelerator against the Python reference.
+
+Both paths must give the same messages, in the same order, for any chunking of any stream, and
+the same error for a bad frame; the C loop hands back to Python every frame it does not handle
+(big payloads, undecodable ones, bad headers), so these tests feed it all of those.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stereo._framing import encode_frame
+from stereo._protocol import (
+    BroadcastReader,
+    Kind,
+    Message,
+    UndecodablePayload,
+    accelerated,
+    encode_broadcast,
+)
+from stereo.errors import ProtocolError
+
+LIMIT = 256 * 1024
+BOTH = [pytest.param(True, id="C"), pytest.param(False, id="python")]
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+# A raw payload: a value, a big one (decoded in place by the Python path) or bytes that are not
+# CBOR (a peer that bypassed stereo's encoder).
+payloads = st.one_of(
+    values.map(cbor2.dumps),
+    st.integers(16 * 1024, 40 * 1024).map(lambda n: cbor2.dumps(b"b" * n)),
+    st.sampled_from([b"\xff", b"\x1c", b"\x5a\x00\x00"]),
+)
+
+
+def decode_all(stream: bytes, cuts: list[int], accelerate: bool) -> list[Message]:
+    reader = BroadcastReader(LIMIT, accelerate=accelerate)
+    out: list[Message] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        reader.receive_data(stream[start:cut])
+        start = max(start, cut)
+        out.extend(reader.deliveries())
+    return out
+
+
+def comparable(message: Message) -> tuple[Any, int, int]:
+    data = message.data
+    if isinstance(data, UndecodablePayload):
+        data = ("undecodable", data.raw)
+    return (data, message.sender, message.seq)
+
+
+def test_the_accelerator_is_built() -> None:
+    # CI builds it (setup.py); without a C compiler stereo still works, but this says so loudly.
+    if os.environ.get("STEREO_PURE_PYTHON"):
+        pytest.skip("STEREO_PURE_PYTHON is set: testing the pure Python path on purpose")
+    assert accelerated(), "stereo._speedups did not build: install a C compiler and reinstall"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(payloads, st.integers(0, 2**32 - 1)), max_size=12),
+    st.lists(st.integers(0, 200_000), max_size=6),
+)
+def test_both_paths_decode_any_stream_alike(
+    items: list[tuple[bytes, int]], cuts: list[int]
+) -> None:
+    stream = b"".join(
+        encode_broadcast(payload, LIMIT, seq=seq, sender=sender)
+        for seq, (payload, sender) in enumerate(items, start=2**40)
+    )
+    fast = decode_all(stream, cuts, accelerate=True)
+    slow = decode_all(stream, cuts, accelerate=False)
+    assert [comparable(m) for m in fast] == [comparable(m) for m in slow]
+    assert [(m.sender, m.seq) for m in fast] == [
+        (sender, seq) for seq, (_, sender) in enumerate(items, start=2**40)
+    ]
+    for message, (payload, _) in zip(fast, items, strict=True):
+        if isinstance(message.data, UndecodablePayload):
+            assert message.data.raw == payload
+        else:
+            assert message.data == cbor2.loads(payload)
+
+
+@pytest.mark.parametrize("accelerate", BOTH)
+def test_messages_are_named_tuples_shared_by_value(accelerate: bool) -> None:
+    reader = BroadcastReader(LIMIT, accelerate=accelerate)
+    reader.receive_data(encode_broadcast(cbor2.dumps({"a": [1, 2]}), LIMIT, seq=7, sender=3))
+    [message] = reader.deliveries()
+    assert type(message) is Message
+    assert message == Message({"a": [1, 2]}, 3, 7)
+    data, sender, seq = message
+    assert (data, sender, seq) == ({"a": [1, 2]}, 3, 7)
+
+
+@pytest.mark.parametrize("accelerate", BOTH)
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        (
+            encode_frame(Kind.WELCOME, bytes(16)),
+            "unexpected frame from the master: WELCOME, length 17",
+        ),
+        (
+            (LIMIT + 100).to_bytes(4, "big") + bytes([Kind.BROADCAST]) + bytes(16),
+            f"unexpected frame from the master: BROADCAST, length {LIMIT + 100}",
+        ),
+        (
+            (5).to_bytes(4, "big") + bytes([Kind.BROADCAST]) + bytes(12),
+            "unexpected frame from the master: BROADCAST, length 5",
+        ),
+    ],
+    ids=["wrong-kind", "oversize", "too-short"],
+)
+def test_a_bad_frame_after_good_ones_raises_the_same_error(
+    accelerate: bool, frame: bytes, error: str
+) -> None:
+    reader = BroadcastReader(LIMIT, accelerate=accelerate)
+    good = encode_broadcast(cbor2.dumps("ok"), LIMIT, seq=1, sender=1)
+    reader.receive_data(good + good + frame)
+    with pytest.raises(ProtocolError, match=error):
+        reader.deliveries()
+
+
+@pytest.mark.skipif(not accelerated(), reason="the C accelerator is not built")
+def test_the_c_loop_checks_its_arguments() -> None:
+    from stereo._speedups import decode_broadcasts
+
+    out: list[Any] = []
+    with pytest.raises(TypeError, match="bytearray"):
+        decode_broadcasts(b"", 0, 10, 10, 5, cbor2.loads, Message, out)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tuple subclass"):
+        decode_broadcasts(bytearray(), 0, 10, 10, 5, cbor2.loads, dict, out)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="negative"):
+        decode_broadcasts(bytearray(), -1, 10, 10, 5, cbor2.loads, Message, out)
+    assert out == []
