@@ -26,7 +26,7 @@ from ._protocol import (
     encode_broadcast,
     encode_map,
 )
-from ._sockets import JOIN_LIMIT, send_gathered
+from ._sockets import send_chunks
 from .errors import ProtocolError
 
 RECEIVE_SIZE = 256 * 1024
@@ -304,17 +304,7 @@ class Hub:
                 continue
             chunks, peer.outbox = peer.outbox, []
             peer.writing = True
-            if len(chunks) == 1:
-                size = len(chunks[0])
-                await stream.send_all(chunks[0])
-            else:
-                size = sum(map(len, chunks))
-                if size <= JOIN_LIMIT:
-                    await stream.send_all(b"".join(chunks))
-                else:
-                    # Big messages: gather-write the shared buffers instead of copying them
-                    # into one per receiver.
-                    await send_gathered(stream.socket, chunks)
+            size = await send_chunks(stream, chunks)
             peer.writing = False
             peer.pending_bytes -= size
             peer.bytes_out += size

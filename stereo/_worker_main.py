@@ -31,7 +31,7 @@ from ._protocol import (
     decode_map,
     encode_map,
 )
-from ._sockets import JOIN_LIMIT, send_gathered
+from ._sockets import send_chunks
 from .errors import HubClosed, ProtocolError
 from .worker import Worker
 
@@ -130,12 +130,7 @@ async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
         await worker._outbox_ready.wait()
         frames = worker._take_outbox()
         worker._writing = True
-        if len(frames) == 1:
-            await link.stream.send_all(frames[0])
-        elif sum(map(len, frames)) <= JOIN_LIMIT:
-            await link.stream.send_all(b"".join(frames))
-        else:
-            await send_gathered(link.stream.socket, frames)  # big frames: no joined copy
+        await send_chunks(link.stream, frames)
         worker._writing = False
         if not worker._outbox:
             worker._flushed.set()

@@ -95,3 +95,27 @@ async def test_iterators_end_with_hubclosed_when_the_master_is_gone() -> None:
         await inbox.__anext__()
     with pytest.raises(HubClosed):
         await worker.broadcast("x")
+
+
+async def test_batches_take_everything_queued_and_wait_when_empty() -> None:
+    worker = make_worker(inbox_limit=3)
+    inbox = worker.messages()
+    worker._deliver([Message(i, 1, i) for i in range(1, 4)])
+    assert worker._inbox_full()
+    batches = inbox.batches()
+    assert [m.seq for m in await batches.__anext__()] == [1, 2, 3]
+    assert not worker._inbox_full()  # taking a batch makes room: the hub reader resumes
+    async with trio.open_nursery() as nursery:
+        got: list[list[int]] = []
+
+        async def next_batch() -> None:
+            got.append([m.seq for m in await inbox.receive_batch()])
+
+        nursery.start_soon(next_batch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # nothing queued: it waits
+        worker._deliver([Message("x", 2, 4), Message("y", 2, 5)])
+    assert got == [[4, 5]]
+    inbox.close()
+    with pytest.raises(StopAsyncIteration):
+        await batches.__anext__()

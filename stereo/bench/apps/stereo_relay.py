@@ -28,6 +28,10 @@ class Message(Protocol):
     def data(self) -> Any: ...
 
 
+class MessageStream(Protocol):
+    def batches(self) -> AsyncIterator[list[Message]]: ...
+
+
 class Worker(Protocol):
     """The part of stereo's worker API this app uses (kept structural so the suite type-checks
     without depending on the runtime's private classes)."""
@@ -37,7 +41,7 @@ class Worker(Protocol):
 
     async def broadcast(self, value: Any) -> None: ...
 
-    def messages(self) -> AsyncIterator[Message]: ...
+    def messages(self) -> MessageStream: ...
 
 
 async def serve(worker: Worker) -> None:
@@ -59,19 +63,26 @@ async def _run(worker: Worker, spec: Spec, tally: Tally) -> None:
         barrier = trio.CancelScope()
         nursery.start_soon(_announce, worker, barrier)
         readies: set[int] = set()
-        async for msg in messages:
-            value = msg.data
-            if value[0] == "d":
-                if tally.receive(value):
-                    break
-            elif value[0] == "r" and not barrier.cancel_called:
-                readies.add(value[1])
-                if len(readies) == spec.workers:
-                    barrier.cancel()
-                    await worker.broadcast(["r", worker.id])
-                    tally.start()
-                    nursery.cancel_scope.deadline = trio.current_time() + spec.timeout
-                    nursery.start_soon(_send, worker, spec, tally)
+        # Batches, as a high-rate consumer would read (the ZeroMQ worker drains its socket in
+        # a loop the same way); `async for msg in messages` costs ~0.25 us more per message.
+        async for batch in messages.batches():
+            complete = False
+            for msg in batch:
+                value = msg.data
+                if value[0] == "d":
+                    if tally.receive(value):
+                        complete = True
+                        break
+                elif value[0] == "r":
+                    readies.add(value[1])
+            if complete:
+                break
+            if len(readies) == spec.workers and not barrier.cancel_called:
+                barrier.cancel()
+                await worker.broadcast(["r", worker.id])
+                tally.start()
+                nursery.cancel_scope.deadline = trio.current_time() + spec.timeout
+                nursery.start_soon(_send, worker, spec, tally)
         nursery.cancel_scope.cancel()
 
 
