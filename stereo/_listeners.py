@@ -60,9 +60,13 @@ class Connection(trio.abc.HalfCloseableStream):
         self.socket = stream.socket
         self._tracker: ConnectionTracker | None = tracker
         tracker.opened()
+        # The per-request calls go straight to the SocketStream: a wrapping coroutine added 2 to
+        # 4 % to a minimal request/response round trip (client included) in a micro-benchmark.
+        self.send_all = stream.send_all  # type: ignore[method-assign]
+        self.receive_some = stream.receive_some  # type: ignore[method-assign]
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(bytes(data) if isinstance(data, bytearray) else data)
+        await self.stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -22,13 +23,26 @@ class Load:
     tool: str
     rps: float
     errors: str | None
+    cpu_s: float = 0.0  # the load generator's own CPU time (user + system) over the run
 
 
 def tool_name() -> str:
     return "wrk" if shutil.which("wrk") else "stereo.bench.loadgen (Python; wrk missing)"
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def drive(port: int, connections: int, seconds: float) -> Load:
+    """Run the load generator to completion; its CPU is read off this process's reaped children."""
+    before = _children_cpu_s()
+    load = _run_tool(port, connections, seconds)
+    return Load(load.tool, load.rps, load.errors, _children_cpu_s() - before)
+
+
+def _run_tool(port: int, connections: int, seconds: float) -> Load:
     wrk = shutil.which("wrk")
     if wrk is None:
         return _loadgen(port, connections, seconds)

@@ -47,6 +47,13 @@ class ServingResult:
     requests: dict[str, int] = field(default_factory=dict)  # per worker id
     errors: str | None = None  # socket errors reported by the load generator
     error: str | None = None
+    seconds: float = 0.0  # how long the load ran
+    server_cpu_s: float = 0.0  # the server's processes (master and workers), over the load
+    load_cpu_s: float = 0.0  # the load generator's, over the same run
+
+    def core_share(self, cpu_s: float) -> float:
+        """CPU seconds over the run as a share of one core (1.0 = one core kept busy)."""
+        return cpu_s / self.seconds if self.seconds else 0.0
 
     @property
     def imbalance(self) -> float | None:

@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from .apps.http_handler import DIR_ENV
 from .load import drive
 from .peers.stereo_peer import stereo_command
@@ -52,9 +54,13 @@ def run_serving_leg(workers: int, connections: int, seconds: float) -> ServingRe
             with Group(f"serving {leg}") as group:
                 group.spawn(argv, name=leg, env=env, pass_fds=[fd])
                 group.wait("ready", max(workers, 1), STARTUP_TIMEOUT)
+                server = psutil.Process(group.procs[-1].pid)
+                cpu_before = _tree_cpu_s(server)
                 load = drive(port, connections, seconds)
+                result.server_cpu_s = _tree_cpu_s(server) - cpu_before
             result.tool, result.rps, result.errors = load.tool, load.rps, load.errors
-        except (LegFailed, OSError, RuntimeError) as exc:
+            result.seconds, result.load_cpu_s = seconds, load.cpu_s
+        except (LegFailed, OSError, RuntimeError, psutil.Error) as exc:
             result.error = str(exc)
             return result
         # The counters are final now: the group's close() stopped the server with SIGTERM.
@@ -62,3 +68,15 @@ def run_serving_leg(workers: int, connections: int, seconds: float) -> ServingRe
             data = json.loads(path.read_text())
             result.requests[str(data["id"])] = int(data["requests"])
     return result
+
+
+def _tree_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
