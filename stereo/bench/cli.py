@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
-from . import machine
+from . import floor, machine
 from .costs import run_costs
 from .load import tool_name
 from .peers import Peer, all_peers
@@ -149,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stereo_ok = any(p.name == "stereo" for p in peers)
         if {"relay", "latency"} & set(args.only):
             _run_relay_and_latency(results, plan, peers, args.only, max(1, args.repeat))
+        if "latency" in args.only:
+            for echo in ("blocking", "trio"):
+                _progress(f"hop floor, {echo} echo")
+                results.floor.append(floor.measure(echo))
         if {"serving", "costs"} & set(args.only) and not stereo_ok:
             _loud(results, "serving and costs need stereo itself, which cannot run (see above)")
         elif "serving" in args.only:

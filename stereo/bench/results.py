@@ -39,6 +39,15 @@ class RelayResult:
 
 
 @dataclass
+class HopFloor:
+    """One hop (a process woken by a message) on this machine, outside stereo (floor.py)."""
+
+    echo: str  # "blocking" or "trio": how the echoing process reads and answers
+    p50_us: float
+    p99_us: float
+
+
+@dataclass
 class ServingResult:
     leg: str  # "plain trio", "stereo -w 1", ...
     workers: int
@@ -95,6 +104,7 @@ class Results:
     latency: list[RelayResult] = field(default_factory=list)
     serving: list[ServingResult] = field(default_factory=list)
     costs: CostResult | None = None
+    floor: list[HopFloor] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
 
     def save(self, path: Path) -> None:
@@ -124,6 +134,7 @@ class Results:
             latency=rows("latency"),
             serving=[ServingResult(**r) for r in data["serving"]],
             costs=CostResult(**costs) if costs else None,
+            floor=[HopFloor(**f) for f in data.get("floor", [])],
             skipped=data["skipped"],
         )
 
