@@ -33,6 +33,7 @@ from ._protocol import PROTOCOL_VERSION
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
 _OUTPUT_LINGER = 1.0
+HUB_SOCKET_BUFFER = 1024 * 1024  # SO_SNDBUF of both ends of a hub connection
 
 
 async def _kill_now(process: trio.Process) -> None:
@@ -159,6 +160,11 @@ class Supervisor:
         self, slot: Slot, *, task_status: trio.TaskStatus[WorkerProcess]
     ) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (parent, child):
+            # Room for a 1 MiB broadcast in flight: with the 208 KiB default, a big message
+            # crosses each hop in several wake-ups of the reader (the kernel caps this at
+            # net.core.wmem_max).
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, HUB_SOCKET_BUFFER)
         env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
         env.pop("LISTEN_FDS", None)
         env.pop("LISTEN_PID", None)
