@@ -21,6 +21,7 @@ from .errors import ProtocolError
 
 PREFIX: Final = struct.Struct(">IB")
 PREFIX_SIZE: Final = PREFIX.size  # 5
+LENGTH_SIZE: Final = 4  # the u32 length, which counts what follows it (kind byte and body)
 
 
 class FrameTooLarge(ProtocolError):
@@ -110,6 +111,13 @@ class FrameReader:
         del buffer[:stop]
         return frame
 
+    @property
+    def missing(self) -> int:
+        """Bytes still to come for the incomplete frame at the head of the buffer (0 if its
+        prefix has not arrived), so a reader can ask for all of a big frame in one read. Never
+        more than the largest frame allowed: a bad prefix must not size a read."""
+        return min(missing_bytes(self._buffer), LENGTH_SIZE + self._max_length)
+
     def take_buffer(self) -> bytearray:
         """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
         buffer, self._buffer = self._buffer, bytearray()
@@ -117,3 +125,10 @@ class FrameReader:
 
     def restore_buffer(self, buffer: bytearray) -> None:
         self._buffer = buffer
+
+
+def missing_bytes(buffer: bytearray) -> int:
+    """Bytes still to come for the frame at the head of ``buffer``; 0 without a whole prefix."""
+    if len(buffer) < LENGTH_SIZE:
+        return 0
+    return max(0, LENGTH_SIZE + int.from_bytes(buffer[:LENGTH_SIZE], "big") - len(buffer))

@@ -246,7 +246,8 @@ class Hub:
         stream = peer.stream
         ingress = peer.ingress
         while True:
-            data = await stream.receive_some(RECEIVE_SIZE)
+            # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
+            data = await stream.receive_some(max(RECEIVE_SIZE, ingress.missing))
             if not data:
                 # Not a cut-off: a worker killed in the middle of a write ends the same way.
                 peer.truncated_bytes = ingress.buffered

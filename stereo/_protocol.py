@@ -16,7 +16,15 @@ from typing import Any, Final, NamedTuple
 
 import cbor2
 
-from ._framing import PREFIX, PREFIX_SIZE, Frame, FrameReader, FrameTooLarge
+from ._framing import (
+    LENGTH_SIZE,
+    PREFIX,
+    PREFIX_SIZE,
+    Frame,
+    FrameReader,
+    FrameTooLarge,
+    missing_bytes,
+)
 from .errors import EncodeError, MessageTooLarge, ProtocolError
 
 PROTOCOL_VERSION: Final = 1
@@ -127,6 +135,11 @@ class HubIngress:
     def buffered(self) -> int:
         """Bytes of an incomplete frame waiting for the rest."""
         return self._reader.buffered
+
+    @property
+    def missing(self) -> int:
+        """Bytes still to come for the incomplete frame buffered (0 if none or unknown)."""
+        return self._reader.missing
 
     def events(self, next_seq: int) -> tuple[list[Run | Frame | ProtocolError], int]:
         """Complete frames so far as runs and control frames, plus the next free sequence number.
@@ -262,6 +275,12 @@ class BroadcastReader:
 
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
+
+    @property
+    def missing(self) -> int:
+        """Bytes still to come for the incomplete frame buffered (0 if none or unknown), never
+        more than the largest frame allowed: a bad prefix must not size a read."""
+        return min(missing_bytes(self._buffer), LENGTH_SIZE + self._max_length)
 
     def deliveries(self) -> list[Message]:
         """Every complete broadcast buffered so far, decoded."""

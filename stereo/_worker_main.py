@@ -81,8 +81,8 @@ class HubLink:
         self.stream = stream
         self.broadcasts: BroadcastReader | None = None
 
-    async def _receive(self) -> bytes:
-        data = await self.stream.receive_some(RECEIVE_SIZE)
+    async def _receive(self, size: int = RECEIVE_SIZE) -> bytes:
+        data = await self.stream.receive_some(size)
         if not data:
             raise HubClosed("the master closed the hub connection")
         return data
@@ -110,7 +110,9 @@ class HubLink:
         if messages:
             return messages
         while not messages:
-            self.broadcasts.receive_data(await self._receive())
+            # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
+            size = max(RECEIVE_SIZE, self.broadcasts.missing)
+            self.broadcasts.receive_data(await self._receive(size))
             messages = self.broadcasts.deliveries()
         return messages
 

@@ -145,3 +145,13 @@ def test_the_c_loop_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="negative"):
         decode_broadcasts(bytearray(), -1, 10, 10, 5, cbor2.loads, Message, out)
     assert out == []
+
+
+def test_missing_is_the_rest_of_a_big_frame_and_bounded() -> None:
+    reader = BroadcastReader(LIMIT)
+    frame = encode_broadcast(cbor2.dumps(b"b" * 100_000), LIMIT, seq=1, sender=1)
+    reader.receive_data(frame[:1000])
+    assert reader.missing == len(frame) - 1000  # the worker reads the rest in one go
+    liar = BroadcastReader(LIMIT)
+    liar.receive_data((2**32 - 1).to_bytes(4, "big") + bytes([Kind.BROADCAST]))
+    assert liar.missing == 4 + LIMIT + 13  # the largest frame allowed, not 4 GiB

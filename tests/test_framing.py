@@ -82,3 +82,22 @@ def test_arbitrary_bytes_give_frames_or_protocol_error_and_stay_bounded(
             assert reader.buffered <= LIMIT + 5 + step
     except ProtocolError:
         pass
+
+
+def test_missing_says_how_much_of_the_head_frame_is_still_to_come() -> None:
+    reader = FrameReader(1000)
+    assert reader.missing == 0  # nothing buffered
+    frame = encode_frame(5, b"x" * 500)
+    reader.append(frame[:3])
+    assert reader.missing == 0  # the length prefix is not complete yet
+    reader.append(frame[3:100])
+    assert reader.missing == len(frame) - 100
+    reader.append(frame[100:])
+    assert reader.missing == 0
+
+
+def test_missing_never_exceeds_the_largest_allowed_frame() -> None:
+    # A lying prefix must not make the reader ask the kernel for gigabytes.
+    reader = FrameReader(1000)
+    reader.append((2**32 - 1).to_bytes(4, "big") + b"\x05")
+    assert reader.missing == 4 + 1001
