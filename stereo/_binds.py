@@ -103,7 +103,11 @@ class BoundSocket:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _tcp_socket(bind: TcpBind) -> socket.socket:
+def _tcp_socket(bind: TcpBind, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket; with ``reuse_port``, a bound but *not listening* anchor instead:
+    it holds the address (and its real port) while each worker slot listens on a socket of its
+    own (:func:`slot_listener`). A listening anchor would take its share of the connections
+    and never accept them."""
     try:
         infos = socket.getaddrinfo(
             bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -114,13 +118,43 @@ def _tcp_socket(bind: TcpBind) -> socket.socket:
     sock = socket.socket(family, type_, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(BACKLOG)
+        if not reuse_port:
+            sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise BindError(f"--bind {bind}: {exc.strerror}") from None
+    return sock
+
+
+def is_reuse_port_anchor(sock: socket.socket) -> bool:
+    """A TCP socket bound with SO_REUSEPORT but not listening: an anchor of --reuse-port (ours,
+    or adopted from the previous master in an upgrade)."""
+    return (
+        sock.family in (socket.AF_INET, socket.AF_INET6)
+        and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+        and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    )
+
+
+def slot_listener(anchor: socket.socket) -> socket.socket:
+    """A listening socket of one worker slot on an anchor's address (SO_REUSEPORT: the kernel
+    spreads new connections over the slots' sockets by a hash of the connection)."""
+    sock = socket.socket(anchor.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if anchor.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(anchor.getsockname())
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -174,13 +208,16 @@ def _fd_socket(fd: int, bind: Bind) -> socket.socket:
     return sock
 
 
-def open_sockets(binds: list[Bind], inherited_fds: list[int]) -> list[BoundSocket]:
-    """Bind every requested address (all or nothing) plus any systemd-passed descriptors."""
+def open_sockets(
+    binds: list[Bind], inherited_fds: list[int], reuse_port: bool = False
+) -> list[BoundSocket]:
+    """Bind every requested address (all or nothing) plus any systemd-passed descriptors; with
+    ``reuse_port``, TCP addresses get anchors (see :func:`_tcp_socket`)."""
     opened: list[BoundSocket] = []
     try:
         for bind in binds:
             if isinstance(bind, TcpBind):
-                opened.append(BoundSocket(bind, _tcp_socket(bind), None))
+                opened.append(BoundSocket(bind, _tcp_socket(bind, reuse_port), None))
             elif isinstance(bind, UnixBind):
                 opened.append(BoundSocket(bind, _unix_socket(bind), bind.path))
             else:

@@ -32,6 +32,8 @@ class Settings:
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     # A ready worker whose loop sends no heartbeat for this long is killed and replaced.
     timeout: float = DEFAULT_TIMEOUT
+    # One SO_REUSEPORT listening socket per worker slot for TCP binds, instead of one shared.
+    reuse_port: bool = False
     control_path: str | None = None
     console: bool = False
     backoff_base: float = 0.1

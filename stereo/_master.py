@@ -165,7 +165,9 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     a new master with the same command line."""
     handover = Handover.from_environ(os.environ)
     if handover is None:
-        sockets = open_sockets(settings.binds, systemd_fds(os.environ, os.getpid()))
+        sockets = open_sockets(
+            settings.binds, systemd_fds(os.environ, os.getpid()), settings.reuse_port
+        )
     else:
         sockets = handover.adopt_sockets(settings.binds)
         if handover.workers is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from . import exitcodes
-from ._binds import BoundSocket
+from ._binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from ._config import Settings
 from ._hub import Hub, Peer
 from ._lifecycle import Backoff, ProcessState, SlotState, advance
@@ -115,6 +115,15 @@ class Slot:
         self.revive = trio.Event()
         self.retire = trio.Event()
         self.retiring = False
+        # --reuse-port: this slot's own listening sockets, kept across its workers' restarts so
+        # connections queued meanwhile wait for the replacement instead of being refused.
+        self.own_sockets: list[socket.socket] = []
+
+    def close_own_sockets(self) -> None:
+        """Stop the kernel routing new connections here (the worker's copy drains)."""
+        for sock in self.own_sockets:
+            sock.close()
+        self.own_sockets = []
 
     def set_state(self, new: SlotState) -> None:
         self.state = advance(self.state, new)
@@ -150,11 +159,23 @@ class Supervisor:
             "slot": peer.worker_id,
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": [bound.sock.fileno() for bound in self.sockets],
+            "listen_fds": self._listen_fds(peer.worker_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
             "heartbeat_interval": s.heartbeat_interval,
         }
+
+    def _listen_fds(self, slot_id: int) -> list[int]:
+        """The shared listening sockets, then the slot's own (--reuse-port); never an anchor."""
+        fds = [
+            b.sock.fileno()
+            for b in self.sockets
+            if b.sock.fileno() != -1 and not is_reuse_port_anchor(b.sock)  # -1: shut down
+        ]
+        slot = self.slots.get(slot_id)
+        if slot is not None:
+            fds += [sock.fileno() for sock in slot.own_sockets]
+        return fds
 
     async def run_worker_process(
         self, slot: Slot, *, task_status: trio.TaskStatus[WorkerProcess]
@@ -181,7 +202,7 @@ class Supervisor:
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
-                        pass_fds=(child.fileno(), *(b.sock.fileno() for b in self.sockets)),
+                        pass_fds=(child.fileno(), *self._listen_fds(slot.id)),
                         env=env,
                         # Own process group: Ctrl-C in the terminal reaches the master only.
                         process_group=0,
@@ -318,6 +339,7 @@ class Supervisor:
                 slot.set_state(SlotState.RUNNING)
         if slot.state is not SlotState.REMOVED:
             slot.set_state(SlotState.REMOVED)
+        slot.close_own_sockets()
         self.slots.pop(slot.id, None)
         self._check_idle()
 
@@ -363,10 +385,19 @@ class Supervisor:
                     self.settings.quick_exit,
                 ),
             )
+            self._open_own_sockets(slot)
             self.slots[slot_id] = slot
             self._nursery.start_soon(self.supervise, slot)
             added.append(slot_id)
         return added
+
+    def _open_own_sockets(self, slot: Slot) -> None:
+        for bound in self.sockets:
+            if bound.sock.fileno() != -1 and is_reuse_port_anchor(bound.sock):
+                try:
+                    slot.own_sockets.append(slot_listener(bound.sock))
+                except OSError as exc:  # fd limit, most likely: the slot serves without it
+                    self.sink.log(f"worker {slot.id}: cannot listen on {bound.address}: {exc}")
 
     def remove(self, slot_ids: Iterable[int]) -> list[int]:
         """Retire slots gracefully: their workers drain and are not replaced."""
@@ -377,6 +408,7 @@ class Supervisor:
                 continue
             slot.retiring = True
             slot.retire.set()
+            slot.close_own_sockets()
             for proc in slot.processes:
                 self._stop_process(proc)
             removed.append(slot_id)
@@ -476,6 +508,7 @@ class Supervisor:
         for slot in list(self.slots.values()):
             slot.retiring = True
             slot.retire.set()
+            slot.close_own_sockets()
             for proc in slot.processes:
                 if graceful:
                     self._stop_process(proc)

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: %(default)s)",
     )
     run.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="give each worker slot its own SO_REUSEPORT listening socket on every host:port"
+        " bind (the kernel spreads connections evenly) instead of one shared socket",
+    )
+    run.add_argument(
         "--control",
         metavar="PATH",
         default=None,
@@ -165,6 +171,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outbox_limit=args.outbox_limit,
         graceful_timeout=args.graceful_timeout,
         timeout=args.timeout,
+        reuse_port=args.reuse_port,
         control_path=args.control or default_control_path(),
         console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
     )

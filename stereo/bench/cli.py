@@ -181,17 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "which is likely the bottleneck (apt-get install wrk)",
                 )
             # Legs take turns, as for the relay, and each figure is the median of the rounds.
-            rounds: dict[int, list[ServingResult]] = {w: [] for w in plan.serving_workers}
+            rounds: dict[tuple[int, bool], list[ServingResult]] = {
+                leg: [] for leg in plan.serving_legs
+            }
             for _ in range(max(1, args.repeat)):
-                for workers in plan.serving_workers:
-                    row = run_serving_leg(workers, plan.serving_connections, plan.serving_seconds)
+                for workers, reuse_port in plan.serving_legs:
+                    row = run_serving_leg(
+                        workers, plan.serving_connections, plan.serving_seconds, reuse_port
+                    )
                     _progress(
-                        f"serving workers={workers or 'plain'} -> {row.rps:,.0f} req/s"
+                        f"serving {row.leg} -> {row.rps:,.0f} req/s"
                         f" {row.requests} {row.error or ''}"
                     )
-                    rounds[workers].append(row)
-            for workers in plan.serving_workers:
-                ordered = sorted(rounds[workers], key=lambda r: r.rps if r.error is None else -1.0)
+                    rounds[workers, reuse_port].append(row)
+            for leg in plan.serving_legs:
+                ordered = sorted(rounds[leg], key=lambda r: r.rps if r.error is None else -1.0)
                 results.serving.append(ordered[len(ordered) // 2])
         if "costs" in args.only and stereo_ok:
             _progress("costs")

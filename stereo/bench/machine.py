@@ -50,6 +50,7 @@ def describe() -> dict[str, str]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "stereo": _version("stereo"),
+        "stereo worker decoder": _decoder(),
         "trio": _version("trio"),
         "cbor2": _version("cbor2"),
         "pyzmq": _version("pyzmq"),
@@ -68,3 +69,12 @@ def describe() -> dict[str, str]:
     except ImportError:
         info["libzmq"] = "not installed"
     return info
+
+
+def _decoder() -> str:
+    """Whether the workers run the C decode loop (stereo._speedups) or the Python one."""
+    try:
+        from stereo import accelerated
+    except ImportError:
+        return "stereo not installed"
+    return "C accelerator" if accelerated() else "pure Python (stereo._speedups not built)"

@@ -30,7 +30,8 @@ class Plan:
     latency_workers: int
     latency_rate: int
     latency_seconds: int
-    serving_workers: tuple[int, ...]  # 0 is the plain trio process
+    # (workers, --reuse-port) per serving leg; 0 workers is the plain trio process
+    serving_legs: tuple[tuple[int, bool], ...]
     serving_connections: int
     serving_seconds: float
     idle_seconds: float
@@ -65,7 +66,7 @@ FULL = Plan(
     latency_workers=4,
     latency_rate=500,
     latency_seconds=5,
-    serving_workers=(0, 1, 2),
+    serving_legs=((0, False), (1, False), (2, False), (2, True)),
     serving_connections=64,
     serving_seconds=10,
     idle_seconds=10,
@@ -77,7 +78,7 @@ QUICK = Plan(
     latency_workers=4,
     latency_rate=500,
     latency_seconds=1,
-    serving_workers=(0, 1, 2),
+    serving_legs=((0, False), (1, False), (2, False), (2, True)),
     serving_connections=64,
     serving_seconds=2,
     idle_seconds=2,

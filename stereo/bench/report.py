@@ -247,6 +247,22 @@ def targets_table(results: Results) -> str:
     )
     imb = w2.imbalance if w2 else None
     check("serving busiest/idlest <= 1.5", imb, lambda x: x <= 1.5, f"{imb:.2f}" if imb else "")
+    rp = by_leg.get("stereo -w 2 --reuse-port")
+    if rp is not None:
+        r2rp = rp.rps / w1.rps if w1 else None
+        check(
+            "serving -w 2 --reuse-port >= 1.6x -w 1",
+            r2rp,
+            lambda x: x >= 1.6,
+            f"{r2rp:.2f}x" if r2rp else "",
+        )
+        imb_rp = rp.imbalance
+        check(
+            "serving --reuse-port busiest/idlest <= 1.5",
+            imb_rp,
+            lambda x: x <= 1.5,
+            f"{imb_rp:.2f}" if imb_rp else "",
+        )
     c = results.costs if results.costs is not None and results.costs.error is None else None
     idle = c.idle_cpu_pct if c else None
     rss = c.master_rss_mb if c else None

@@ -26,13 +26,19 @@ STARTUP_TIMEOUT = 60.0
 BACKLOG = 1024
 
 
-def run_serving_leg(workers: int, connections: int, seconds: float) -> ServingResult:
-    """workers == 0 runs the plain single trio process."""
+def run_serving_leg(
+    workers: int, connections: int, seconds: float, reuse_port: bool = False
+) -> ServingResult:
+    """workers == 0 runs the plain single trio process. With ``reuse_port`` stereo binds the
+    address itself (``--reuse-port`` needs a host:port bind); the harness only holds the port,
+    with a bound, non-listening SO_REUSEPORT socket that takes no connections."""
     leg = "plain trio" if workers == 0 else f"stereo -w {workers}"
+    if reuse_port:
+        leg += " --reuse-port"
     result = ServingResult(leg=leg, workers=max(workers, 1), tool="")
     with (
         tempfile.TemporaryDirectory(prefix="stereo-bench-serve-") as work,
-        socket.create_server(("127.0.0.1", 0), backlog=BACKLOG) as sock,
+        _port_holder(reuse_port) as sock,
     ):
         fd = sock.fileno()
         port = sock.getsockname()[1]
@@ -40,19 +46,19 @@ def run_serving_leg(workers: int, connections: int, seconds: float) -> ServingRe
         if workers == 0:
             argv = [sys.executable, "-m", "stereo.bench.apps.plain_http", str(fd)]
         else:
+            bind = ["--reuse-port", "--bind", f"127.0.0.1:{port}"] if reuse_port else []
             argv = [
                 *stereo_command(),
                 "run",
                 "stereo.bench.apps.stereo_http:serve",
                 "-w",
                 str(workers),
-                "--bind",
-                f"fd://{fd}",
+                *(bind or ["--bind", f"fd://{fd}"]),
                 "--no-console",
             ]
         try:
             with Group(f"serving {leg}") as group:
-                group.spawn(argv, name=leg, env=env, pass_fds=[fd])
+                group.spawn(argv, name=leg, env=env, pass_fds=[] if reuse_port else [fd])
                 group.wait("ready", max(workers, 1), STARTUP_TIMEOUT)
                 server = psutil.Process(group.procs[-1].pid)
                 cpu_before = _tree_cpu_s(server)
@@ -80,3 +86,13 @@ def _tree_cpu_s(process: psutil.Process) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def _port_holder(reuse_port: bool) -> socket.socket:
+    """The leg's listening socket, or for --reuse-port a placeholder that keeps the port ours."""
+    if not reuse_port:
+        return socket.create_server(("127.0.0.1", 0), backlog=BACKLOG)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
