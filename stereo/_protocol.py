@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from types import ModuleType
 from typing import Any, Final, NamedTuple
 
 import cbor2
@@ -238,18 +239,31 @@ class Message(NamedTuple):
 _VIEW_ABOVE = 16 * 1024  # payload size from which decoding in place beats copying first
 
 
-def _load_speedups() -> Callable[..., int] | None:
-    """The C version of the decode loop, unless disabled or not built (see setup.py)."""
+def _load_speedups() -> ModuleType | None:
+    """The C versions of the hot loops, unless disabled or not built (see setup.py)."""
     if os.environ.get("STEREO_PURE_PYTHON"):
         return None
     try:
-        from ._speedups import decode_broadcasts
+        from . import _speedups
     except ImportError:
         return None
-    return decode_broadcasts
+    return _speedups
 
 
-_decode_fast = _load_speedups()
+_speedups = _load_speedups()
+_decode_fast: Callable[..., int] | None = (
+    _speedups.decode_broadcasts if _speedups is not None else None
+)
+
+
+def _frame_broadcast_py(payload: bytes, kind: int = Kind.BROADCAST) -> bytes:
+    return BROADCAST_HEADER.pack(len(payload) + 1 + BROADCAST_OVERHEAD, kind, 0, 0) + payload
+
+
+#: A worker's BROADCAST frame for an encoded payload, seq and sender left 0 for the master.
+frame_broadcast: Callable[[bytes, int], bytes] = (
+    _speedups.frame_broadcast if _speedups is not None else _frame_broadcast_py
+)
 
 
 def accelerated() -> bool:

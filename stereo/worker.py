@@ -21,18 +21,16 @@ import trio
 
 from ._listeners import ConnectionTracker, Listener
 from ._protocol import (
-    BROADCAST_HEADER,
-    BROADCAST_OVERHEAD,
     Kind,
     Message,
     encode_broadcast,
     encode_cbor,
+    frame_broadcast,
 )
 from .errors import HubClosed
 
 dumps = cbor2.dumps
-_pack_header = BROADCAST_HEADER.pack
-_LENGTH_EXTRA = 1 + BROADCAST_OVERHEAD  # the kind byte and the seq/sender stamp
+_frame = frame_broadcast
 _BROADCAST = Kind.BROADCAST.value
 
 _monotonic = time.monotonic
@@ -192,7 +190,7 @@ class Worker:
             payload = encode_cbor(value)  # raises EncodeError with the reason
         if len(payload) > self.max_message_size:
             encode_broadcast(payload, self.max_message_size)  # raises MessageTooLarge
-        return _pack_header(len(payload) + _LENGTH_EXTRA, _BROADCAST, 0, 0) + payload
+        return _frame(payload, _BROADCAST)
 
     def broadcast_nowait(self, value: Any) -> None:
         """Queue ``value`` for every worker; raise :class:`trio.WouldBlock` if the outbox is full.
@@ -212,18 +210,26 @@ class Worker:
         leaves in one write instead of one system call each.
         """
         frame = self._encode(value)
+        pending = self._outbox_bytes
+        if self._hub_error is not None or (pending and pending + len(frame) > self._outbox_limit):
+            await self._wait_for_room(len(frame))
+        self._enqueue(frame)
+        count = self._since_checkpoint + 1
+        if count < _CHECKPOINT_EVERY:
+            self._since_checkpoint = count
+        else:
+            self._since_checkpoint = 0
+            await trio.lowlevel.checkpoint()
+
+    async def _wait_for_room(self, size: int) -> None:
+        """Raise HubClosed, or wait until a frame of ``size`` bytes fits in the outbox."""
         while True:
             self._check_open()
-            if not self._outbox_bytes or self._outbox_bytes + len(frame) <= self._outbox_limit:
-                break
+            if not self._outbox_bytes or self._outbox_bytes + size <= self._outbox_limit:
+                return
             self._since_checkpoint = 0
             self._outbox_room = trio.Event()
             await self._outbox_room.wait()
-        self._enqueue(frame)
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= _CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            await trio.lowlevel.checkpoint()
 
     def _check_open(self) -> None:
         if self._hub_error is not None:
@@ -231,7 +237,12 @@ class Worker:
 
     def _enqueue(self, frame: bytes) -> None:
         self._sent += 1
-        if not self._outbox and not self._writing and self._hub_sock is not None:
+        outbox = self._outbox
+        if outbox:  # a burst: the writer task is already woken and will take this too
+            outbox.append(frame)
+            self._outbox_bytes += len(frame)
+            return
+        if not self._writing and self._hub_sock is not None:
             # A lone broadcast goes straight to the socket (saves a task switch of latency);
             # in a burst only the first does, and the rest leave in one write from the writer.
             now = _monotonic()

@@ -155,3 +155,18 @@ def test_missing_is_the_rest_of_a_big_frame_and_bounded() -> None:
     liar = BroadcastReader(LIMIT)
     liar.receive_data((2**32 - 1).to_bytes(4, "big") + bytes([Kind.BROADCAST]))
     assert liar.missing == 4 + LIMIT + 13  # the largest frame allowed, not 4 GiB
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 70_000])
+def test_the_c_frame_builder_matches_the_header_layout(size: int) -> None:
+    from stereo._protocol import _frame_broadcast_py, frame_broadcast
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    frame = frame_broadcast(payload, Kind.BROADCAST)
+    assert frame == _frame_broadcast_py(payload, Kind.BROADCAST)
+    reader = BroadcastReader(LIMIT)
+    reader.receive_data(frame)  # and it reads back as one broadcast with seq and sender 0
+    [message] = reader.deliveries()
+    assert (message.sender, message.seq) == (0, 0)
+    if isinstance(message.data, UndecodablePayload):  # these bytes are rarely valid CBOR
+        assert message.data.raw == payload

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from . import floor, machine
@@ -55,8 +55,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="re-render tables and charts from a saved results.json without running anything",
     )
+    parser.add_argument(
+        "--relay-cases",
+        default=None,
+        metavar="W:BYTES,...",
+        help="run only these relay legs of the plan, e.g. 4:64 (more rounds at one point)",
+    )
     args = parser.parse_args(argv)
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    if args.relay_cases is not None:
+        try:
+            args.relay_cases = {
+                (int(w), int(b))
+                for w, b in (case.split(":") for case in args.relay_cases.split(","))
+            }
+        except ValueError:
+            parser.error("--relay-cases takes W:BYTES pairs, e.g. 4:64,8:64")
     unknown = set(args.only) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
@@ -157,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = Results.load(args.from_json)
     else:
         plan = QUICK if args.quick else FULL
+        if args.relay_cases is not None:
+            cases = tuple(c for c in plan.relay if (c.workers, c.payload) in args.relay_cases)
+            if not cases:
+                raise SystemExit("--relay-cases matches no relay leg of the plan")
+            plan = replace(plan, relay=cases)
         results = Results(
             machine=machine.describe(),
             plan={"quick": args.quick, "repeat": args.repeat, **asdict(plan)},
