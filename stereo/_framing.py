@@ -116,7 +116,7 @@ class FrameReader:
         """Bytes still to come for the incomplete frame at the head of the buffer (0 if its
         prefix has not arrived), so a reader can ask for all of a big frame in one read. Never
         more than the largest frame allowed: a bad prefix must not size a read."""
-        return min(missing_bytes(self._buffer), LENGTH_SIZE + self._max_length)
+        return missing_bytes(self._buffer, self._max_length)
 
     def take_buffer(self) -> bytearray:
         """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
@@ -127,8 +127,11 @@ class FrameReader:
         self._buffer = buffer
 
 
-def missing_bytes(buffer: bytearray) -> int:
-    """Bytes still to come for the frame at the head of ``buffer``; 0 without a whole prefix."""
+def missing_bytes(buffer: bytearray, max_length: int) -> int:
+    """Bytes still to come for the frame at the head of ``buffer``; 0 without a whole prefix.
+    Capped at the largest frame a length of ``max_length`` allows: a lying prefix must not size
+    a read."""
     if len(buffer) < LENGTH_SIZE:
         return 0
-    return max(0, LENGTH_SIZE + int.from_bytes(buffer[:LENGTH_SIZE], "big") - len(buffer))
+    missing = LENGTH_SIZE + int.from_bytes(buffer[:LENGTH_SIZE], "big") - len(buffer)
+    return min(max(0, missing), LENGTH_SIZE + max_length)

@@ -18,7 +18,6 @@ from typing import Any, Final, NamedTuple
 import cbor2
 
 from ._framing import (
-    LENGTH_SIZE,
     PREFIX,
     PREFIX_SIZE,
     Frame,
@@ -294,7 +293,7 @@ class BroadcastReader:
     def missing(self) -> int:
         """Bytes still to come for the incomplete frame buffered (0 if none or unknown), never
         more than the largest frame allowed: a bad prefix must not size a read."""
-        return min(missing_bytes(self._buffer), LENGTH_SIZE + self._max_length)
+        return missing_bytes(self._buffer, self._max_length)
 
     def deliveries(self) -> list[Message]:
         """Every complete broadcast buffered so far, decoded."""
