@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BindError
 
@@ -114,8 +115,16 @@ def _tcp_socket(bind: TcpBind, reuse_port: bool = False) -> socket.socket:
         )
     except socket.gaierror as exc:
         raise BindError(f"--bind {bind}: cannot resolve {bind.host!r}: {exc.strerror}") from None
-    family, type_, proto, _, address = infos[0]
-    sock = socket.socket(family, type_, proto)
+    family, _, _, _, address = infos[0]
+    try:
+        return _bound_tcp(family, address, reuse_port=reuse_port, listen=not reuse_port)
+    except OSError as exc:
+        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+
+
+def _bound_tcp(family: int, address: Any, *, reuse_port: bool, listen: bool) -> socket.socket:
+    """A TCP socket bound to ``address`` (closed again if anything fails)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -123,11 +132,11 @@ def _tcp_socket(bind: TcpBind, reuse_port: bool = False) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        if not reuse_port:
+        if listen:
             sock.listen(BACKLOG)
-    except OSError as exc:
+    except OSError:
         sock.close()
-        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+        raise
     return sock
 
 
@@ -144,18 +153,7 @@ def is_reuse_port_anchor(sock: socket.socket) -> bool:
 def slot_listener(anchor: socket.socket) -> socket.socket:
     """A listening socket of one worker slot on an anchor's address (SO_REUSEPORT: the kernel
     spreads new connections over the slots' sockets by a hash of the connection)."""
-    sock = socket.socket(anchor.family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if anchor.family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(anchor.getsockname())
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return _bound_tcp(anchor.family, anchor.getsockname(), reuse_port=True, listen=True)
 
 
 def _unix_socket(bind: UnixBind) -> socket.socket:

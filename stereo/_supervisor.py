@@ -136,6 +136,10 @@ class Supervisor:
         self.settings = settings
         self.hub = hub
         self.sockets = sockets
+        # Classified once: --reuse-port anchors hold an address for the slots' own sockets and
+        # are never handed to a worker; every other socket is shared by all workers.
+        self._anchors = [b for b in sockets if is_reuse_port_anchor(b.sock)]
+        self._shared = [b for b in sockets if b not in self._anchors]
         self.sink = sink
         self.slots: dict[int, Slot] = {}
         self.stopping = False
@@ -167,11 +171,7 @@ class Supervisor:
 
     def _listen_fds(self, slot_id: int) -> list[int]:
         """The shared listening sockets, then the slot's own (--reuse-port); never an anchor."""
-        fds = [
-            b.sock.fileno()
-            for b in self.sockets
-            if b.sock.fileno() != -1 and not is_reuse_port_anchor(b.sock)  # -1: shut down
-        ]
+        fds = [b.sock.fileno() for b in self._shared if b.sock.fileno() != -1]  # -1: shut down
         slot = self.slots.get(slot_id)
         if slot is not None:
             fds += [sock.fileno() for sock in slot.own_sockets]
@@ -392,8 +392,8 @@ class Supervisor:
         return added
 
     def _open_own_sockets(self, slot: Slot) -> None:
-        for bound in self.sockets:
-            if bound.sock.fileno() != -1 and is_reuse_port_anchor(bound.sock):
+        for bound in self._anchors:
+            if bound.sock.fileno() != -1:  # -1: shut down
                 try:
                     slot.own_sockets.append(slot_listener(bound.sock))
                 except OSError as exc:  # fd limit, most likely: the slot serves without it
