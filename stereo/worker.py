@@ -199,7 +199,7 @@ class Worker:
         """
         frame = self._encode(value)
         self._check_open()
-        if self._outbox_bytes and self._outbox_bytes + len(frame) > self._outbox_limit:
+        if not self._fits(len(frame)):
             raise trio.WouldBlock
         self._enqueue(frame)
 
@@ -211,6 +211,7 @@ class Worker:
         """
         frame = self._encode(value)
         pending = self._outbox_bytes
+        # _fits() inlined: this runs once per broadcast.
         if self._hub_error is not None or (pending and pending + len(frame) > self._outbox_limit):
             await self._wait_for_room(len(frame))
         self._enqueue(frame)
@@ -225,11 +226,15 @@ class Worker:
         """Raise HubClosed, or wait until a frame of ``size`` bytes fits in the outbox."""
         while True:
             self._check_open()
-            if not self._outbox_bytes or self._outbox_bytes + size <= self._outbox_limit:
+            if self._fits(size):
                 return
             self._since_checkpoint = 0
             self._outbox_room = trio.Event()
             await self._outbox_room.wait()
+
+    def _fits(self, size: int) -> bool:
+        """A frame of ``size`` bytes may be queued (an empty outbox takes any frame)."""
+        return not self._outbox_bytes or self._outbox_bytes + size <= self._outbox_limit
 
     def _check_open(self) -> None:
         if self._hub_error is not None:
