@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TypeVar
 
 from . import floor, machine
 from .costs import run_costs
@@ -151,16 +152,22 @@ def _run_relay_and_latency(
                 results.latency.append(_median_latency(latency[peer.name]))
 
 
+Row = TypeVar("Row")
+
+
+def _median_round(rows: list[Row], key: Callable[[Row], float]) -> Row:
+    """The round whose ``key`` is the median (its other figures come with it)."""
+    return sorted(rows, key=key)[len(rows) // 2]
+
+
 def _median(rows: list[RelayResult]) -> RelayResult:
     """The run with the median rate; a failed run counts as the slowest."""
-    ordered = sorted(rows, key=lambda row: row.rate if row.ok else -1.0)
-    return ordered[len(ordered) // 2]
+    return _median_round(rows, lambda row: row.rate if row.ok else -1.0)
 
 
 def _median_latency(rows: list[RelayResult]) -> RelayResult:
     """The run with the median p50 (its p99 and max come with it); a failed run is the worst."""
-    ordered = sorted(rows, key=lambda row: row.p50_us if row.ok and row.p50_us else float("inf"))
-    return ordered[len(ordered) // 2]
+    return _median_round(rows, lambda row: row.p50_us if row.ok and row.p50_us else float("inf"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,8 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     rounds[workers, reuse_port].append(row)
             for leg in plan.serving_legs:
-                ordered = sorted(rounds[leg], key=lambda r: r.rps if r.error is None else -1.0)
-                results.serving.append(ordered[len(ordered) // 2])
+                results.serving.append(
+                    _median_round(rounds[leg], lambda r: r.rps if r.error is None else -1.0)
+                )
         if "costs" in args.only and stereo_ok:
             _progress("costs")
             results.costs = run_costs(plan.idle_seconds, plan.kills)
