@@ -21,6 +21,19 @@ async def started_pids(stereo: Stereo, count: int, start: int = 0) -> dict[int, 
     return {int(m[1]): int(m[2]) for m in matches}
 
 
+async def request_in_flight(
+    stereo: Stereo, workers: int, text: str
+) -> tuple[dict[int, int], trio.SocketStream]:
+    """Once the drain app's workers started: a TCP client whose request ``text`` a worker holds
+    in flight. Returns the workers' pids and the client."""
+    host, port = await stereo.address()
+    pids = await started_pids(stereo, workers)
+    client = await trio.open_tcp_stream(host, port)
+    await client.send_all(text.encode() + b"\n")
+    await stereo.wait_for(rf"in flight: {text}")
+    return pids, client
+
+
 async def read_line(host: str, port: int) -> str:
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
@@ -132,11 +145,7 @@ async def test_graceful_timeout_kills_a_connection_that_never_finishes() -> None
         async with open_stereo(
             "drain:serve", "-w", "1", "--bind", "127.0.0.1:0", "--graceful-timeout", "1"
         ) as stereo:
-            host, port = await stereo.address()
-            pids = await started_pids(stereo, 1)
-            client = await trio.open_tcp_stream(host, port)
-            await client.send_all(b"stuck\n")
-            await stereo.wait_for(r"in flight: stuck")
+            pids, client = await request_in_flight(stereo, 1, "stuck")
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
             await wait_all_exited(list(pids.values()))
@@ -226,11 +235,7 @@ async def test_broadcasts_queued_just_before_serve_returns_are_delivered(tmp_pat
 async def test_ctrl_c_drains_and_a_second_ctrl_c_stops_at_once() -> None:
     with trio.fail_after(60):
         async with open_stereo("drain:serve", "-w", "2", "--bind", "127.0.0.1:0") as stereo:
-            host, port = await stereo.address()
-            pids = await started_pids(stereo, 2)
-            client = await trio.open_tcp_stream(host, port)
-            await client.send_all(b"slow\n")
-            await stereo.wait_for(r"in flight: slow")
+            pids, client = await request_in_flight(stereo, 2, "slow")
             stereo.signal(signal.SIGINT)
             await stereo.wait_for(r"interrupted: stopping gracefully")
             assert stereo.process.returncode is None  # still draining the request in flight
