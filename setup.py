@@ -6,4 +6,4 @@ Python implementation of the same loop (slower; ``stereo.accelerated()`` tells w
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("stereo._speedups", ["stereo/_speedups.c"], optional=True)])
+setup(ext_modules=[Extension("stereo.wire._speedups", ["stereo/wire/_speedups.c"], optional=True)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ._listeners import Connection, Listener
-from ._protocol import Message, UndecodablePayload, accelerated
 from .errors import (
     BindError,
     ControlError,
@@ -13,7 +11,9 @@ from .errors import (
     ProtocolError,
     StereoError,
 )
-from .worker import MessageStream, Worker, WorkerStatistics
+from .wire.protocol import Message, UndecodablePayload, accelerated
+from .worker.api import MessageStream, Worker, WorkerStatistics
+from .worker.listeners import Connection, Listener
 
 __version__ = "0.1.0"
 

@@ -8,17 +8,17 @@ from collections.abc import Sequence
 
 import trio
 
-from ._binds import parse_bind
-from ._config import (
+from .control.server import default_control_path
+from .errors import StereoError
+from .master.binds import parse_bind
+from .master.config import (
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_TIMEOUT,
     Settings,
     default_workers,
 )
-from ._control import default_control_path
-from ._protocol import DEFAULT_MAX_MESSAGE_SIZE
-from .errors import StereoError
+from .wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
 
 
 def _positive_int(text: str) -> int:
@@ -160,7 +160,7 @@ _CONTROL_HELP = (
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ._master import run_master
+    from .master.master import run_master
 
     settings = Settings(
         app=args.app,
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         sys.exit(_run(args, sys.argv[1:] if argv is None else argv))
-    from . import _console_cli
+    from .control import cli as _console_cli
 
     path = args.control or default_control_path()
     if args.command == "console":

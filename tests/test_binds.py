@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stereo._binds import (
+from stereo.errors import BindError
+from stereo.master.binds import (
     FdBind,
     TcpBind,
     UnixBind,
@@ -17,7 +18,6 @@ from stereo._binds import (
     parse_bind,
     systemd_fds,
 )
-from stereo.errors import BindError
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stereo._framing import encode_frame
-from stereo._protocol import (
+from stereo.errors import ProtocolError
+from stereo.wire.framing import encode_frame
+from stereo.wire.protocol import (
     BroadcastReader,
     Kind,
     Message,
@@ -24,7 +25,6 @@ from stereo._protocol import (
     accelerated,
     encode_broadcast,
 )
-from stereo.errors import ProtocolError
 
 LIMIT = 256 * 1024
 BOTH = [pytest.param(True, id="C"), pytest.param(False, id="python")]
@@ -65,7 +65,7 @@ def test_the_accelerator_is_built() -> None:
     # CI builds it (setup.py); without a C compiler stereo still works, but this says so loudly.
     if os.environ.get("STEREO_PURE_PYTHON"):
         pytest.skip("STEREO_PURE_PYTHON is set: testing the pure Python path on purpose")
-    assert accelerated(), "stereo._speedups did not build: install a C compiler and reinstall"
+    assert accelerated(), "stereo.wire._speedups did not build: install a C compiler and reinstall"
 
 
 @settings(max_examples=150, deadline=None)
@@ -135,7 +135,7 @@ def test_a_bad_frame_after_good_ones_raises_the_same_error(
 
 @pytest.mark.skipif(not accelerated(), reason="the C accelerator is not built")
 def test_the_c_loop_checks_its_arguments() -> None:
-    from stereo._speedups import decode_broadcasts
+    from stereo.wire._speedups import decode_broadcasts
 
     out: list[Any] = []
     with pytest.raises(TypeError, match="bytearray"):
@@ -159,7 +159,7 @@ def test_missing_is_the_rest_of_a_big_frame_and_bounded() -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 64, 70_000])
 def test_the_c_frame_builder_matches_the_header_layout(size: int) -> None:
-    from stereo._protocol import _frame_broadcast_py, frame_broadcast
+    from stereo.wire.protocol import _frame_broadcast_py, frame_broadcast
 
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     frame = frame_broadcast(payload, Kind.BROADCAST)

@@ -1,4 +1,4 @@
-"""Control commands as plain functions (stereo._commands), their parsing and their rendering.
+"""Control commands as plain functions (stereo.control.commands), their parsing and their rendering.
 
 The parsing and rendering tests need no process. The command tests run a real Master in this
 trio loop (real worker processes, no control socket) and call the functions directly.
@@ -17,16 +17,16 @@ from conftest import APPS, Output, wait_exited
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stereo import _commands as commands
-from stereo._commands import Context, UsageError, parse_line, parse_signal
-from stereo._config import Settings
-from stereo._console_render import format_help, format_result, format_status, human_duration
-from stereo._lifecycle import ProcessState
-from stereo._master import Master
-from stereo._output import OutputSink
-from stereo._top import render_top
-from stereo.console import ConsoleCompleter
+from stereo.control import commands
+from stereo.control.commands import Context, UsageError, parse_line, parse_signal
+from stereo.control.console import ConsoleCompleter
+from stereo.control.render import format_help, format_result, format_status, human_duration
+from stereo.control.top import render_top
 from stereo.errors import ControlError
+from stereo.master.config import Settings
+from stereo.master.lifecycle import ProcessState
+from stereo.master.master import Master
+from stereo.master.output import OutputSink
 
 # -- parsing typed lines ------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ async def test_commands_on_a_real_master() -> None:
 
             info = commands.inspect(ctx, 3)
             assert info["processes"][0]["state"] == "ready"
-            assert "stereo._worker_main" in " ".join(info["processes"][0]["cmdline"])
+            assert "stereo.worker" in " ".join(info["processes"][0]["cmdline"])
 
             doomed = master.supervisor.slots[4].current
             assert doomed is not None

@@ -17,7 +17,7 @@ import pytest
 import trio
 from conftest import Stereo, open_stereo, stereo_command
 
-from stereo._control import (
+from stereo.control.server import (
     ControlClient,
     ControlUnreachable,
     bind_control_socket,
@@ -26,9 +26,9 @@ from stereo._control import (
     default_control_path,
     encode_request,
 )
-from stereo._framing import FrameReader, encode_frame
-from stereo._protocol import Kind
 from stereo.errors import ControlError, ProtocolError
+from stereo.wire.framing import FrameReader, encode_frame
+from stereo.wire.protocol import Kind
 
 READY = r"^\[worker (\d+)\] ready$"
 LISTENING = r"^\[stereo\] control socket: "

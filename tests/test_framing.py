@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stereo._framing import Frame, FrameReader, FrameTooLarge, encode_frame
 from stereo.errors import ProtocolError
+from stereo.wire.framing import Frame, FrameReader, FrameTooLarge, encode_frame
 
 LIMIT = 64
 

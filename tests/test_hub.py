@@ -10,9 +10,9 @@ from typing import Any
 import cbor2
 import trio
 
-from stereo._framing import encode_frame
-from stereo._hub import Hub, Peer
-from stereo._protocol import BroadcastReader, Kind, encode_broadcast, encode_map
+from stereo.master.hub import Hub, Peer
+from stereo.wire.framing import encode_frame
+from stereo.wire.protocol import BroadcastReader, Kind, encode_broadcast, encode_map
 
 LIMIT = 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stereo._lifecycle import Backoff, IllegalTransition, ProcessState, SlotState, advance
+from stereo.master.lifecycle import Backoff, IllegalTransition, ProcessState, SlotState, advance
 
 
 def test_process_lifecycle_allows_the_normal_path() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stereo._output import MAX_LINE, LineSplitter
+from stereo.master.output import MAX_LINE, LineSplitter
 
 
 def test_lines_across_chunks() -> None:

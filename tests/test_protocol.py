@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stereo._framing import Frame, FrameReader, encode_frame
-from stereo._protocol import (
+from stereo.errors import EncodeError, MessageTooLarge, ProtocolError
+from stereo.wire.framing import Frame, FrameReader, encode_frame
+from stereo.wire.protocol import (
     HubIngress,
     Kind,
     Run,
@@ -18,7 +19,6 @@ from stereo._protocol import (
     encode_map,
     split_broadcast,
 )
-from stereo.errors import EncodeError, MessageTooLarge, ProtocolError
 
 LIMIT = 1024
 

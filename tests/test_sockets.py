@@ -7,7 +7,7 @@ import socket
 import pytest
 import trio
 
-from stereo._sockets import IOV_MAX, send_chunks, send_gathered
+from stereo.outbox import IOV_MAX, send_chunks, send_gathered
 
 
 async def test_send_gathered_writes_every_chunk_in_order_through_partial_sends() -> None:

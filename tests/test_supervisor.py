@@ -11,9 +11,9 @@ import pytest
 import trio
 from conftest import APPS, Output, open_stereo
 
-from stereo._config import Settings
-from stereo._master import Master
-from stereo._output import OutputSink
+from stereo.master.config import Settings
+from stereo.master.master import Master
+from stereo.master.output import OutputSink
 
 
 async def test_a_worker_that_cannot_even_be_spawned_fails_its_slot_not_the_master(

@@ -15,7 +15,7 @@ from conftest import APPS, open_stereo, wait_all_exited, wait_exited
 from loadgen import LoadGenerator
 from test_faults import current_pids, measure, started
 
-from stereo._control import peer_uid
+from stereo.control.server import peer_uid
 
 TEMPLATE = (APPS / "httpd.py").read_text()
 VERSION_LINE = 'VERSION = os.environ.get("HTTPD_VERSION", "1")'

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from stereo import EncodeError, HubClosed, Message, MessageTooLarge, Worker
-from stereo._listeners import ConnectionTracker
+from stereo.worker.listeners import ConnectionTracker
 
 
 def make_worker(outbox_limit: int = 1000, inbox_limit: int = 100) -> Worker:

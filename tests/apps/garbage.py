@@ -2,7 +2,7 @@
 
 import os
 
-from stereo import _worker_main
+from stereo.worker import runtime as _worker_main
 
 MARKER = os.environ["GARBAGE_MARKER"]
 

@@ -15,7 +15,7 @@ import struct
 
 from _once import first_time
 
-from stereo import _worker_main
+from stereo.worker import runtime as _worker_main
 
 MARKER = os.environ["FUZZ_MARKER"]
 MODE = os.environ["FUZZ_MODE"]

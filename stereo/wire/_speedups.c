@@ -1,5 +1,5 @@
 /*
- * stereo._speedups: the worker's hot loop in C (optional; stereo/_protocol.py has the reference
+ * stereo.wire._speedups: the worker's hot loop in C (optional; stereo/wire/protocol.py has the reference
  * implementation in Python and falls back to it when this module is not built).
  *
  * decode_broadcasts() walks complete BROADCAST frames in a bytearray, decodes each payload with
@@ -180,7 +180,7 @@ static PyMethodDef speedups_methods[] = {
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "stereo._speedups",
+    .m_name = "stereo.wire._speedups",
     .m_doc = "C versions of stereo's hottest protocol loops (optional).",
     .m_size = 0,
     .m_methods = speedups_methods,

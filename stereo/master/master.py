@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from ._binds import BoundSocket, close_sockets, open_sockets, systemd_fds
-from ._config import Settings
-from ._control import ControlServer
-from ._hub import Hub
-from ._output import OutputSink
-from ._supervisor import Supervisor
-from ._upgrade import Handover, Upgrader
+from ..control.server import ControlServer
+from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
+from .config import Settings
+from .hub import Hub
+from .output import OutputSink
+from .supervisor import Supervisor
+from .upgrade import Handover, Upgrader
 
 FINAL_FLUSH_TIMEOUT = 2.0
 
@@ -147,7 +147,7 @@ class Master:
                     if self.handover is not None:
                         self.handover.complete(self)
                     if self.settings.console:
-                        from .console import run_in_place
+                        from ..control.console import run_in_place
 
                         nursery.start_soon(run_in_place, self)
                 task_status.started()

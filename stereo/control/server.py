@@ -1,7 +1,7 @@
 """The control socket: a local unix socket over which ``stereo console``, ``stereo ctl`` and
-``stereo top`` run commands (:mod:`stereo._commands`) in a running master.
+``stereo top`` run commands (:mod:`stereo.control.commands`) in a running master.
 
-Same framing as the hub (:mod:`stereo._framing`); docs/protocol.md, "Control socket", is the
+Same framing as the hub (:mod:`stereo.wire.framing`); docs/protocol.md, "Control socket", is the
 normative description::
 
     client                                   master
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._commands import Context, execute
-from ._framing import Frame, FrameReader, FrameTooLarge
-from ._protocol import Kind, decode_map, encode_map
-from .errors import ControlError, ProtocolError
+from ..errors import ControlError, ProtocolError
+from ..wire.framing import Frame, FrameReader, FrameTooLarge
+from ..wire.protocol import Kind, decode_map, encode_map
+from .commands import Context, execute
 
 if TYPE_CHECKING:
-    from ._master import Master
+    from ..master.master import Master
 
 #: The largest request body the master reads (a broadcast value must fit, hence the margin).
 MIN_REQUEST_SIZE = 64 * 1024

@@ -1,6 +1,6 @@
 """Control commands: plain functions from a running master to plain data.
 
-Nothing here knows about sockets or terminals. The control server (:mod:`stereo._control`)
+Nothing here knows about sockets or terminals. The control server (:mod:`stereo.control.server`)
 decodes a request, calls :func:`execute`, and encodes whatever comes back; the console and
 ``stereo ctl`` turn a typed line into a request with :func:`parse_line` and render the result.
 Every result is made of dicts, lists, strings, numbers, booleans and None, so it travels as CBOR
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import trio
 
-from ._protocol import encode_cbor
-from .errors import ControlError, StereoError
+from ..errors import ControlError, StereoError
+from ..wire.protocol import encode_cbor
 
 if TYPE_CHECKING:
-    from ._master import Master
-    from ._supervisor import Slot, WorkerProcess
+    from ..master.master import Master
+    from ..master.supervisor import Slot, WorkerProcess
 
 
 # -- per-master state the commands share ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Entry point of a worker process: ``python -m stereo._worker_main`` (started by the master).
+"""The worker process: ``python -m stereo.worker`` (started by the master) runs :func:`main`.
 
 The master passes the worker's end of its hub connection as the file descriptor named by
 ``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
@@ -20,10 +20,11 @@ from typing import Any, NoReturn
 
 import trio
 
-from . import exitcodes
-from ._framing import FrameReader, encode_frame
-from ._listeners import ConnectionTracker, Listener
-from ._protocol import (
+from .. import exitcodes
+from ..errors import HubClosed, ProtocolError
+from ..outbox import send_chunks
+from ..wire.framing import FrameReader, encode_frame
+from ..wire.protocol import (
     PROTOCOL_VERSION,
     BroadcastReader,
     Kind,
@@ -31,9 +32,8 @@ from ._protocol import (
     decode_map,
     encode_map,
 )
-from ._sockets import send_chunks
-from .errors import HubClosed, ProtocolError
-from .worker import Worker
+from .api import Worker
+from .listeners import ConnectionTracker, Listener
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
@@ -274,10 +274,3 @@ def main() -> NoReturn:
         code = _first_exit_code(exits)
     sys.stdout.flush()
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    # Run the copy imported under its real name, so apps importing stereo._worker_main share it.
-    from stereo._worker_main import main as _main
-
-    _main()

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 PREFIX: Final = struct.Struct(">IB")
 PREFIX_SIZE: Final = PREFIX.size  # 5

@@ -16,9 +16,9 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import Layout, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 
-from ._console_render import format_status, human_bytes, human_duration, human_rate
-from ._control import ControlClient, ControlUnreachable
-from .errors import ControlError
+from ..errors import ControlError
+from .render import format_status, human_bytes, human_duration, human_rate
+from .server import ControlClient, ControlUnreachable
 
 REFRESH_INTERVAL = 1.0
 FETCH_TIMEOUT = 5.0

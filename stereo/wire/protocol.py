@@ -1,6 +1,6 @@
 """The hub protocol between the master and its workers: frame kinds and their bodies.
 
-Pure, like :mod:`stereo._framing`. docs/protocol.md is the normative description; keep the two in
+Pure, like :mod:`.framing`. docs/protocol.md is the normative description; keep the two in
 step. The master never decodes a broadcast payload: it stamps the sequence number and sender into
 the fixed-size header in place and forwards the bytes (:class:`HubIngress`).
 """
@@ -17,7 +17,8 @@ from typing import Any, Final, NamedTuple
 
 import cbor2
 
-from ._framing import (
+from ..errors import EncodeError, MessageTooLarge, ProtocolError
+from .framing import (
     PREFIX,
     PREFIX_SIZE,
     Frame,
@@ -25,7 +26,6 @@ from ._framing import (
     FrameTooLarge,
     missing_bytes,
 )
-from .errors import EncodeError, MessageTooLarge, ProtocolError
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
@@ -266,7 +266,7 @@ frame_broadcast: Callable[[bytes, int], bytes] = (
 
 
 def accelerated() -> bool:
-    """True when workers decode broadcasts with the C accelerator (stereo._speedups)."""
+    """True when workers decode broadcasts with the C accelerator (stereo.wire._speedups)."""
     return _decode_fast is not None
 
 

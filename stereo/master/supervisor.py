@@ -23,13 +23,13 @@ from typing import Any
 
 import trio
 
-from . import exitcodes
-from ._binds import BoundSocket, is_reuse_port_anchor, slot_listener
-from ._config import Settings
-from ._hub import Hub, Peer
-from ._lifecycle import Backoff, ProcessState, SlotState, advance
-from ._output import OutputSink, pump_lines
-from ._protocol import PROTOCOL_VERSION
+from .. import exitcodes
+from ..wire.protocol import PROTOCOL_VERSION
+from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
+from .config import Settings
+from .hub import Hub, Peer
+from .lifecycle import Backoff, ProcessState, SlotState, advance
+from .output import OutputSink, pump_lines
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
 _OUTPUT_LINGER = 1.0
@@ -189,7 +189,7 @@ class Supervisor:
         env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
         env.pop("LISTEN_FDS", None)
         env.pop("LISTEN_PID", None)
-        command = [sys.executable, "-m", "stereo._worker_main"]
+        command = [sys.executable, "-m", "stereo.worker"]
         proc: WorkerProcess | None = None
         try:
             async with trio.open_nursery() as nursery:

@@ -19,15 +19,15 @@ from typing import Any
 import cbor2
 import trio
 
-from ._listeners import ConnectionTracker, Listener
-from ._protocol import (
+from ..errors import HubClosed
+from ..wire.protocol import (
     Kind,
     Message,
     encode_broadcast,
     encode_cbor,
     frame_broadcast,
 )
-from .errors import HubClosed
+from .listeners import ConnectionTracker, Listener
 
 dumps = cbor2.dumps
 _frame = frame_broadcast

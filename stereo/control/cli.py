@@ -9,10 +9,10 @@ import os
 import sys
 from typing import Any
 
-from ._commands import UsageError, parse_words
-from ._console_render import format_help, format_result
-from ._control import ControlClient, ControlUnreachable, default_control_path
-from .errors import ControlError
+from ..errors import ControlError
+from .commands import UsageError, parse_words
+from .render import format_help, format_result
+from .server import ControlClient, ControlUnreachable, default_control_path
 
 #: ``stereo ctl`` exit statuses.
 EXIT_OK = 0
@@ -28,7 +28,7 @@ def console(path: str) -> int:
 
 
 def top(path: str, once: bool = False) -> int:
-    from ._top import fetch_frame, run_top
+    from .top import fetch_frame, run_top
 
     try:
         with ControlClient.connect(path) as client:

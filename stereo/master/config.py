@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ._binds import Bind
-from ._protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .binds import Bind
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 DEFAULT_WORKER_OUTBOX_LIMIT = 4 * 1024 * 1024

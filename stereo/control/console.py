@@ -2,7 +2,7 @@
 in the terminal of ``stereo run`` with worker output printed above the prompt.
 
 The console only parses lines and renders results; every command runs in the master through the
-control protocol (:mod:`stereo._control`), in place too: there it talks over a socketpair the
+control protocol (:mod:`stereo.control.server`), in place too: there it talks over a socketpair the
 master serves like any control connection. Leaving the console (``quit``, Ctrl-D) never stops the
 master. Errors are printed as one readable line, never as a traceback.
 """
@@ -25,14 +25,14 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import StdoutProxy
 
-from ._commands import ALIASES, COMMANDS, UsageError, parse_line
-from ._console_render import format_help, format_result
-from ._control import ControlClient, ControlUnreachable
-from ._top import run_top
-from .errors import ControlError
+from ..errors import ControlError
+from .commands import ALIASES, COMMANDS, UsageError, parse_line
+from .render import format_help, format_result
+from .server import ControlClient, ControlUnreachable
+from .top import run_top
 
 if TYPE_CHECKING:
-    from ._master import Master
+    from ..master.master import Master
 
 PROMPT = "stereo> "
 SIGNAL_NAMES = ("TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2", "STOP", "CONT")

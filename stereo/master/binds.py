@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BindError
+from ..errors import BindError
 
 BACKLOG = 2048
 SD_LISTEN_FDS_START = 3

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import exitcodes
-from ._binds import Bind, BoundSocket, FdBind, UnixBind
-from ._lifecycle import ProcessState
-from .errors import BindError
+from .. import exitcodes
+from ..errors import BindError
+from .binds import Bind, BoundSocket, FdBind, UnixBind
+from .lifecycle import ProcessState
 
 if TYPE_CHECKING:
-    from ._master import Master
+    from .master import Master
 
 ENV_FDS = "STEREO_INHERIT_FDS"  # listening descriptors, in the old master's order
 ENV_NOTIFY = "STEREO_UPGRADE_FD"  # write end of the pipe the new master says "ready" on

@@ -16,8 +16,10 @@ from typing import Any
 
 import trio
 
-from ._framing import Frame
-from ._protocol import (
+from ..errors import ProtocolError
+from ..outbox import send_chunks
+from ..wire.framing import Frame
+from ..wire.protocol import (
     PROTOCOL_VERSION,
     HubIngress,
     Kind,
@@ -26,8 +28,6 @@ from ._protocol import (
     encode_broadcast,
     encode_map,
 )
-from ._sockets import send_chunks
-from .errors import ProtocolError
 
 RECEIVE_SIZE = 256 * 1024
 
