@@ -265,7 +265,7 @@ async def test_commands_on_a_real_master() -> None:
 
             doomed = master.supervisor.slots[4].current
             assert doomed is not None
-            await doomed.peer.ready.wait()  # its SIGTERM handler is installed from then on
+            await doomed.ready_event.wait()  # its SIGTERM handler is installed from then on
             assert commands.remove(ctx) == {"removed": [4]}
             await doomed.exited.wait()
             assert doomed.returncode == 0  # drained, not killed

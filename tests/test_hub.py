@@ -17,8 +17,24 @@ from stereo.wire.protocol import BroadcastReader, Kind, encode_broadcast, encode
 LIMIT = 1024
 
 
-def welcome(peer: Peer) -> dict[str, Any]:
-    return {"version": 1, "slot": peer.worker_id, "max_message_size": LIMIT}
+class Events:
+    """Stands in for the worker process a peer reports to (PeerEvents)."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.seen: list[str] = []
+
+    def welcome(self) -> dict[str, Any]:
+        return {"version": 1, "slot": self.worker_id, "max_message_size": LIMIT}
+
+    def ready(self) -> None:
+        self.seen.append("ready")
+
+    def heartbeat(self) -> None:
+        self.seen.append("heartbeat")
+
+    def boot_error(self, reason: str) -> None:
+        self.seen.append(f"boot error: {reason}")
 
 
 class FakeWorker:
@@ -62,12 +78,12 @@ class FakeWorker:
 async def open_hub(
     workers: int, outbox_limit: int = 1 << 20
 ) -> AsyncIterator[tuple[Hub, list[FakeWorker], list[Peer]]]:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit, welcome=welcome)
+    hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit)
     fakes, peers = [], []
     async with trio.open_nursery() as nursery:
         for worker_id in range(1, workers + 1):
             master_end, worker_end = socket.socketpair()
-            peer = Peer(worker_id, master_end, LIMIT)
+            peer = Peer(worker_id, master_end, LIMIT, Events(worker_id))
             nursery.start_soon(hub.serve_peer, peer, 5.0)
             fake = FakeWorker(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
             await fake.hello()
@@ -135,13 +151,20 @@ async def test_a_slow_consumer_is_cut_off_not_skipped() -> None:
             assert peers[0].cut_off_reason is None
 
 
-async def test_heartbeat_and_ready_are_recorded_not_relayed() -> None:
+async def test_control_frames_go_to_the_process_owner_not_to_the_workers() -> None:
     with trio.fail_after(10):
         async with open_hub(2) as (_, fakes, peers):
-            await fakes[0].stream.send_all(encode_frame(Kind.READY) + encode_frame(Kind.HEARTBEAT))
-            await peers[0].ready.wait()
+            await fakes[0].stream.send_all(
+                encode_frame(Kind.READY)
+                + encode_frame(Kind.HEARTBEAT)
+                + encode_map(Kind.BOOT_ERROR, {"reason": "no such module"})
+            )
             await fakes[0].stream.send_all(encode_broadcast(cbor2.dumps(1), LIMIT))
+            # Relayed in order after the control frames, which reached the owner and no worker.
             assert await fakes[1].receive(1) == [(1, 1, 1)]
+            events = peers[0].events
+            assert isinstance(events, Events)
+            assert events.seen == ["ready", "heartbeat", "boot error: no such module"]
 
 
 async def test_a_connection_ending_inside_a_frame_drops_the_partial_frame() -> None:

@@ -221,12 +221,12 @@ def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
             if proc.ready_at is None
             else round(proc.ready_at - proc.started_at, 3),
             stop_requested=proc.stop_requested,
-            heartbeat_age=round(now - peer.last_heartbeat, 3),
+            heartbeat_age=round(now - proc.last_heartbeat, 3),
             bytes_in=peer.bytes_in,
             bytes_out=peer.bytes_out,
             peak_outbox_bytes=peer.peak_pending_bytes,
             cut_off_reason=peer.cut_off_reason,
-            boot_error=peer.boot_error,
+            boot_error=proc.boot_error_reason,
         )
         handle = ctx._process(proc.pid)
         if handle is not None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import socket
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from ..errors import ProtocolError
 from ..outbox import send_chunks
+from ..snapshot import HubStatistics, PeerStatistics
 from ..wire.framing import Frame
 from ..wire.protocol import (
     PROTOCOL_VERSION,
@@ -36,22 +35,25 @@ class CutOff(Exception):
     """This peer broke the protocol or fell too far behind; the master drops its connection."""
 
 
-@dataclass(frozen=True, slots=True)
-class HubStatistics:
-    broadcasts: int  # frames relayed (each counted once)
-    deliveries: int  # frames written to worker outboxes (broadcasts x receivers)
-    bytes_in: int
-    bytes_out: int
-    cutoffs: int
-    peers: int
-    next_seq: int
+class PeerEvents(Protocol):
+    """Who a peer's control frames are for: the hub relays broadcasts and nothing else, and
+    hands the rest (the handshake's answer, readiness, heartbeats, a boot error) to the owner of
+    the worker process (:class:`stereo.master.process.WorkerProcess`)."""
+
+    def welcome(self) -> dict[str, Any]: ...
+    def ready(self) -> None: ...
+    def heartbeat(self) -> None: ...
+    def boot_error(self, reason: str) -> None: ...
 
 
 class Peer:
     """The master's side of one worker process's hub connection."""
 
-    def __init__(self, worker_id: int, sock: socket.socket, max_message_size: int) -> None:
+    def __init__(
+        self, worker_id: int, sock: socket.socket, max_message_size: int, events: PeerEvents
+    ) -> None:
         self.worker_id = worker_id
+        self.events = events
         # The relay writes to the plain socket directly when nothing is queued for this peer
         # (no task switch per batch); the trio stream serves the reader and the backlog writer.
         self.sock = sock
@@ -63,17 +65,25 @@ class Peer:
         self.writing = False
         self.peak_pending_bytes = 0
         self._wakeup = trio.Event()
-        self.ready = trio.Event()
         self.welcomed = trio.Event()
         self.ended = trio.Event()  # serve_peer returned: everything the worker sent was read
-        self.last_heartbeat = trio.current_time()
-        self.boot_error: str | None = None
         self.truncated_bytes = 0  # an incomplete last frame, dropped at end of connection
         self.cut_off_reason: str | None = None
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+
+    def statistics(self) -> PeerStatistics:
+        return PeerStatistics(
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            outbox_bytes=self.pending_bytes,
+            peak_outbox_bytes=self.peak_pending_bytes,
+            cut_off_reason=self.cut_off_reason,
+        )
 
     def enqueue(self, data: bytes) -> None:
         self.outbox.append(data)
@@ -97,16 +107,9 @@ class Peer:
 class Hub:
     """Relays broadcasts among the connected peers; knows nothing about processes."""
 
-    def __init__(
-        self,
-        *,
-        max_message_size: int,
-        outbox_limit: int,
-        welcome: Callable[[Peer], dict[str, Any]],
-    ) -> None:
+    def __init__(self, *, max_message_size: int, outbox_limit: int) -> None:
         self.max_message_size = max_message_size
         self.outbox_limit = outbox_limit
-        self._welcome = welcome
         self.peers: dict[Peer, None] = {}  # insertion-ordered set
         self.next_seq = 1
         self.broadcasts = 0
@@ -124,6 +127,7 @@ class Hub:
             cutoffs=self.cutoffs,
             peers=len(self.peers),
             next_seq=self.next_seq,
+            outbox_limit=self.outbox_limit,
         )
 
     # -- relaying (no checkpoints in here: this is what makes the order total) ---------------
@@ -239,7 +243,7 @@ class Hub:
             raise CutOff(f"protocol version {hello.get('version')!r} is not {PROTOCOL_VERSION}")
         pid = hello.get("pid")
         peer.pid = pid if isinstance(pid, int) else None
-        await peer.stream.send_all(encode_map(Kind.WELCOME, self._welcome(peer)))
+        await peer.stream.send_all(encode_map(Kind.WELCOME, peer.events.welcome()))
         peer.welcomed.set()
 
     async def _read_loop(self, peer: Peer) -> None:
@@ -277,16 +281,15 @@ class Hub:
     def _control(self, peer: Peer, frame: Frame) -> None:
         kind = frame.kind
         if kind == Kind.HEARTBEAT:
-            peer.last_heartbeat = trio.current_time()
+            peer.events.heartbeat()
         elif kind == Kind.READY:
-            peer.last_heartbeat = trio.current_time()
-            peer.ready.set()
+            peer.events.ready()
         elif kind == Kind.BOOT_ERROR:
             try:
                 reason = decode_map(frame).get("reason")
             except ProtocolError as exc:
                 raise CutOff(f"protocol error: {exc}") from None
-            peer.boot_error = str(reason)
+            peer.events.boot_error(str(reason))
         else:
             raise CutOff(f"protocol error: unexpected {Kind(kind).name} after the handshake")
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from ..control.server import ControlServer
+from ..snapshot import MasterSnapshot
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .config import Settings
 from .hub import Hub
@@ -53,9 +54,7 @@ class Master:
         self.sockets = sockets
         self.sink = sink
         self.hub = Hub(
-            max_message_size=settings.max_message_size,
-            outbox_limit=settings.outbox_limit,
-            welcome=lambda peer: self.supervisor.welcome(peer),
+            max_message_size=settings.max_message_size, outbox_limit=settings.outbox_limit
         )
         self.supervisor = Supervisor(settings, self.hub, sockets, sink)
         self.started_at = trio.current_time()
@@ -66,6 +65,16 @@ class Master:
         # that is the new one takes over through ``handover``.
         self.upgrader = Upgrader(self, argv)
         self.handover = handover
+
+    def snapshot(self) -> MasterSnapshot:
+        return MasterSnapshot(
+            pid=os.getpid(),
+            now=trio.current_time(),
+            started_at=self.started_at,
+            control_path=self.settings.control_path,
+            supervisor=self.supervisor.snapshot(),
+            hub=self.hub.statistics(),
+        )
 
     # -- signal handlers ----------------------------------------------------------------------
 

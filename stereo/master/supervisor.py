@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from .. import exitcodes
+from ..snapshot import ProcessSnapshot, SlotSnapshot, SupervisorSnapshot
 from ..wire.protocol import PROTOCOL_VERSION
 from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
@@ -53,11 +54,20 @@ class ProcessInfo:
 
 
 class WorkerProcess:
-    def __init__(self, slot: Slot, process: trio.Process, peer: Peer) -> None:
+    """One worker process; its hub connection reports to it (:class:`PeerEvents`)."""
+
+    peer: Peer  # set right after construction: the peer reports to this object
+
+    def __init__(
+        self, slot: Slot, process: trio.Process, welcome: Callable[[], dict[str, Any]]
+    ) -> None:
         self.slot = slot
         self.process = process
-        self.peer = peer
+        self._welcome = welcome
         self.pid = process.pid
+        self.ready_event = trio.Event()
+        self.last_heartbeat = trio.current_time()
+        self.boot_error_reason: str | None = None
         self.state = ProcessState.STARTING
         self.started_at = trio.current_time()
         self.started_wall = _wall()
@@ -69,6 +79,21 @@ class WorkerProcess:
 
     def set_state(self, new: ProcessState) -> None:
         self.state = advance(self.state, new)
+
+    # -- PeerEvents: what the hub connection reports --------------------------------------------
+
+    def welcome(self) -> dict[str, Any]:
+        return self._welcome()
+
+    def ready(self) -> None:
+        self.last_heartbeat = trio.current_time()
+        self.ready_event.set()
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = trio.current_time()
+
+    def boot_error(self, reason: str) -> None:
+        self.boot_error_reason = reason
 
     @property
     def uptime(self) -> float:
@@ -88,8 +113,8 @@ class WorkerProcess:
             reason = f"{self.kill_reason}; {reason}"
         elif self.peer.cut_off_reason:
             reason = f"cut off: {self.peer.cut_off_reason}; {reason}"
-        if self.peer.boot_error:
-            reason = f"{reason}: {self.peer.boot_error}"
+        if self.boot_error_reason:
+            reason = f"{reason}: {self.boot_error_reason}"
         if self.peer.truncated_bytes:
             reason = (
                 f"{reason}; its connection ended inside a frame"
@@ -155,15 +180,15 @@ class Supervisor:
 
     # -- spawning ----------------------------------------------------------------------------
 
-    def welcome(self, peer: Peer) -> dict[str, Any]:
+    def welcome(self, slot_id: int) -> dict[str, Any]:
         """The WELCOME body for a worker (see docs/protocol.md)."""
         s = self.settings
         return {
             "version": PROTOCOL_VERSION,
-            "slot": peer.worker_id,
+            "slot": slot_id,
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": self._listen_fds(peer.worker_id),
+            "listen_fds": self._listen_fds(slot_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
             "heartbeat_interval": s.heartbeat_interval,
@@ -209,8 +234,8 @@ class Supervisor:
                     )
                 )
                 child.close()
-                peer = Peer(slot.id, parent, self.settings.max_message_size)
-                proc = WorkerProcess(slot, process, peer)
+                proc = WorkerProcess(slot, process, partial(self.welcome, slot.id))
+                peer = proc.peer = Peer(slot.id, parent, self.settings.max_message_size, proc)
                 self.live.add(proc)
                 prefix = f"[worker {slot.id}] ".encode()
                 assert process.stdout is not None and process.stderr is not None
@@ -262,14 +287,14 @@ class Supervisor:
     async def _watch(self, proc: WorkerProcess, scope: trio.CancelScope) -> None:
         """Mark the process ready when it says so, then kill it if its heartbeats stop."""
         with scope:
-            await proc.peer.ready.wait()
+            await proc.ready_event.wait()
             proc.ready_at = trio.current_time()
             if proc.state is ProcessState.STARTING:
                 proc.set_state(ProcessState.READY)
                 self._changed()
             timeout = self.settings.timeout
             while True:
-                deadline = proc.peer.last_heartbeat + timeout
+                deadline = proc.last_heartbeat + timeout
                 if trio.current_time() >= deadline:
                     proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
                     self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}")
@@ -470,8 +495,8 @@ class Supervisor:
                     self.sink.log(f"restart of worker {slot_id}: cannot start a process: {exc}")
                     continue
                 with trio.move_on_after(self.boot_timeout):
-                    await _first(new.peer.ready, new.exited)
-                if not new.peer.ready.is_set() and not new.exited.is_set():
+                    await _first(new.ready_event, new.exited)
+                if not new.ready_event.is_set() and not new.exited.is_set():
                     self.sink.log(
                         f"restart of worker {slot_id}: the replacement (pid {new.pid}) was not"
                         f" ready within {self.boot_timeout:g} s; stopping it, the old one serves on"
@@ -524,6 +549,26 @@ class Supervisor:
     def all_processes(self) -> list[WorkerProcess]:
         return sorted(self.live, key=lambda proc: (proc.slot.id, proc.started_at))
 
+    # -- what the control plane reads -------------------------------------------------------
+
+    def snapshot(self) -> SupervisorSnapshot:
+        """Every slot and live process as plain data (a removed slot appears while one of its
+        processes still drains)."""
+        by_slot: dict[int, list[WorkerProcess]] = {}
+        for proc in sorted(self.live, key=lambda p: p.started_at):
+            by_slot.setdefault(proc.slot.id, []).append(proc)
+        slots = dict(self.slots)
+        for procs in by_slot.values():
+            slots.setdefault(procs[0].slot.id, procs[0].slot)
+        return SupervisorSnapshot(
+            slots=tuple(
+                _slot_snapshot(slots[slot_id], by_slot.get(slot_id, []))
+                for slot_id in sorted(slots)
+            ),
+            respawns=self.respawns,
+            stopping=self.stopping,
+        )
+
     # -- the task ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -533,6 +578,34 @@ class Supervisor:
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
+
+
+def _slot_snapshot(slot: Slot, procs: list[WorkerProcess]) -> SlotSnapshot:
+    return SlotSnapshot(
+        id=slot.id,
+        state=slot.state.value,
+        retiring=slot.retiring,
+        restarts=slot.restarts,
+        last_exit=slot.last_exit,
+        failed_reason=slot.failed_reason,
+        quick_failures=slot.backoff.failures,
+        processes=tuple(_process_snapshot(p, p is slot.current) for p in procs),
+    )
+
+
+def _process_snapshot(proc: WorkerProcess, current: bool) -> ProcessSnapshot:
+    return ProcessSnapshot(
+        pid=proc.pid,
+        state=proc.state.value,
+        current=current,
+        started_at=proc.started_at,
+        started_wall=proc.started_wall,
+        ready_at=proc.ready_at,
+        stop_requested=proc.stop_requested,
+        last_heartbeat=proc.last_heartbeat,
+        boot_error=proc.boot_error_reason,
+        hub=proc.peer.statistics(),
+    )
 
 
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:

@@ -1,0 +1,92 @@
+"""Plain-data views of a running master: what the control plane (and anything else that watches,
+such as metrics) reads, instead of walking the master's live objects.
+
+The master fills these in (:meth:`stereo.master.supervisor.Supervisor.snapshot`,
+:meth:`stereo.master.hub.Hub.statistics`); nothing here refers back to it, so readers depend on
+this module only. Times are on the master's trio clock (``*_at``) unless named ``*_wall``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    broadcasts: int  # frames relayed (each counted once)
+    deliveries: int  # frames written to worker outboxes (broadcasts x receivers)
+    bytes_in: int
+    bytes_out: int
+    cutoffs: int
+    peers: int
+    next_seq: int
+    outbox_limit: int  # bytes the master holds for one worker before cutting it off
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatistics:
+    """One worker's hub connection, as the master sees it."""
+
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    outbox_bytes: int
+    peak_outbox_bytes: int
+    cut_off_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSnapshot:
+    pid: int
+    state: str  # a ProcessState value: starting, ready, draining, ...
+    current: bool  # the slot's current process (False: an old one still draining)
+    started_at: float
+    started_wall: float
+    ready_at: float | None
+    stop_requested: bool
+    last_heartbeat: float
+    boot_error: str | None
+    hub: PeerStatistics
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSnapshot:
+    id: int
+    state: str  # a SlotState value: running, backoff, failed, retiring, removed
+    retiring: bool
+    restarts: int
+    last_exit: str | None
+    failed_reason: str | None
+    quick_failures: int
+    processes: tuple[ProcessSnapshot, ...]  # alive, oldest first (mid-restart: two)
+
+    @property
+    def current_pid(self) -> int | None:
+        return next((p.pid for p in self.processes if p.current), None)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSnapshot:
+    slots: tuple[SlotSnapshot, ...]  # by id; a removed slot appears while a process drains
+    respawns: int
+    stopping: bool
+
+    @property
+    def active_ids(self) -> list[int]:
+        """Slots that are not being removed."""
+        return [slot.id for slot in self.slots if not slot.retiring]
+
+    @property
+    def processes(self) -> int:
+        return sum(len(slot.processes) for slot in self.slots)
+
+
+@dataclass(frozen=True, slots=True)
+class MasterSnapshot:
+    pid: int
+    now: float  # the trio clock when taken
+    started_at: float
+    control_path: str | None
+    supervisor: SupervisorSnapshot
+    hub: HubStatistics
