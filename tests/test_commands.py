@@ -267,7 +267,7 @@ async def test_commands_on_a_real_master() -> None:
             assert doomed is not None
             await doomed.ready_event.wait()  # its SIGTERM handler is installed from then on
             assert commands.remove(ctx) == {"removed": [4]}
-            await doomed.exited.wait()
+            await doomed.ended.wait()
             assert doomed.returncode == 0  # drained, not killed
 
             old = {r["pid"] for r in commands.status(ctx)}

@@ -30,7 +30,8 @@ from ..wire.protocol import encode_cbor
 
 if TYPE_CHECKING:
     from ..master.master import Master
-    from ..master.supervisor import Slot, WorkerProcess
+    from ..master.process import WorkerProcess
+    from ..master.slot import Slot
 
 
 # -- per-master state the commands share ------------------------------------------------------
@@ -134,17 +135,18 @@ _RATE_FIELDS = {
 # -- the commands --------------------------------------------------------------------------------
 
 
-def _process_row(ctx: Context, slot: Slot, proc: WorkerProcess) -> dict[str, Any]:
+def _process_row(ctx: Context, slot: Slot | None, proc: WorkerProcess) -> dict[str, Any]:
     limit = ctx.master.hub.outbox_limit
     peer = proc.peer
+    assert peer is not None
     return {
-        "slot": slot.id,
+        "slot": proc.slot_id,
         "pid": proc.pid,
         "state": proc.state.value,
-        "current": proc is slot.current,
+        "current": slot is not None and proc is slot.current,
         "uptime": round(proc.uptime, 3),
-        "restarts": slot.restarts,
-        "last_exit": slot.last_exit,
+        "restarts": slot.restarts if slot is not None else 0,
+        "last_exit": slot.last_exit if slot is not None else None,
         "rss": ctx.rss(proc.pid),
         "cpu_percent": ctx.cpu(proc.pid),
         "messages_in": peer.messages_in,
@@ -178,15 +180,13 @@ def status(ctx: Context) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     supervisor = ctx.master.supervisor
     by_slot: dict[int, list[WorkerProcess]] = {}
-    for proc in supervisor.all_processes():
-        by_slot.setdefault(proc.slot.id, []).append(proc)
+    for proc in sorted(supervisor.live, key=lambda p: (p.slot_id, p.started_at)):
+        by_slot.setdefault(proc.slot_id, []).append(proc)
     slots = dict(supervisor.slots)
-    for proc_list in by_slot.values():
-        slots.setdefault(proc_list[0].slot.id, proc_list[0].slot)  # a removed slot still draining
-    for slot_id in sorted(slots):
-        slot = slots[slot_id]
+    for slot_id in sorted(set(slots) | set(by_slot)):
         procs = by_slot.get(slot_id, [])
-        if not procs:
+        slot = slots.get(slot_id)
+        if not procs and slot is not None:
             rows.append(_slot_row(slot))
         for proc in procs:
             rows.append(_process_row(ctx, slot, proc))
@@ -215,6 +215,7 @@ def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
     for proc in slot.processes:
         row = _process_row(ctx, slot, proc)
         peer = proc.peer
+        assert peer is not None
         row.update(
             started_at=proc.started_wall,
             ready_after=None
@@ -247,7 +248,7 @@ def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
         "restarts": slot.restarts,
         "last_exit": slot.last_exit,
         "failed_reason": slot.failed_reason,
-        "quick_failures": slot.backoff.failures,
+        "quick_failures": slot.life.failures,
         "current_pid": slot.current.pid if slot.current is not None else None,
         "processes": processes,
     }

@@ -23,6 +23,7 @@ from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .config import Settings
 from .hub import Hub
 from .output import OutputSink
+from .process import Launcher
 from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
 
@@ -56,7 +57,15 @@ class Master:
         self.hub = Hub(
             max_message_size=settings.max_message_size, outbox_limit=settings.outbox_limit
         )
-        self.supervisor = Supervisor(settings, self.hub, sockets, sink)
+        self.supervisor = Supervisor(settings, sockets, sink.log)
+        self.supervisor.launch = Launcher(
+            self.hub,
+            sink,
+            max_message_size=settings.max_message_size,
+            handshake_timeout=max(settings.timeout, 5.0),
+            welcome=self.supervisor.welcome,
+            listen_fds=self.supervisor.listen_fds,
+        ).run
         self.started_at = trio.current_time()
         self.interrupts = 0
         self._nursery: trio.Nursery | None = None

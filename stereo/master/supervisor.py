@@ -1,184 +1,73 @@
-"""Worker processes and the slots they sit in: spawn, watch, respawn, drain, replace.
+"""Worker slots: spawn, watch, respawn, drain, replace.
 
-One task per process (:func:`run_worker_process`, a child process as a trio task) and one task
-per slot (:meth:`Supervisor.supervise`, the respawn loop around it). The operations the signal
-handler and the control server call (add, remove, restart, kill, stop) are methods here; each
-takes effect through those tasks and returns without waiting longer than it must.
+One task per slot (:meth:`Supervisor._supervise`) drives the slot's state machine
+(:class:`~stereo.master.lifecycle.SlotLifecycle`): it starts a process when the slot is RUNNING
+without one, waits for its exit, sleeps through a BACKOFF, waits in FAILED. One task per process
+(:meth:`Supervisor._process_task`, around the launcher's process task) watches heartbeats and does
+the bookkeeping when it ends. The operations the signal handler and the control server call (add,
+remove, restart, kill, stop) feed events to the machines and return without waiting longer than
+they must; whatever they change, the slot's task acts on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import trio
 
 from .. import exitcodes
-from ..snapshot import ProcessSnapshot, SlotSnapshot, SupervisorSnapshot
+from ..snapshot import SupervisorSnapshot
 from ..wire.protocol import PROTOCOL_VERSION
 from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
-from .hub import Hub, Peer
-from .lifecycle import Backoff, ProcessState, SlotState, advance
-from .output import OutputSink, pump_lines
-
-# How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
-_OUTPUT_LINGER = 1.0
-HUB_SOCKET_BUFFER = 1024 * 1024  # SO_SNDBUF of both ends of a hub connection
+from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
+from .process import WorkerProcess
+from .slot import Slot, slot_snapshot
 
 
-async def _kill_now(process: trio.Process) -> None:
-    """deliver_cancel for workers: only used when the master itself is being torn down."""
-    process.kill()
-    await process.wait()
+class Launch(Protocol):
+    """A process task: start a worker for the slot, report its record through ``task_status``,
+    return once it has ended (its record's ``ended`` is set). OSError: it could not be started.
+    :meth:`stereo.master.process.Launcher.run` is the real one; tests pass fakes."""
 
-
-@dataclass(slots=True)
-class ProcessInfo:
-    """What is known about a process, as plain data for status displays."""
-
-    pid: int
-    state: str
-    started_at: float
-    ready_at: float | None
-
-
-class WorkerProcess:
-    """One worker process; its hub connection reports to it (:class:`PeerEvents`)."""
-
-    peer: Peer  # set right after construction: the peer reports to this object
-
-    def __init__(
-        self, slot: Slot, process: trio.Process, welcome: Callable[[], dict[str, Any]]
-    ) -> None:
-        self.slot = slot
-        self.process = process
-        self._welcome = welcome
-        self.pid = process.pid
-        self.ready_event = trio.Event()
-        self.last_heartbeat = trio.current_time()
-        self.boot_error_reason: str | None = None
-        self.state = ProcessState.STARTING
-        self.started_at = trio.current_time()
-        self.started_wall = _wall()
-        self.ready_at: float | None = None
-        self.returncode: int | None = None
-        self.exited = trio.Event()
-        self.stop_requested = False
-        self.kill_reason: str | None = None
-
-    def set_state(self, new: ProcessState) -> None:
-        self.state = advance(self.state, new)
-
-    # -- PeerEvents: what the hub connection reports --------------------------------------------
-
-    def welcome(self) -> dict[str, Any]:
-        return self._welcome()
-
-    def ready(self) -> None:
-        self.last_heartbeat = trio.current_time()
-        self.ready_event.set()
-
-    def heartbeat(self) -> None:
-        self.last_heartbeat = trio.current_time()
-
-    def boot_error(self, reason: str) -> None:
-        self.boot_error_reason = reason
-
-    @property
-    def uptime(self) -> float:
-        return trio.current_time() - self.started_at
-
-    def signal(self, signum: int) -> None:
-        if self.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.Signals(signum))
-
-    @property
-    def exit_reason(self) -> str:
-        if self.returncode is None:
-            return ""
-        reason = exitcodes.describe(self.returncode)
-        if self.kill_reason:
-            reason = f"{self.kill_reason}; {reason}"
-        elif self.peer.cut_off_reason:
-            reason = f"cut off: {self.peer.cut_off_reason}; {reason}"
-        if self.boot_error_reason:
-            reason = f"{reason}: {self.boot_error_reason}"
-        if self.peer.truncated_bytes:
-            reason = (
-                f"{reason}; its connection ended inside a frame"
-                f" ({self.peer.truncated_bytes} bytes dropped)"
-            )
-        return reason
-
-
-def _wall() -> float:
-    return time.time()
-
-
-class Slot:
-    def __init__(self, slot_id: int, backoff: Backoff) -> None:
-        self.id = slot_id
-        self.state = SlotState.RUNNING
-        self.current: WorkerProcess | None = None
-        self.processes: list[WorkerProcess] = []  # alive: current plus any still draining
-        self.backoff = backoff
-        self.restarts = 0
-        self.last_exit: str | None = None
-        self.failed_reason: str | None = None
-        self.revive = trio.Event()
-        self.retire = trio.Event()
-        self.retiring = False
-        # --reuse-port: this slot's own listening sockets, kept across its workers' restarts so
-        # connections queued meanwhile wait for the replacement instead of being refused.
-        self.own_sockets: list[socket.socket] = []
-
-    def close_own_sockets(self) -> None:
-        """Stop the kernel routing new connections here (the worker's copy drains)."""
-        for sock in self.own_sockets:
-            sock.close()
-        self.own_sockets = []
-
-    def set_state(self, new: SlotState) -> None:
-        self.state = advance(self.state, new)
+    def __call__(
+        self, slot_id: int, *, task_status: trio.TaskStatus[WorkerProcess]
+    ) -> Awaitable[None]: ...
 
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, hub: Hub, sockets: list[BoundSocket], sink: OutputSink
+        self,
+        settings: Settings,
+        sockets: list[BoundSocket],
+        log: Callable[[str], None],
+        launch: Launch | None = None,
     ) -> None:
         self.settings = settings
-        self.hub = hub
         self.sockets = sockets
         # Classified once: --reuse-port anchors hold an address for the slots' own sockets and
         # are never handed to a worker; every other socket is shared by all workers.
         self._anchors = [b for b in sockets if is_reuse_port_anchor(b.sock)]
         self._shared = [b for b in sockets if b not in self._anchors]
-        self.sink = sink
+        self.log = log
+        self.launch: Launch | None = launch  # set by the master when None here
         self.slots: dict[int, Slot] = {}
         self.stopping = False
         self.respawns = 0
         self._nursery: trio.Nursery | None = None
         self._restart_lock = trio.Lock()
         self.live: set[WorkerProcess] = set()
-        # Set (then replaced) whenever a process becomes ready or exits; for waiters such as a
-        # master upgrade, which must not poll.
+        # Set (then replaced) whenever a process becomes ready or exits, or a slot goes; for
+        # waiters such as a master upgrade, which must not poll.
         self.changed = trio.Event()
         self.unexpected_exits = 0  # processes that exited without being asked to stop
         self.idle = trio.Event()  # set once every slot is removed and every process has exited
 
-    # -- spawning ----------------------------------------------------------------------------
+    # -- what a new worker is told -----------------------------------------------------------------
 
     def welcome(self, slot_id: int) -> dict[str, Any]:
         """The WELCOME body for a worker (see docs/protocol.md)."""
@@ -188,13 +77,13 @@ class Supervisor:
             "slot": slot_id,
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": self._listen_fds(slot_id),
+            "listen_fds": self.listen_fds(slot_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
             "heartbeat_interval": s.heartbeat_interval,
         }
 
-    def _listen_fds(self, slot_id: int) -> list[int]:
+    def listen_fds(self, slot_id: int) -> list[int]:
         """The shared listening sockets, then the slot's own (--reuse-port); never an anchor."""
         fds = [b.sock.fileno() for b in self._shared if b.sock.fileno() != -1]  # -1: shut down
         slot = self.slots.get(slot_id)
@@ -202,79 +91,134 @@ class Supervisor:
             fds += [sock.fileno() for sock in slot.own_sockets]
         return fds
 
-    async def run_worker_process(
+    # -- the state machines' driver ----------------------------------------------------------------
+
+    def _apply(self, slot: Slot, event: SlotEvent) -> None:
+        """Feed ``event`` to the slot's machine and perform what it asks for at once; the slot's
+        task (nudged) does the rest: spawning, sleeping, waiting."""
+        action = slot.life.handle(event, random.random())
+        if action is Action.STOP:
+            slot.close_own_sockets()
+            for proc in slot.processes:
+                self._stop_process(proc)
+        elif action is Action.RELEASE:
+            slot.close_own_sockets()
+            self.slots.pop(slot.id, None)
+            self._changed()
+            self._check_idle()
+        slot.nudge()
+
+    async def _supervise(self, slot: Slot) -> None:
+        while True:
+            slot.clear_nudge()  # no checkpoint from here to the wait: no wake-up is lost
+            state = slot.state
+            if state is SlotState.REMOVED:
+                return
+            if slot.current is not None:  # RUNNING or RETIRING: until it exits
+                await self._wait_current_exit(slot)
+            elif state is SlotState.RUNNING:
+                await self._start(slot)
+            elif state is SlotState.BACKOFF:
+                with trio.move_on_after(slot.life.delay):
+                    await slot.wait_nudge()
+                if slot.state is SlotState.BACKOFF:
+                    self._apply(slot, SlotEvent.WOKE)
+            elif state is SlotState.RETIRING:
+                self._apply(slot, SlotEvent.EXITED)  # retired while no process was left
+            else:  # FAILED: until an operator revives or removes it
+                await slot.wait_nudge()
+
+    async def _start(self, slot: Slot) -> None:
+        try:
+            proc = await self._spawn(slot)
+        except OSError as exc:
+            # fork/exec failed (out of memory, fd limit...): a bad state to loop in.
+            slot.failed_reason = f"cannot start a worker process: {exc}"
+            if not slot.retiring:
+                self.log(f"worker {slot.id} failed: {slot.failed_reason}")
+            self._apply(slot, SlotEvent.BROKEN)
+            return
+        slot.current = proc
+
+    async def _wait_current_exit(self, slot: Slot) -> None:
+        """Wait until the slot's current process exits (a rolling restart may swap it
+        meanwhile), then let the machine decide what comes next."""
+        while True:
+            proc = slot.current
+            assert proc is not None
+            await proc.ended.wait()
+            if slot.current is proc:
+                break
+        self._forget(slot, proc)  # now, not when its task next runs: status reads it next
+        slot.current = None
+        slot.last_exit = proc.exit_reason
+        retiring = slot.retiring
+        event = slot.life.exit_event(
+            Exit(
+                uptime=proc.uptime,
+                requested=proc.stop_requested,
+                load_error=proc.returncode == exitcodes.APP_LOAD_ERROR,
+            )
+        )
+        if not retiring:
+            slot.restarts += 1
+            self.respawns += 1
+            if event is SlotEvent.BROKEN:
+                slot.failed_reason = proc.exit_reason
+        self._apply(slot, event)
+        if retiring:
+            return
+        if slot.state is SlotState.FAILED:
+            self.log(
+                f"worker {slot.id} failed: {proc.exit_reason}; not restarting"
+                " (fix the app, then `restart`)"
+            )
+        else:
+            delay = slot.life.delay
+            self.log(
+                f"worker {slot.id} (pid {proc.pid}) exited: {proc.exit_reason};"
+                f" restarting{f' in {delay:.2f} s' if delay else ''}"
+            )
+
+    # -- one task per process ----------------------------------------------------------------------
+
+    async def _spawn(self, slot: Slot) -> WorkerProcess:
+        assert self._nursery is not None
+        try:
+            proc: WorkerProcess = await self._nursery.start(self._process_task, slot)
+        except BaseExceptionGroup as group:
+            # fork/exec failures come out of the process task's nursery wrapped in a group.
+            spawn_errors, rest = group.split(OSError)
+            if rest is not None or spawn_errors is None:
+                raise
+            raise _first_leaf(spawn_errors) from group
+        if slot.retiring or self.stopping:
+            self._stop_process(proc)  # a stop raced with this start
+        return proc
+
+    async def _process_task(
         self, slot: Slot, *, task_status: trio.TaskStatus[WorkerProcess]
     ) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for end in (parent, child):
-            # Room for a 1 MiB broadcast in flight: with the 208 KiB default, a big message
-            # crosses each hop in several wake-ups of the reader (the kernel caps this at
-            # net.core.wmem_max).
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, HUB_SOCKET_BUFFER)
-        env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
-        env.pop("LISTEN_FDS", None)
-        env.pop("LISTEN_PID", None)
-        command = [sys.executable, "-m", "stereo.worker"]
+        assert self.launch is not None
         proc: WorkerProcess | None = None
         try:
             async with trio.open_nursery() as nursery:
-                process: trio.Process = await nursery.start(
-                    partial(
-                        trio.run_process,
-                        command,
-                        check=False,
-                        deliver_cancel=_kill_now,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        pass_fds=(child.fileno(), *self._listen_fds(slot.id)),
-                        env=env,
-                        # Own process group: Ctrl-C in the terminal reaches the master only.
-                        process_group=0,
-                    )
-                )
-                child.close()
-                proc = WorkerProcess(slot, process, partial(self.welcome, slot.id))
-                peer = proc.peer = Peer(slot.id, parent, self.settings.max_message_size, proc)
+                proc = await nursery.start(self.launch, slot.id)
                 self.live.add(proc)
-                prefix = f"[worker {slot.id}] ".encode()
-                assert process.stdout is not None and process.stderr is not None
-                output = trio.CancelScope()
-
-                async def pumps(out: trio.abc.ReceiveStream, err: trio.abc.ReceiveStream) -> None:
-                    with output:
-                        async with trio.open_nursery() as pump_nursery:
-                            pump_nursery.start_soon(pump_lines, out, prefix, self.sink)
-                            pump_nursery.start_soon(pump_lines, err, prefix, self.sink)
-
-                nursery.start_soon(pumps, process.stdout, process.stderr)
-                nursery.start_soon(self.hub.serve_peer, peer, max(self.settings.timeout, 5.0))
-                watchdog = trio.CancelScope()
-                nursery.start_soon(self._watch, proc, watchdog)
+                slot.processes.append(proc)
+                nursery.start_soon(self._watch, proc)
                 task_status.started(proc)
-                proc.returncode = await process.wait()
-                watchdog.cancel()
-                proc.set_state(ProcessState.EXITED)
-                # The reader may not have read the last bytes the worker wrote: let it reach EOF
-                # (at once, normally) so those broadcasts are relayed, then close regardless.
-                with trio.move_on_after(_OUTPUT_LINGER):
-                    await peer.ended.wait()
-                peer.stream.socket.close()
-                self._exited(proc)
-                # Its own children may hold the pipes open; read what is there, then give up.
-                output.deadline = trio.current_time() + _OUTPUT_LINGER
+                await proc.ended.wait()
+                nursery.cancel_scope.cancel()  # the watchdog
         finally:
-            child.close()
-            parent.close()
             if proc is not None:
-                self._exited(proc)
+                self._forget(slot, proc)
 
-    def _exited(self, proc: WorkerProcess) -> None:
-        if not proc.exited.is_set():
-            proc.exited.set()
+    def _forget(self, slot: Slot, proc: WorkerProcess) -> None:
+        if proc in self.live:
             self.live.discard(proc)
-            if proc in proc.slot.processes:
-                proc.slot.processes.remove(proc)
+            if proc in slot.processes:
+                slot.processes.remove(proc)
             if not proc.stop_requested:
                 self.unexpected_exits += 1
             self._changed()
@@ -284,114 +228,40 @@ class Supervisor:
         self.changed.set()
         self.changed = trio.Event()
 
-    async def _watch(self, proc: WorkerProcess, scope: trio.CancelScope) -> None:
-        """Mark the process ready when it says so, then kill it if its heartbeats stop."""
-        with scope:
-            await proc.ready_event.wait()
-            proc.ready_at = trio.current_time()
-            if proc.state is ProcessState.STARTING:
-                proc.set_state(ProcessState.READY)
-                self._changed()
-            timeout = self.settings.timeout
-            while True:
-                deadline = proc.last_heartbeat + timeout
-                if trio.current_time() >= deadline:
-                    proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
-                    self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}")
-                    proc.signal(signal.SIGKILL)
-                    return
-                await trio.sleep_until(deadline)
-
-    async def _spawn(self, slot: Slot) -> WorkerProcess:
-        assert self._nursery is not None
-        try:
-            proc: WorkerProcess = await self._nursery.start(self.run_worker_process, slot)
-        except BaseExceptionGroup as group:
-            # fork/exec failures come out of the process task's nursery wrapped in a group.
-            spawn_errors, rest = group.split(OSError)
-            if rest is not None or spawn_errors is None:
-                raise
-            raise _first_leaf(spawn_errors) from group
-        if not proc.exited.is_set():
-            slot.processes.append(proc)
-            if slot.retiring or self.stopping:
-                self._stop_process(proc)  # a stop raced with this start
-        return proc
-
-    # -- one task per slot: the respawn loop -----------------------------------------------------
-
-    async def supervise(self, slot: Slot) -> None:
-        while not (slot.retiring or self.stopping):
-            try:
-                proc = await self._spawn(slot)
-            except OSError as exc:
-                # fork/exec failed (out of memory, fd limit...): a bad state to loop in.
-                slot.failed_reason = f"cannot start a worker process: {exc}"
-                slot.set_state(SlotState.FAILED)
-                self.sink.log(f"worker {slot.id} failed: {slot.failed_reason}")
-                await _first(slot.retire, slot.revive)
-                slot.revive = trio.Event()
-                if not (slot.retiring or self.stopping):
-                    slot.set_state(SlotState.RUNNING)
-                continue
-            slot.current = proc
-            await self._wait_current_exit(slot)
-            proc = slot.current
-            slot.current = None
-            crashed = not proc.stop_requested
-            slot.last_exit = proc.exit_reason
-            if slot.retiring or self.stopping:
-                break
-            slot.restarts += 1
-            self.respawns += 1
-            slot.backoff.record_exit(proc.uptime, crashed)
-            code = proc.returncode
-            if code == exitcodes.APP_LOAD_ERROR or slot.backoff.exhausted:
-                await self._fail(slot, proc)
-            else:
-                delay = slot.backoff.delay(random.random())
-                self.sink.log(
-                    f"worker {slot.id} (pid {proc.pid}) exited: {proc.exit_reason};"
-                    f" restarting{f' in {delay:.2f} s' if delay else ''}"
-                )
-                if delay:
-                    slot.set_state(SlotState.BACKOFF)
-                    with trio.move_on_after(delay):
-                        await _first(slot.retire, slot.revive)
-                    slot.revive = trio.Event()
-                    if slot.retiring or self.stopping:
-                        break
-                slot.set_state(SlotState.RUNNING)
-        if slot.state is not SlotState.REMOVED:
-            slot.set_state(SlotState.REMOVED)
-        slot.close_own_sockets()
-        self.slots.pop(slot.id, None)
-        self._check_idle()
-
-    async def _wait_current_exit(self, slot: Slot) -> None:
-        """Wait until the slot's current process exits; a rolling restart may swap it meanwhile."""
-        while True:
-            current = slot.current
-            assert current is not None
-            await current.exited.wait()
-            if slot.current is current:
+    async def _watch(self, proc: WorkerProcess) -> None:
+        """Note when the process is ready, then kill it if its heartbeats stop."""
+        await proc.ready_event.wait()
+        self._changed()
+        timeout = self.settings.timeout
+        while proc.returncode is None:
+            deadline = proc.last_heartbeat + timeout
+            if trio.current_time() >= deadline:
+                proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
+                self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}")
+                proc.signal(signal.SIGKILL)
                 return
+            await trio.sleep_until(deadline)
 
-    async def _fail(self, slot: Slot, proc: WorkerProcess) -> None:
-        slot.failed_reason = proc.exit_reason
-        slot.set_state(SlotState.FAILED)
-        self.sink.log(
-            f"worker {slot.id} failed: {proc.exit_reason}; not restarting"
-            " (fix the app, then `restart`)"
-        )
-        await _first(slot.retire, slot.revive)
-        slot.revive = trio.Event()
-        slot.backoff.reset()
-        if not (slot.retiring or self.stopping):
-            slot.failed_reason = None
-            slot.set_state(SlotState.RUNNING)
+    def _stop_process(self, proc: WorkerProcess) -> None:
+        """Ask one process to drain (SIGTERM), and SIGKILL it after --graceful-timeout."""
+        assert self._nursery is not None
+        if proc.stop_requested or proc.returncode is not None:
+            return
+        proc.handle(ProcessEvent.STOP)
+        proc.signal(signal.SIGTERM)
+        self._nursery.start_soon(self._enforce_deadline, proc)
 
-    # -- operations (signals and control commands) ----------------------------------------------
+    async def _enforce_deadline(self, proc: WorkerProcess) -> None:
+        with trio.move_on_after(self.settings.graceful_timeout):
+            await proc.ended.wait()
+            return
+        if proc.returncode is not None:
+            return  # it exited; only its connection or output lingered
+        proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
+        self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}; killing it")
+        proc.signal(signal.SIGKILL)
+
+    # -- operations (signals and control commands) -------------------------------------------------
 
     def add(self, count: int = 1) -> list[int]:
         """Open ``count`` new slots, each taking the lowest free id; returns their ids."""
@@ -399,20 +269,15 @@ class Supervisor:
         if self.stopping:
             return []
         added = []
+        s = self.settings
         for _ in range(count):
             slot_id = next(i for i in range(1, len(self.slots) + 2) if i not in self.slots)
             slot = Slot(
-                slot_id,
-                Backoff(
-                    self.settings.backoff_base,
-                    self.settings.backoff_cap,
-                    self.settings.backoff_limit,
-                    self.settings.quick_exit,
-                ),
+                slot_id, SlotLifecycle(s.backoff_base, s.backoff_cap, s.backoff_limit, s.quick_exit)
             )
             self._open_own_sockets(slot)
             self.slots[slot_id] = slot
-            self._nursery.start_soon(self.supervise, slot)
+            self._nursery.start_soon(self._supervise, slot)
             added.append(slot_id)
         return added
 
@@ -422,7 +287,7 @@ class Supervisor:
                 try:
                     slot.own_sockets.append(slot_listener(bound.sock))
                 except OSError as exc:  # fd limit, most likely: the slot serves without it
-                    self.sink.log(f"worker {slot.id}: cannot listen on {bound.address}: {exc}")
+                    self.log(f"worker {slot.id}: cannot listen on {bound.address}: {exc}")
 
     def remove(self, slot_ids: Iterable[int]) -> list[int]:
         """Retire slots gracefully: their workers drain and are not replaced."""
@@ -431,11 +296,7 @@ class Supervisor:
             slot = self.slots.get(slot_id)
             if slot is None or slot.retiring:
                 continue
-            slot.retiring = True
-            slot.retire.set()
-            slot.close_own_sockets()
-            for proc in slot.processes:
-                self._stop_process(proc)
+            self._apply(slot, SlotEvent.RETIRED)
             removed.append(slot_id)
         return removed
 
@@ -448,25 +309,6 @@ class Supervisor:
         if target > len(active):
             return self.add(target - len(active)), []
         return [], self.remove(self.highest_slots(len(active) - target))
-
-    def _stop_process(self, proc: WorkerProcess) -> None:
-        """Ask one process to drain (SIGTERM), and SIGKILL it after --graceful-timeout."""
-        assert self._nursery is not None
-        if proc.stop_requested or proc.returncode is not None:
-            return
-        proc.stop_requested = True
-        if proc.state is not ProcessState.EXITED:
-            proc.set_state(ProcessState.DRAINING)
-        proc.signal(signal.SIGTERM)
-        self._nursery.start_soon(self._enforce_deadline, proc)
-
-    async def _enforce_deadline(self, proc: WorkerProcess) -> None:
-        with trio.move_on_after(self.settings.graceful_timeout):
-            await proc.exited.wait()
-            return
-        proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
-        self.sink.log(f"worker {proc.slot.id} (pid {proc.pid}): {proc.kill_reason}; killing it")
-        proc.signal(signal.SIGKILL)
 
     @property
     def boot_timeout(self) -> float:
@@ -484,41 +326,45 @@ class Supervisor:
                 if slot is None or slot.retiring or self.stopping:
                     continue
                 if slot.state in (SlotState.FAILED, SlotState.BACKOFF):
-                    slot.revive.set()
+                    slot.failed_reason = None
+                    self._apply(slot, SlotEvent.REVIVED)
                     done.append(slot_id)
-                    continue
-                if slot.current is None:
-                    continue
-                try:
-                    new = await self._spawn(slot)
-                except OSError as exc:
-                    self.sink.log(f"restart of worker {slot_id}: cannot start a process: {exc}")
-                    continue
-                with trio.move_on_after(self.boot_timeout):
-                    await _first(new.ready_event, new.exited)
-                if not new.ready_event.is_set() and not new.exited.is_set():
-                    self.sink.log(
-                        f"restart of worker {slot_id}: the replacement (pid {new.pid}) was not"
-                        f" ready within {self.boot_timeout:g} s; stopping it, the old one serves on"
-                    )
-                    self._stop_process(new)
-                    continue
-                if new.exited.is_set() or slot.retiring or self.stopping:
-                    continue  # the replacement died (the old one keeps serving), or all stop
-                # Re-read: the old process may have died while the replacement booted, and the
-                # respawn loop may have started another one; whatever is current now is what
-                # the replacement supersedes.
-                old = slot.current
-                if old is None or old.exited.is_set():
-                    # The respawn loop is handling that death (maybe in backoff): it owns the
-                    # slot now, and this replacement would be one process too many.
-                    self._stop_process(new)
-                    continue
-                slot.current = new
-                slot.restarts += 1
-                self._stop_process(old)
-                done.append(slot_id)
+                elif slot.current is not None and await self._replace(slot):
+                    done.append(slot_id)
         return done
+
+    async def _replace(self, slot: Slot) -> bool:
+        """Start a replacement for the slot's current process; once it is ready, it becomes
+        current and the old one drains. False if it could not take over."""
+        try:
+            new = await self._spawn(slot)
+        except OSError as exc:
+            self.log(f"restart of worker {slot.id}: cannot start a process: {exc}")
+            return False
+        with trio.move_on_after(self.boot_timeout):
+            await _first(new.ready_event, new.ended)
+        if not new.ready_event.is_set() and not new.ended.is_set():
+            self.log(
+                f"restart of worker {slot.id}: the replacement (pid {new.pid}) was not"
+                f" ready within {self.boot_timeout:g} s; stopping it, the old one serves on"
+            )
+            self._stop_process(new)
+            return False
+        if new.ended.is_set() or slot.retiring or self.stopping:
+            return False  # the replacement died (the old one keeps serving), or all stop
+        # Re-read: the old process may have died while the replacement booted, and the slot's
+        # task may have started another one; whatever is current now is what the replacement
+        # supersedes.
+        old = slot.current
+        if old is None or old.ended.is_set():
+            # The slot's task is handling that death (maybe in backoff): it owns the slot
+            # now, and this replacement would be one process too many.
+            self._stop_process(new)
+            return False
+        slot.current = new
+        slot.restarts += 1
+        self._stop_process(old)
+        return True
 
     def kill(self, slot_id: int, signum: int) -> int | None:
         slot = self.slots.get(slot_id)
@@ -530,46 +376,42 @@ class Supervisor:
     def stop(self, graceful: bool = True) -> None:
         """Stop every worker: drain (graceful) or SIGKILL now."""
         self.stopping = True
-        for slot in list(self.slots.values()):
-            slot.retiring = True
-            slot.retire.set()
-            slot.close_own_sockets()
-            for proc in slot.processes:
-                if graceful:
-                    self._stop_process(proc)
-                else:
-                    proc.stop_requested = True
+        if not graceful:
+            for proc in self.live:
+                if proc.returncode is None and not proc.stop_requested:
+                    proc.handle(ProcessEvent.STOP)
                     proc.signal(signal.SIGKILL)
+        for slot in list(self.slots.values()):
+            self._apply(slot, SlotEvent.RETIRED)  # drains whatever was not killed above
         self._check_idle()
 
     def _check_idle(self) -> None:
         if self.stopping and not self.slots and not self.live:
             self.idle.set()
 
-    def all_processes(self) -> list[WorkerProcess]:
-        return sorted(self.live, key=lambda proc: (proc.slot.id, proc.started_at))
+    # -- what the control plane reads -------------------------------------------------------------
 
-    # -- what the control plane reads -------------------------------------------------------
+    def ready_count(self) -> int:
+        return sum(1 for proc in self.live if proc.state is ProcessState.READY)
+
+    def active_count(self) -> int:
+        """Slots that are not being removed."""
+        return sum(1 for slot in self.slots.values() if not slot.retiring)
 
     def snapshot(self) -> SupervisorSnapshot:
         """Every slot and live process as plain data (a removed slot appears while one of its
         processes still drains)."""
         by_slot: dict[int, list[WorkerProcess]] = {}
         for proc in sorted(self.live, key=lambda p: p.started_at):
-            by_slot.setdefault(proc.slot.id, []).append(proc)
-        slots = dict(self.slots)
-        for procs in by_slot.values():
-            slots.setdefault(procs[0].slot.id, procs[0].slot)
+            by_slot.setdefault(proc.slot_id, []).append(proc)
+        slot_ids = sorted(set(self.slots) | set(by_slot))
         return SupervisorSnapshot(
-            slots=tuple(
-                _slot_snapshot(slots[slot_id], by_slot.get(slot_id, []))
-                for slot_id in sorted(slots)
-            ),
+            slots=tuple(slot_snapshot(i, self.slots.get(i), by_slot.get(i, [])) for i in slot_ids),
             respawns=self.respawns,
             stopping=self.stopping,
         )
 
-    # -- the task ----------------------------------------------------------------------------
+    # -- the task ----------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -578,34 +420,6 @@ class Supervisor:
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
-
-
-def _slot_snapshot(slot: Slot, procs: list[WorkerProcess]) -> SlotSnapshot:
-    return SlotSnapshot(
-        id=slot.id,
-        state=slot.state.value,
-        retiring=slot.retiring,
-        restarts=slot.restarts,
-        last_exit=slot.last_exit,
-        failed_reason=slot.failed_reason,
-        quick_failures=slot.backoff.failures,
-        processes=tuple(_process_snapshot(p, p is slot.current) for p in procs),
-    )
-
-
-def _process_snapshot(proc: WorkerProcess, current: bool) -> ProcessSnapshot:
-    return ProcessSnapshot(
-        pid=proc.pid,
-        state=proc.state.value,
-        current=current,
-        started_at=proc.started_at,
-        started_wall=proc.started_wall,
-        ready_at=proc.ready_at,
-        stop_requested=proc.stop_requested,
-        last_heartbeat=proc.last_heartbeat,
-        boot_error=proc.boot_error_reason,
-        hub=proc.peer.statistics(),
-    )
 
 
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:

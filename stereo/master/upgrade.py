@@ -38,7 +38,6 @@ import trio
 from .. import exitcodes
 from ..errors import BindError
 from .binds import Bind, BoundSocket, FdBind, UnixBind
-from .lifecycle import ProcessState
 
 if TYPE_CHECKING:
     from .master import Master
@@ -107,8 +106,7 @@ class Handover:
                 if supervisor.unexpected_exits:
                     reason = "a new worker exited before every worker was ready"
                     break
-                ready = sum(1 for proc in supervisor.live if proc.state is ProcessState.READY)
-                if ready >= target:
+                if supervisor.ready_count() >= target:
                     self._take_control_path(master.settings.control_path)
                     return True
                 await supervisor.changed.wait()
@@ -173,9 +171,7 @@ class Upgrader:
         env[ENV_FDS] = ",".join(str(fd) for fd in fds)
         env[ENV_NOTIFY] = str(write_fd)
         env[ENV_FROM] = str(os.getpid())
-        env[ENV_WORKERS] = str(
-            sum(1 for slot in master.supervisor.slots.values() if not slot.retiring)
-        )
+        env[ENV_WORKERS] = str(master.supervisor.active_count())
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "stereo", *self.argv],

@@ -1,0 +1,225 @@
+"""One worker process: its record (:class:`WorkerProcess`) and the task that runs it
+(:class:`Launcher`), a child process as a trio task, as ``trio.run_process`` is.
+
+The task starts ``python -m stereo.worker`` with the worker's end of a hub socketpair and the
+listening sockets, serves the master's end through the hub, pumps the child's output lines to
+the sink, and reports the exit on the record. The record is all the supervisor sees; it is also
+what the hub connection reports to (:class:`stereo.master.hub.PeerEvents`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import trio
+
+from .. import exitcodes
+from ..snapshot import PeerStatistics, ProcessSnapshot
+from .hub import Hub, Peer
+from .lifecycle import ProcessEvent, ProcessState, process_after
+from .output import OutputSink, pump_lines
+
+# How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
+OUTPUT_LINGER = 1.0
+HUB_SOCKET_BUFFER = 1024 * 1024  # SO_SNDBUF of both ends of a hub connection
+_NO_TRAFFIC = PeerStatistics(0, 0, 0, 0, 0, 0, None)
+
+
+class WorkerProcess:
+    """What the master knows of one worker process. Its exit is reported with :meth:`exited`."""
+
+    def __init__(
+        self,
+        slot_id: int,
+        pid: int,
+        send_signal: Callable[[int], None],
+        welcome: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.slot_id = slot_id
+        self.pid = pid
+        self._send_signal = send_signal
+        self._welcome = welcome
+        self.peer: Peer | None = None  # its hub connection (None for a fake, in tests)
+        self.state = ProcessState.STARTING
+        self.started_at = trio.current_time()
+        self.started_wall = time.time()
+        self.ready_at: float | None = None
+        self.last_heartbeat = self.started_at
+        self.returncode: int | None = None
+        self.boot_error_reason: str | None = None
+        self.kill_reason: str | None = None  # why the master killed it, if it did
+        self.ready_event = trio.Event()
+        self.ended = trio.Event()  # it exited and its hub connection was read to the end
+
+    def handle(self, event: ProcessEvent) -> None:
+        self.state = process_after(self.state, event)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.state in (ProcessState.DRAINING, ProcessState.STOPPED)
+
+    @property
+    def uptime(self) -> float:
+        return trio.current_time() - self.started_at
+
+    def signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._send_signal(signum)
+
+    def exited(self, returncode: int) -> None:
+        """The OS reaped it (its hub connection may still hold unread broadcasts)."""
+        self.returncode = returncode
+        self.handle(ProcessEvent.EXIT)
+
+    def snapshot(self, current: bool) -> ProcessSnapshot:
+        return ProcessSnapshot(
+            pid=self.pid,
+            state=self.state.value,
+            current=current,
+            started_at=self.started_at,
+            started_wall=self.started_wall,
+            ready_at=self.ready_at,
+            stop_requested=self.stop_requested,
+            last_heartbeat=self.last_heartbeat,
+            boot_error=self.boot_error_reason,
+            hub=_NO_TRAFFIC if self.peer is None else self.peer.statistics(),
+        )
+
+    # -- PeerEvents: what its hub connection reports ----------------------------------------------
+
+    def welcome(self) -> dict[str, Any]:
+        return self._welcome()
+
+    def ready(self) -> None:
+        self.last_heartbeat = trio.current_time()
+        if self.state is ProcessState.STARTING:
+            self.ready_at = self.last_heartbeat
+            self.handle(ProcessEvent.READY)
+        self.ready_event.set()
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = trio.current_time()
+
+    def boot_error(self, reason: str) -> None:
+        self.boot_error_reason = reason
+
+    @property
+    def exit_reason(self) -> str:
+        if self.returncode is None:
+            return ""
+        reason = exitcodes.describe(self.returncode)
+        cut_off = self.peer.cut_off_reason if self.peer is not None else None
+        if self.kill_reason:
+            reason = f"{self.kill_reason}; {reason}"
+        elif cut_off:
+            reason = f"cut off: {cut_off}; {reason}"
+        if self.boot_error_reason:
+            reason = f"{reason}: {self.boot_error_reason}"
+        truncated = self.peer.truncated_bytes if self.peer is not None else 0
+        if truncated:
+            reason = f"{reason}; its connection ended inside a frame ({truncated} bytes dropped)"
+        return reason
+
+
+async def _kill_now(process: trio.Process) -> None:
+    """deliver_cancel for workers: only used when the master itself is being torn down."""
+    process.kill()
+    await process.wait()
+
+
+class Launcher:
+    """Starts real worker processes; :meth:`run` is one process's task."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        sink: OutputSink,
+        *,
+        max_message_size: int,
+        handshake_timeout: float,
+        welcome: Callable[[int], dict[str, Any]],
+        listen_fds: Callable[[int], list[int]],
+    ) -> None:
+        self.hub = hub
+        self.sink = sink
+        self.max_message_size = max_message_size
+        self.handshake_timeout = handshake_timeout
+        self.welcome = welcome
+        self.listen_fds = listen_fds
+
+    async def run(self, slot_id: int, *, task_status: trio.TaskStatus[WorkerProcess]) -> None:
+        """Start one worker process for ``slot_id``; report its record as started; return once
+        it exited and its connection and output were read (OSError if it cannot be started)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (parent, child):
+            # Room for a 1 MiB broadcast in flight: with the 208 KiB default, a big message
+            # crosses each hop in several wake-ups of the reader (the kernel caps this at
+            # net.core.wmem_max).
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, HUB_SOCKET_BUFFER)
+        env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
+        env.pop("LISTEN_FDS", None)
+        env.pop("LISTEN_PID", None)
+        proc: WorkerProcess | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                process: trio.Process = await nursery.start(
+                    partial(
+                        trio.run_process,
+                        [sys.executable, "-m", "stereo.worker"],
+                        check=False,
+                        deliver_cancel=_kill_now,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        pass_fds=(child.fileno(), *self.listen_fds(slot_id)),
+                        env=env,
+                        # Own process group: Ctrl-C in the terminal reaches the master only.
+                        process_group=0,
+                    )
+                )
+                child.close()
+                proc = WorkerProcess(
+                    slot_id,
+                    process.pid,
+                    lambda signum: process.send_signal(signal.Signals(signum)),
+                    partial(self.welcome, slot_id),
+                )
+                peer = proc.peer = Peer(slot_id, parent, self.max_message_size, proc)
+                output = trio.CancelScope()
+                nursery.start_soon(self._pump_output, process, slot_id, output)
+                nursery.start_soon(self.hub.serve_peer, peer, self.handshake_timeout)
+                task_status.started(proc)
+                proc.exited(await process.wait())
+                # The reader may not have read the last bytes the worker wrote: let it reach EOF
+                # (at once, normally) so those broadcasts are relayed, then close regardless.
+                with trio.move_on_after(OUTPUT_LINGER):
+                    await peer.ended.wait()
+                peer.stream.socket.close()
+                proc.ended.set()  # before the output's linger: the slot may respawn meanwhile
+                # Its own children may hold the pipes open; read what is there, then give up.
+                output.deadline = trio.current_time() + OUTPUT_LINGER
+        finally:
+            child.close()
+            parent.close()
+            if proc is not None:
+                proc.ended.set()  # also when torn down, so nothing waits for it forever
+
+    async def _pump_output(
+        self, process: trio.Process, slot_id: int, scope: trio.CancelScope
+    ) -> None:
+        prefix = f"[worker {slot_id}] ".encode()
+        assert process.stdout is not None and process.stderr is not None
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump_lines, process.stdout, prefix, self.sink)
+                nursery.start_soon(pump_lines, process.stderr, prefix, self.sink)
