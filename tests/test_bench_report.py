@@ -1,5 +1,5 @@
 """The benchmark suite's arithmetic and its saved results (the legs themselves are benchmarks,
-run by ``python -m stereo.bench``, not tests)."""
+run by ``python -m bench``, not tests)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stereo.bench.report import render, serving_ceiling, targets_table
-from stereo.bench.results import Results, ServingResult
+from bench.report import render, serving_ceiling, targets_table
+from bench.results import Results, ServingResult
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The systems the relay and latency workloads compare: stereo and what users would use instead.
 
 A peer knows how to tell whether its runtime is here (:meth:`Peer.missing`) and how to start one
-leg's processes in a :class:`~stereo.bench.procs.Group`, returning the pid of the process that
+leg's processes in a :class:`~bench.procs.Group`, returning the pid of the process that
 does the relaying, whose CPU the harness samples. Everything else (the spec, the barrier, the
 result files) is common to all peers.
 """

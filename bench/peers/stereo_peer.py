@@ -1,4 +1,4 @@
-"""Stereo itself: ``stereo run stereo.bench.apps.stereo_relay:serve -w W --no-console``."""
+"""Stereo itself: ``stereo run bench.apps.stereo_relay:serve -w W --app-dir ROOT --no-console``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..apps._spec import Spec
-from ..procs import Group
+from ..procs import ROOT, Group
 from .base import Peer
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -27,35 +27,46 @@ def stereo_command() -> list[str]:
     return [found] if found else []
 
 
+def stereo_run(command: list[str], app: str, workers: int, *options: str) -> list[str]:
+    """``stereo run`` of one of the suite's apps. The suite is not installed, so ``--app-dir``
+    points the workers at this checkout (they import the app after their own ``stereo``)."""
+    return [*command, "run", app, "-w", str(workers), "--app-dir", ROOT, "--no-console", *options]
+
+
 class Stereo(Peer):
     name = "stereo"
     relay_name = "stereo master"
 
+    def __init__(self) -> None:
+        self.command = stereo_command()
+
     def missing(self) -> str | None:
-        command = stereo_command()
-        if not command:
+        if not self.command:
             return "the stereo command is not installed (pip install -e .)"
-        probe = subprocess.run(
-            [*command, "run", "--help"], capture_output=True, text=True, timeout=30, check=False
-        )
+        try:
+            probe = subprocess.run(
+                [*self.command, "run", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except OSError as exc:
+            return f"cannot run {self.command[0]}: {exc}"
         if probe.returncode != 0:
             return f"`stereo run --help` fails: {(probe.stderr or probe.stdout).strip()[-300:]}"
+        if "--app-dir" not in probe.stdout:
+            return f"{self.command[0]} has no `stereo run --app-dir`, which loads the suite's app"
         return None
 
     def start(self, group: Group, spec: Spec, env: Mapping[str, str]) -> int:
-        argv = [
-            *stereo_command(),
-            "run",
-            "stereo.bench.apps.stereo_relay:serve",
-            "-w",
-            str(spec.workers),
-            "--no-console",
-        ]
+        options = []
         if spec.payload + ENVELOPE > DEFAULT_MAX_MESSAGE_SIZE:
-            argv += ["--max-message-size", str(spec.payload + ENVELOPE)]
+            options += ["--max-message-size", str(spec.payload + ENVELOPE)]
         # The master cuts off a worker that falls this far behind; the peers are run without
         # such a limit (ZeroMQ HWM 0, Redis pubsub limit lifted), so lift it to the whole stream.
         stream = spec.workers * spec.count * (spec.payload + ENVELOPE)
         if stream > DEFAULT_OUTBOX_LIMIT:
-            argv += ["--outbox-limit", str(stream)]
-        return group.spawn(argv, name="stereo master", env=env).pid
+            options += ["--outbox-limit", str(stream)]
+        argv = stereo_run(self.command, "bench.apps.stereo_relay:serve", spec.workers, *options)
+        return group.spawn(argv, name=self.relay_name, env=env).pid

@@ -1,4 +1,4 @@
-"""``python -m stereo.bench``: run the workloads, print the tables, write JSON and charts.
+"""``python -m bench``: run the workloads, print the tables, write JSON and charts.
 
 A peer whose runtime is missing is skipped with a loud note on stderr and in the tables, never
 silently; so is a workload that cannot run at all (stereo's own legs when the core is not
@@ -30,7 +30,7 @@ WORKLOADS = ("relay", "latency", "serving", "costs")
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stereo.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts)")
     parser.add_argument(
         "--only",
