@@ -27,6 +27,8 @@ from .results import RelayResult, Results, ServingResult
 from .serving import run_serving_leg
 
 WORKLOADS = ("relay", "latency", "serving", "costs")
+# Not a tracked path: a run overwrites the results, tables and charts in its output directory.
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,7 +51,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rounds of the relay, latency and serving legs, taken in turns by the peers;"
         " the tables show each one's median round (default: 5)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/bench"), help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="output directory (default: bench/out/, which git ignores; --out docs/bench"
+        " replaces the committed results)",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
