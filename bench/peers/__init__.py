@@ -8,6 +8,7 @@ result files) is common to all peers.
 
 from __future__ import annotations
 
+from ..results import BASELINE
 from .base import Peer
 from .node import NodeCluster
 from .redis_pubsub import RedisPubSub
@@ -17,6 +18,8 @@ from .zmq_proxy import ZmqProxy
 __all__ = ["NodeCluster", "Peer", "RedisPubSub", "Stereo", "ZmqProxy", "all_peers"]
 
 
-def all_peers() -> list[Peer]:
-    """Stereo first: every ratio is taken against it."""
-    return [Stereo(), ZmqProxy(), RedisPubSub(), NodeCluster()]
+def all_peers(baseline: str | None = None) -> list[Peer]:
+    """Stereo first: every ratio is taken against it. Then, given the path of another
+    installation's ``stereo`` command, that installation as the peer ``stereo-baseline``."""
+    stereos = [Stereo()] if baseline is None else [Stereo(), Stereo(BASELINE, [baseline])]
+    return [*stereos, ZmqProxy(), RedisPubSub(), NodeCluster()]

@@ -1,4 +1,8 @@
-"""Stereo itself: ``stereo run bench.apps.stereo_relay:serve -w W --app-dir ROOT --no-console``."""
+"""Stereo itself: ``stereo run bench.apps.stereo_relay:serve -w W --app-dir ROOT --no-console``.
+
+The same class runs a ``--baseline``: another installation's ``stereo`` command with the same
+app, so one run compares this checkout with it, leg by leg, in turns.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,14 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 # A data message is ["d", sent_ns, payload]: a few bytes of CBOR around the payload.
 ENVELOPE = 64
+# Printed by the installation's own interpreter; -I keeps the working directory off sys.path.
+WHICH_STEREO = """
+import os, stereo
+from importlib.metadata import version
+fast = getattr(stereo, "accelerated", lambda: None)()
+decoder = {True: "C accelerator", False: "pure Python decoder"}.get(fast, "decoder unknown")
+print(f"stereo {version('stereo')} at {os.path.dirname(stereo.__file__)}, {decoder}")
+"""
 
 
 def stereo_command() -> list[str]:
@@ -33,12 +45,27 @@ def stereo_run(command: list[str], app: str, workers: int, *options: str) -> lis
     return [*command, "run", app, "-w", str(workers), "--app-dir", ROOT, "--no-console", *options]
 
 
-class Stereo(Peer):
-    name = "stereo"
-    relay_name = "stereo master"
+def installation(command: str) -> str:
+    """Which stereo a ``stereo`` command runs, asked of the interpreter beside it."""
+    python = Path(command).parent / "python"
+    try:
+        out = subprocess.run(
+            [str(python), "-I", "-c", WHICH_STEREO],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{command} (its stereo is unknown: {exc})"
+    return f"{command}: {out.stdout.strip()}"
 
-    def __init__(self) -> None:
-        self.command = stereo_command()
+
+class Stereo(Peer):
+    def __init__(self, name: str = "stereo", command: list[str] | None = None) -> None:
+        self.name = name
+        self.relay_name = f"{name} master"
+        self.command = stereo_command() if command is None else command
 
     def missing(self) -> str | None:
         if not self.command:
