@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The peer name of ``--baseline``: another stereo installation, compared with this checkout's.
+BASELINE = "stereo-baseline"
+
 
 @dataclass
 class RelayResult:

@@ -1,6 +1,6 @@
 """The stereo leg of the relay and latency workloads.
 
-Run as ``stereo run stereo.bench.apps.stereo_relay:serve -w W``.
+Run as ``stereo run bench.apps.stereo_relay:serve -w W``.
 
 
 A broadcast reaches only the workers subscribed when it is relayed, and workers start at

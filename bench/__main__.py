@@ -1,4 +1,4 @@
-"""``python -m stereo.bench``."""
+"""``python -m bench``."""
 
 from .cli import main
 

@@ -18,8 +18,8 @@ import psutil
 
 from .apps.http_handler import DIR_ENV
 from .load import drive
-from .peers.stereo_peer import stereo_command
-from .procs import Group, LegFailed
+from .peers.stereo_peer import stereo_command, stereo_run
+from .procs import Group, LegFailed, suite_env
 from .results import ServingResult
 
 STARTUP_TIMEOUT = 60.0
@@ -44,20 +44,18 @@ def run_serving_leg(
         port = sock.getsockname()[1]
         env = {**os.environ, DIR_ENV: work}
         if workers == 0:
-            argv = [sys.executable, "-m", "stereo.bench.apps.plain_http", str(fd)]
+            argv = [sys.executable, "-m", "bench.apps.plain_http", str(fd)]
+            env = suite_env(env)
         else:
             bind = ["--reuse-port", "--bind", f"127.0.0.1:{port}"] if reuse_port else []
-            argv = [
-                *stereo_command(),
-                "run",
-                "stereo.bench.apps.stereo_http:serve",
-                "-w",
-                str(workers),
+            argv = stereo_run(
+                stereo_command(),
+                "bench.apps.stereo_http:serve",
+                workers,
                 *(bind or ["--bind", f"fd://{fd}"]),
-                "--no-console",
-            ]
+            )
         try:
-            with Group(f"serving {leg}") as group:
+            with Group(f"serving {leg}", work) as group:
                 group.spawn(argv, name=leg, env=env, pass_fds=[] if reuse_port else [fd])
                 group.wait("ready", max(workers, 1), STARTUP_TIMEOUT)
                 server = psutil.Process(group.procs[-1].pid)

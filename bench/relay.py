@@ -44,7 +44,7 @@ def run_leg(
         env = {**os.environ, SPEC_ENV: spec.to_json()}
         label = f"{peer.name} {mode} W={workers} payload={payload}"
         try:
-            with Group(label) as group:
+            with Group(label, work) as group:
                 relay = psutil.Process(peer.start(group, spec, env))
                 group.wait("go", 1, STARTUP_TIMEOUT)
                 cpu0, t0 = _cpu_seconds(relay), time.monotonic()

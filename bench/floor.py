@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from .procs import suite_env
 from .results import HopFloor, percentile
 
 PINGS = 2000
@@ -27,8 +28,9 @@ def measure(echo: str, pings: int = PINGS) -> HopFloor:
     parent, child = socket.socketpair()
     with parent, child:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stereo.bench.floor", echo, str(child.fileno())],
+            [sys.executable, "-m", "bench.floor", echo, str(child.fileno())],
             pass_fds=[child.fileno()],
+            env=suite_env(),
         )
         child.close()
         try:

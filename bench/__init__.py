@@ -2,5 +2,5 @@
 
 Each workload runs for stereo and for what users would pick instead (a ZeroMQ proxy, Redis
 pub/sub, Node.js ``cluster``) in the same run on the same machine, so the ratios mean something.
-Run it with ``python -m stereo.bench``; docs/benchmarks.md describes the method.
+Run it with ``python -m bench``; docs/benchmarks.md describes the method.
 """

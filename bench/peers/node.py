@@ -1,6 +1,6 @@
 """Node.js ``cluster``: the primary relays each ``worker.send`` to every worker (JSON over IPC).
 
-The script is stereo/bench/apps/node_cluster.js; the relaying process is the primary.
+The script is bench/apps/node_cluster.js; the relaying process is the primary.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class NodeCluster(Peer):
         if shutil.which("node") is None:
             return "node is not on PATH"
         if not SCRIPT.is_file():
-            return f"{SCRIPT} is missing from the installed package"
+            return f"{SCRIPT} is missing"
         return None
 
     def start(self, group: Group, spec: Spec, env: Mapping[str, str]) -> int:

@@ -1,6 +1,6 @@
 """A minimal HTTP/1.1 keep-alive load generator, the fallback when wrk is not installed.
 
-``python -m stereo.bench.loadgen PORT CONNECTIONS SECONDS`` prints ``{"rps": ..., "errors": ...}``.
+``python -m bench.loadgen PORT CONNECTIONS SECONDS`` prints ``{"rps": ..., "errors": ...}``.
 It only understands the serving workload's fixed response (headers, then a 2-byte body).
 """
 

@@ -15,12 +15,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from .peers.stereo_peer import stereo_command
+from .peers.stereo_peer import stereo_command, stereo_run
 from .procs import Group, LegFailed
 from .results import CostResult, median
 
@@ -36,16 +37,12 @@ BARE_IMPORT = "import trio, cbor2, time; print(time.monotonic_ns())"
 def run_costs(idle_seconds: float, kills: int) -> CostResult:
     result = CostResult(idle_seconds=idle_seconds)
     bare: list[float] = []
-    argv = [
-        *stereo_command(),
-        "run",
-        "stereo.bench.apps.idle:serve",
-        "-w",
-        str(WORKERS),
-        "--no-console",
-    ]
+    argv = stereo_run(stereo_command(), "bench.apps.idle:serve", WORKERS)
     try:
-        with Group("costs") as group:
+        with (
+            tempfile.TemporaryDirectory(prefix="stereo-bench-costs-") as work,
+            Group("costs", work) as group,
+        ):
             master = psutil.Process(group.spawn(argv, name="stereo master").pid)
             pids = {
                 m.int("id"): m.int("pid") for m in group.wait("ready", WORKERS, STARTUP_TIMEOUT)

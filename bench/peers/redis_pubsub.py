@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 
 from ..apps._spec import ID_ENV, Spec
-from ..procs import Group
+from ..procs import Group, suite_env
 from .base import PYTHON, Peer
 
 URL_ENV = "STEREO_BENCH_REDIS_URL"
@@ -32,7 +32,7 @@ class RedisPubSub(Peer):
         try:
             import redis
         except ImportError:
-            return "redis-py is not installed (pip install 'stereo[bench]')"
+            return "redis-py is not installed (pip install -e '.[bench]')"
         try:
             redis.Redis.from_url(redis_url(), socket_connect_timeout=2).ping()
         except redis.RedisError as exc:
@@ -61,9 +61,9 @@ class RedisPubSub(Peer):
 
         for i in range(1, spec.workers + 1):
             group.spawn(
-                [PYTHON, "-m", "stereo.bench.apps.redis_worker"],
+                [PYTHON, "-m", "bench.apps.redis_worker"],
                 name=f"worker {i}",
-                env={**env, ID_ENV: str(i)},
+                env=suite_env({**env, ID_ENV: str(i)}),
             )
         info = redis.Redis.from_url(redis_url()).info("server")
         return int(info["process_id"])

@@ -1,4 +1,4 @@
-"""``python -m stereo.bench``: run the workloads, print the tables, write JSON and charts.
+"""``python -m bench``: run the workloads, print the tables, write JSON and charts.
 
 A peer whose runtime is missing is skipped with a loud note on stderr and in the tables, never
 silently; so is a workload that cannot run at all (stereo's own legs when the core is not
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -20,17 +21,20 @@ from . import floor, machine
 from .costs import run_costs
 from .load import tool_name
 from .peers import Peer, all_peers
+from .peers.stereo_peer import installation
 from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
 from .relay import run_leg
 from .report import render, size
-from .results import RelayResult, Results, ServingResult
+from .results import BASELINE, RelayResult, Results, ServingResult
 from .serving import run_serving_leg
 
 WORKLOADS = ("relay", "latency", "serving", "costs")
+# Not a tracked path: a run overwrites the results, tables and charts in its output directory.
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stereo.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts)")
     parser.add_argument(
         "--only",
@@ -43,13 +47,26 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated peers for relay/latency (default: all available)",
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="STEREO",
+        help="another installation's stereo command (e.g. OTHER_VENV/bin/stereo), run as the"
+        f" peer {BASELINE} in the relay and latency legs, for a before/after comparison",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=5,
         help="rounds of the relay, latency and serving legs, taken in turns by the peers;"
         " the tables show each one's median round (default: 5)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/bench"), help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="output directory (default: bench/out/, which git ignores; --out docs/bench"
+        " replaces the committed results)",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -64,6 +81,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.only = [w.strip() for w in args.only.split(",") if w.strip()]
+    if args.baseline is not None:
+        args.baseline = os.path.abspath(shutil.which(args.baseline) or args.baseline)
     if args.relay_cases is not None:
         try:
             args.relay_cases = {
@@ -88,10 +107,11 @@ def _progress(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
-def _available_peers(results: Results, wanted: str | None) -> list[Peer]:
-    peers = all_peers()
+def _available_peers(results: Results, wanted: str | None, baseline: str | None) -> list[Peer]:
+    """The peers asked for (a --baseline always is) that can run here."""
+    peers = all_peers(baseline)
     if wanted is not None:
-        names = {n.strip() for n in wanted.split(",")}
+        names = {n.strip() for n in wanted.split(",")} | {BASELINE}
         peers = [p for p in peers if p.name in names]
     ready = []
     for peer in peers:
@@ -189,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if (note := machine.busy_note()) is not None:
             _loud(results, f"before the run, {note}")
-        peers = _available_peers(results, args.peers)
+        if args.baseline is not None:
+            results.machine[BASELINE] = installation(args.baseline)
+        peers = _available_peers(results, args.peers, args.baseline)
         stereo_ok = any(p.name == "stereo" for p in peers)
         if {"relay", "latency"} & set(args.only):
             _run_relay_and_latency(results, plan, peers, args.only, max(1, args.repeat))

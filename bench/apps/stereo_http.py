@@ -1,6 +1,6 @@
 """The stereo leg of the serving workload.
 
-Run as ``stereo run stereo.bench.apps.stereo_http:serve --bind ...``.
+Run as ``stereo run bench.apps.stereo_http:serve --bind ...``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from .results import RelayResult, Results, ServingResult
+from .results import BASELINE, RelayResult, Results, ServingResult
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -290,6 +290,13 @@ def render(results: Results) -> str:
         parts.append(
             "**Notes on this run (skipped or disturbed):**\n\n"
             + "\n".join(f"- {s}" for s in results.skipped)
+        )
+    baseline = results.machine.get(BASELINE)
+    if baseline is not None and BASELINE in _peers([*results.relay, *results.latency]):
+        parts.append(
+            f"**Baseline:** `{BASELINE}` is {baseline}, running the same app in turns with the"
+            " other peers. Its ratios compare this checkout's stereo with it: > 1 means this"
+            " checkout is faster (relay) or slower (latency)."
         )
     if results.relay:
         parts.append(

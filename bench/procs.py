@@ -4,6 +4,12 @@ Each process's merged stdout and stderr is read by a thread into one queue, so t
 for ``@bench EVENT`` lines from any of them under one deadline instead of polling files. On exit a
 :class:`Group` stops what is still running, SIGTERM first (stereo's master shuts down gracefully
 on it), then SIGKILL to the process group it started, so no worker outlives its leg.
+
+The suite lives in the checkout, not in the installed wheel, so children are told where it is:
+``python -m bench...`` children through ``PYTHONPATH`` (:func:`suite_env`), ``stereo run``
+through ``--app-dir`` (peers/stereo_peer.py). Children run in the leg's own empty directory,
+never in a checkout, where ``python -m stereo.worker`` would import that checkout's ``stereo``
+instead of the installed one (which matters when the installation is a ``--baseline``).
 """
 
 from __future__ import annotations
@@ -18,10 +24,22 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 MARKER = re.compile(r"@bench (\w+)((?: \w+=\S*)*)")
 TERM_GRACE = 10.0
+# The directory that holds the ``bench`` package: the checkout's root.
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def suite_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the checkout first on ``PYTHONPATH``, for the
+    suite's own Python children. Never for a stereo installation: there it would put this
+    checkout's ``stereo`` in front of the installed one."""
+    out = dict(os.environ if env is None else env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, out.get("PYTHONPATH")) if p)
+    return out
 
 
 class LegFailed(Exception):
@@ -39,8 +57,9 @@ class Marker:
 
 
 class Group:
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, cwd: str) -> None:
         self.label = label
+        self.cwd = cwd  # the leg's own temporary directory (see the module's docstring)
         self.procs: list[subprocess.Popen[str]] = []
         self.exit_codes: dict[str, int] = {}
         self._names: dict[int, str] = {}
@@ -72,6 +91,7 @@ class Group:
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             pass_fds=pass_fds,
+            cwd=self.cwd,
             text=True,
             bufsize=1,
             start_new_session=True,  # its own process group, so close() can reap its children

@@ -5,7 +5,7 @@ High-water marks are off on both sides: at the default 1,000 a PUB/XPUB socket *
 under load, which would make the peer lossy rather than slow; unlimited queues keep it comparable
 with stereo, which never drops.
 
-Usage: ``python -m stereo.bench.apps.zmq_proxy XSUB_ADDR XPUB_ADDR``.
+Usage: ``python -m bench.apps.zmq_proxy XSUB_ADDR XPUB_ADDR``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The baseline leg of the serving workload: the same handler in one plain trio process.
 
-Usage: ``python -m stereo.bench.apps.plain_http FD`` with a listening TCP socket inherited as FD,
+Usage: ``python -m bench.apps.plain_http FD`` with a listening TCP socket inherited as FD,
 the way stereo's workers inherit theirs. SIGTERM stops it cleanly so the final count is written.
 """
 

@@ -2,7 +2,7 @@
 // every worker (the sender included), JSON on the IPC channel (Node's default serialization).
 // Usage: STEREO_BENCH_SPEC='{...}' node node_cluster.js
 //
-// It mirrors stereo/bench/apps/_spec.py by hand: the same spec, the same ["r"]/["d"] messages
+// It mirrors bench/apps/_spec.py by hand: the same spec, the same ["r"]/["d"] messages
 // (as {k, id} / {k, t, p} objects), the same result file and `@bench` progress lines.
 // process.hrtime.bigint() reads CLOCK_MONOTONIC, as Python's time.monotonic_ns() does, so send
 // times taken here compare with receipt times in other processes.

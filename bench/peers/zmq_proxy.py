@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 
 from ..apps._spec import ID_ENV, Spec
-from ..procs import Group
+from ..procs import Group, suite_env
 from .base import PYTHON, Peer
 
 STARTUP_TIMEOUT = 30.0
@@ -23,7 +23,7 @@ class ZmqProxy(Peer):
         try:
             import zmq  # noqa: F401
         except ImportError:
-            return "pyzmq is not installed (pip install 'stereo[bench]')"
+            return "pyzmq is not installed (pip install -e '.[bench]')"
         return None
 
     def endpoints(self, spec: Spec, work_dir: str) -> dict[str, str]:
@@ -35,15 +35,15 @@ class ZmqProxy(Peer):
     def start(self, group: Group, spec: Spec, env: Mapping[str, str]) -> int:
         e = spec.endpoints
         proxy = group.spawn(
-            [PYTHON, "-m", "stereo.bench.apps.zmq_proxy", e["xsub"], e["xpub"]],
+            [PYTHON, "-m", "bench.apps.zmq_proxy", e["xsub"], e["xpub"]],
             name="proxy",
-            env=env,
+            env=suite_env(env),
         )
         group.wait("ready", 1, STARTUP_TIMEOUT)
         for i in range(1, spec.workers + 1):
             group.spawn(
-                [PYTHON, "-m", "stereo.bench.apps.zmq_worker"],
+                [PYTHON, "-m", "bench.apps.zmq_worker"],
                 name=f"worker {i}",
-                env={**env, ID_ENV: str(i)},
+                env=suite_env({**env, ID_ENV: str(i)}),
             )
         return proxy.pid

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .procs import suite_env
+
 WRK_THREADS = 1
 
 
@@ -27,7 +29,7 @@ class Load:
 
 
 def tool_name() -> str:
-    return "wrk" if shutil.which("wrk") else "stereo.bench.loadgen (Python; wrk missing)"
+    return "wrk" if shutil.which("wrk") else "bench.loadgen (Python; wrk missing)"
 
 
 def _children_cpu_s() -> float:
@@ -68,7 +70,8 @@ def _run_tool(port: int, connections: int, seconds: float) -> Load:
 
 def _loadgen(port: int, connections: int, seconds: float) -> Load:
     out = subprocess.run(
-        [sys.executable, "-m", "stereo.bench.loadgen", str(port), str(connections), str(seconds)],
+        [sys.executable, "-m", "bench.loadgen", str(port), str(connections), str(seconds)],
+        env=suite_env(),
         capture_output=True,
         text=True,
         check=True,
