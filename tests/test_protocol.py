@@ -6,6 +6,7 @@ import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire_helpers import split_broadcast
 
 from stereo.errors import EncodeError, MessageTooLarge, ProtocolError
 from stereo.wire.framing import Frame, FrameReader, encode_frame
@@ -17,7 +18,6 @@ from stereo.wire.protocol import (
     encode_broadcast,
     encode_cbor,
     encode_map,
-    split_broadcast,
 )
 
 LIMIT = 1024

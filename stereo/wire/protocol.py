@@ -345,20 +345,3 @@ def _decode(payload: bytearray | memoryview) -> Any:
         return cbor2.loads(payload)
     except Exception as exc:
         return UndecodablePayload(bytes(payload), str(exc))
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One broadcast as a worker receives it, payload still encoded."""
-
-    seq: int
-    sender: int
-    payload: bytes
-
-
-def split_broadcast(frame: Frame) -> Delivery:
-    body = frame.body
-    if len(body) < BROADCAST_OVERHEAD:
-        raise ProtocolError(f"BROADCAST frame of {len(body) + 1} bytes is too short")
-    seq, sender = STAMP.unpack_from(body, 0)
-    return Delivery(seq, sender, body[BROADCAST_OVERHEAD:])
