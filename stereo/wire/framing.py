@@ -13,7 +13,10 @@ is buffered, so a peer cannot make us allocate more than one frame's worth of me
 Every reader of these frames follows the same rules, written once here: :func:`scan_frames` walks
 a buffer; :func:`length_error` is the one place a bad length prefix is put into words, and
 :func:`prefix_error` applies the four-bytes rule to whatever is left after the complete frames;
-:func:`missing_bytes` sizes the next read.
+:func:`missing_bytes` sizes the next read. The relay's and the worker's per-frame loops
+(:class:`.protocol.HubIngress`, :class:`.protocol.BroadcastReader`) walk inline, since a
+generator step per frame would cost them a fifth of their time, but with the same bounds, and
+they report these same errors.
 """
 
 from __future__ import annotations
@@ -151,12 +154,10 @@ class FrameReader:
         return missing_bytes(self._buffer, self._max_length)
 
     def take_buffer(self) -> bytearray:
-        """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
+        """Hand over the raw buffer (the worker passes what followed WELCOME on to its
+        broadcast reader); the reader starts empty."""
         buffer, self._buffer = self._buffer, bytearray()
         return buffer
-
-    def restore_buffer(self, buffer: bytearray) -> None:
-        self._buffer = buffer
 
 
 def missing_bytes(buffer: bytearray, max_length: int) -> int:
