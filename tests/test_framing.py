@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire_helpers import READERS, read_broadcasts
 
 from stereo.errors import ProtocolError
 from stereo.wire.framing import (
@@ -16,6 +18,7 @@ from stereo.wire.framing import (
     prefix_error,
     scan_frames,
 )
+from stereo.wire.protocol import encode_broadcast, max_body_size
 
 LIMIT = 64
 
@@ -195,3 +198,65 @@ def test_what_scan_frames_yields_encodes_back_to_the_bytes_it_walked(data: bytes
     except ProtocolError as exc:
         assert str(exc).startswith(("frame length 0", "frame of "))
     assert data.startswith(rebuilt)
+
+
+# -- every reader by the same rules: FrameReader (control socket, handshakes), HubIngress (the
+# relay), BroadcastReader with and without its C loop (the worker) -----------------------------
+
+MESSAGE_SIZE = 200
+MAX_LENGTH = max_body_size(MESSAGE_SIZE) + 1  # the largest length prefix any of them accepts
+
+broadcast_values = st.lists(
+    st.one_of(st.integers(), st.text(max_size=30), st.binary(max_size=MESSAGE_SIZE - 5)),
+    max_size=8,
+)
+bad_lengths = st.sampled_from([0, MAX_LENGTH + 1, 2**32 - 1]) | st.integers(
+    MAX_LENGTH + 1, 2**32 - 1
+)
+# Garbage after the prefix, often starting with a kind byte some reader accepts.
+tails = st.binary(max_size=40) | st.sampled_from([1, 3, 4, 5, 6]).flatmap(
+    lambda kind: st.binary(max_size=40).map(lambda rest: bytes([kind]) + rest)
+)
+
+
+def broadcasts_then(values: list[object], bad_length: int, tail: bytes) -> tuple[bytes, int]:
+    """Good broadcasts, then a bad length prefix and whatever follows it; and where the prefix
+    ends."""
+    good = b"".join(encode_broadcast(cbor2.dumps(v), MESSAGE_SIZE) for v in values)
+    return good + bad_length.to_bytes(4, "big") + tail, len(good) + 4
+
+
+@pytest.mark.parametrize("bad_length", [0, MAX_LENGTH + 1], ids=["zero", "oversize"])
+# What follows the prefix must not matter: a kind byte some reader accepts, or junk.
+@pytest.mark.parametrize(
+    "tail", [b"\x05" + bytes(40), b"\x04", b"\xff" * 3], ids=["broadcast", "heartbeat", "junk"]
+)
+@pytest.mark.parametrize("reader", READERS)
+def test_byte_by_byte_every_reader_lets_out_every_broadcast_then_the_same_error(
+    reader: str, bad_length: int, tail: bytes
+) -> None:
+    values: list[object] = [1, "two", b"three" * 30, None]
+    data, prefix_end = broadcasts_then(values, bad_length, tail)
+    outcome = read_broadcasts(reader, data, 1, MESSAGE_SIZE)
+    expected = length_error(bad_length, MAX_LENGTH)
+    assert outcome.values == values
+    assert outcome.error == (type(expected), str(expected))
+    assert outcome.fed == prefix_end  # as soon as the prefix's four bytes are in
+
+
+@given(broadcast_values, bad_lengths, tails, st.integers(1, 300))
+def test_every_reader_reports_a_bad_prefix_alike_whatever_the_chunking(
+    values: list[object], bad_length: int, tail: bytes, step: int
+) -> None:
+    data, prefix_end = broadcasts_then(values, bad_length, tail)
+    expected = length_error(bad_length, MAX_LENGTH)
+    reported_at = min(len(data), -(-prefix_end // step) * step)  # the chunk with its 4th byte
+    for reader in READERS:
+        outcome = read_broadcasts(reader, data, step, MESSAGE_SIZE)
+        assert outcome.error == (type(expected), str(expected)), reader
+        assert outcome.fed == reported_at, reader
+        # In order, none invented; FrameReader and BroadcastReader raise, which drops what they
+        # had split from the chunk that brought the error (their callers drop the stream too).
+        assert outcome.values == values[: len(outcome.values)], reader
+    # The relay keeps them all: a worker's last good broadcasts still go out.
+    assert read_broadcasts("HubIngress", data, step, MESSAGE_SIZE).values == values

@@ -6,7 +6,7 @@ import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from wire_helpers import split_broadcast
+from wire_helpers import run_deliveries
 
 from stereo.errors import EncodeError, MessageTooLarge, ProtocolError
 from stereo.wire.framing import Frame, FrameReader, encode_frame
@@ -24,13 +24,7 @@ LIMIT = 1024
 
 
 def deliveries(run: Run) -> list[tuple[int, int, object]]:
-    reader = FrameReader(LIMIT + 12)
-    reader.receive_data(run.data)
-    out = []
-    for frame in reader.frames():
-        d = split_broadcast(frame)
-        out.append((d.seq, d.sender, cbor2.loads(d.payload)))
-    return out
+    return [(d.seq, d.sender, cbor2.loads(d.payload)) for d in run_deliveries(run, LIMIT)]
 
 
 def test_broadcasts_are_stamped_in_place_and_forwarded_as_one_run() -> None:
