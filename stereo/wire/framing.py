@@ -67,8 +67,8 @@ def prefix_error(buffer: bytearray, offset: int, max_length: int) -> ProtocolErr
 
 def scan_frames(buffer: bytearray, max_length: int) -> Iterator[tuple[int, int, int]]:
     """Walk the frames of ``buffer``: ``(kind, body_start, stop)`` for each complete one, in
-    order. At the end, an incomplete frame is left for later; a bad length
-    prefix raises :func:`length_error`'s error, after the frames before it have been yielded.
+    order. At the end, an incomplete frame is left for later; a bad length prefix raises
+    :func:`length_error`'s error, after the frames before it have been yielded.
 
     Nothing is consumed: the caller deletes ``buffer[:stop]`` of the last frame it used (the
     commit of a length-prefixed reader), and must not resize the buffer while walking it.
