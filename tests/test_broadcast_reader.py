@@ -114,14 +114,23 @@ def test_messages_are_named_tuples_shared_by_value(accelerate: bool) -> None:
         ),
         (
             (LIMIT + 100).to_bytes(4, "big") + bytes([Kind.BROADCAST]) + bytes(16),
-            f"unexpected frame from the master: BROADCAST, length {LIMIT + 100}",
+            # Worded by stereo.wire.framing.length_error, as by every other reader.
+            f"frame of {LIMIT + 99} bytes announced; the limit is {LIMIT + 12}",
         ),
         (
             (5).to_bytes(4, "big") + bytes([Kind.BROADCAST]) + bytes(12),
             "unexpected frame from the master: BROADCAST, length 5",
         ),
+        (
+            bytes(4) + bytes([Kind.BROADCAST]) + bytes(16),
+            "frame length 0: a frame holds at least its kind byte",
+        ),
+        (
+            (LIMIT + 100).to_bytes(4, "big"),  # no more than the prefix: refused already
+            f"frame of {LIMIT + 99} bytes announced; the limit is {LIMIT + 12}",
+        ),
     ],
-    ids=["wrong-kind", "oversize", "too-short"],
+    ids=["wrong-kind", "oversize", "too-short", "zero-length", "oversize-prefix-only"],
 )
 def test_a_bad_frame_after_good_ones_raises_the_same_error(
     accelerate: bool, frame: bytes, error: str

@@ -6,6 +6,7 @@ import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire_helpers import run_deliveries
 
 from stereo.errors import EncodeError, MessageTooLarge, ProtocolError
 from stereo.wire.framing import Frame, FrameReader, encode_frame
@@ -17,20 +18,13 @@ from stereo.wire.protocol import (
     encode_broadcast,
     encode_cbor,
     encode_map,
-    split_broadcast,
 )
 
 LIMIT = 1024
 
 
 def deliveries(run: Run) -> list[tuple[int, int, object]]:
-    reader = FrameReader(LIMIT + 12)
-    reader.receive_data(run.data)
-    out = []
-    for frame in reader.frames():
-        d = split_broadcast(frame)
-        out.append((d.seq, d.sender, cbor2.loads(d.payload)))
-    return out
+    return [(d.seq, d.sender, cbor2.loads(d.payload)) for d in run_deliveries(run, LIMIT)]
 
 
 def test_broadcasts_are_stamped_in_place_and_forwarded_as_one_run() -> None:
@@ -77,6 +71,9 @@ def test_good_frames_before_garbage_are_kept_then_the_error() -> None:
     "data, message",
     [
         (b"\x7f\xff\xff\xff\x05", "limit is"),  # huge prefix: refused before any body
+        (b"\x7f\xff\xff\xff", "limit is"),  # as soon as its four bytes are there
+        (b"\x00\x00\x00\x00\x05" + bytes(16), "frame length 0"),  # whatever byte follows
+        (b"\x00\x00\x00\x00\x04", "frame length 0"),
         (encode_frame(Kind.BROADCAST, b"short"), "too short"),
         (encode_frame(Kind.WELCOME, b""), "may not send WELCOME"),
         (encode_frame(Kind.REPLY, b""), "may not send REPLY"),
@@ -119,7 +116,7 @@ def test_ingress_never_raises_and_never_buffers_past_the_limit(data: bytes, step
         seq = new_seq
         if events and isinstance(events[-1], ProtocolError):
             return
-        assert ingress._reader.buffered <= LIMIT + 12 + 5 + step
+        assert ingress.buffered <= LIMIT + 12 + 5 + step
 
 
 @given(st.lists(st.binary(max_size=200), max_size=30), st.integers(1, 64))

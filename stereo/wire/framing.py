@@ -9,11 +9,20 @@ Pure: bytes in, frames out; no I/O and no trio. Every frame on the wire is
 ``length`` counts the kind byte and the body, so the smallest legal frame is five bytes. The
 length is checked against the limit as soon as its four bytes have arrived, before any of the body
 is buffered, so a peer cannot make us allocate more than one frame's worth of memory.
+
+Every reader of these frames follows the same rules, written once here: :func:`scan_frames` walks
+a buffer; :func:`length_error` is the one place a bad length prefix is put into words, and
+:func:`prefix_error` applies the four-bytes rule to whatever is left after the complete frames;
+:func:`missing_bytes` sizes the next read. The relay's and the worker's per-frame loops
+(:class:`.protocol.HubIngress`, :class:`.protocol.BroadcastReader`) walk inline, since a
+generator step per frame would cost them a fifth of their time, but with the same bounds, and
+they report these same errors.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +45,49 @@ class Frame:
 
 def encode_frame(kind: int, body: bytes = b"") -> bytes:
     return PREFIX.pack(len(body) + 1, kind) + body
+
+
+def length_error(length: int, max_length: int) -> ProtocolError:
+    """The error for a length prefix outside ``1..max_length`` (a reader keeps the stream only
+    while ``0 < length <= max_length``). ``max_length`` bounds the prefix, so it counts the kind
+    byte; the message speaks of bodies, as the limits are given."""
+    if length == 0:
+        return ProtocolError("frame length 0: a frame holds at least its kind byte")
+    return FrameTooLarge(f"frame of {length - 1} bytes announced; the limit is {max_length - 1}")
+
+
+def prefix_error(buffer: bytearray, offset: int, max_length: int) -> ProtocolError | None:
+    """The error for the length prefix at ``offset`` once its four bytes have arrived (the body
+    need not have), else None. Readers call it on what is left after their complete frames."""
+    if len(buffer) - offset < LENGTH_SIZE:
+        return None
+    length = int.from_bytes(buffer[offset : offset + LENGTH_SIZE], "big")
+    return None if 0 < length <= max_length else length_error(length, max_length)
+
+
+def scan_frames(buffer: bytearray, max_length: int) -> Iterator[tuple[int, int, int]]:
+    """Walk the frames of ``buffer``: ``(kind, body_start, stop)`` for each complete one, in
+    order. At the end, an incomplete frame is left for later; a bad length prefix raises
+    :func:`length_error`'s error, after the frames before it have been yielded.
+
+    Nothing is consumed: the caller deletes ``buffer[:stop]`` of the last frame it used (the
+    commit of a length-prefixed reader), and must not resize the buffer while walking it.
+    """
+    offset = 0
+    end = len(buffer)
+    unpack = PREFIX.unpack_from
+    while end - offset >= PREFIX_SIZE:
+        length, kind = unpack(buffer, offset)
+        if not 0 < length <= max_length:
+            raise length_error(length, max_length)
+        stop = offset + LENGTH_SIZE + length
+        if stop > end:
+            return
+        yield kind, offset + PREFIX_SIZE, stop
+        offset = stop
+    error = prefix_error(buffer, offset, max_length)
+    if error is not None:
+        raise error
 
 
 class FrameReader:
@@ -61,53 +113,36 @@ class FrameReader:
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
         # Fail fast on a bad prefix even if the body is still to come.
-        if len(self._buffer) >= 4:
-            self._check_length(int.from_bytes(self._buffer[:4], "big"))
+        error = prefix_error(self._buffer, 0, self._max_length)
+        if error is not None:
+            raise error
 
     def append(self, data: bytes) -> None:
         """Buffer data without checking it (for callers that check in their own scan)."""
         self._buffer += data
 
-    def _check_length(self, length: int) -> None:
-        if length == 0:
-            raise ProtocolError("frame length 0: a frame holds at least its kind byte")
-        if length > self._max_length:
-            raise FrameTooLarge(
-                f"frame of {length - 1} bytes announced; the limit is {self._max_length - 1}"
-            )
-
     def frames(self) -> list[Frame]:
-        """Every complete frame buffered so far, in order (possibly none)."""
+        """Every complete frame buffered so far, in order (possibly none). A bad length prefix
+        raises (the stream cannot be framed any more), and the frames before it go with it."""
         buffer = self._buffer
         out: list[Frame] = []
         offset = 0
-        end = len(buffer)
-        unpack = PREFIX.unpack_from
-        while end - offset >= PREFIX_SIZE:
-            length, kind = unpack(buffer, offset)
-            self._check_length(length)
-            stop = offset + 4 + length
-            if stop > end:
-                break
-            out.append(Frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop])))
-            offset = stop
-        if offset:
+        try:
+            for kind, start, stop in scan_frames(buffer, self._max_length):
+                out.append(Frame(kind, bytes(buffer[start:stop])))
+                offset = stop
+        finally:
             del buffer[:offset]
-        if len(buffer) >= 4:
-            self._check_length(int.from_bytes(buffer[:4], "big"))
         return out
 
     def next_frame(self) -> Frame | None:
         """The first complete frame, or None if it has not fully arrived yet."""
         buffer = self._buffer
-        if len(buffer) < PREFIX_SIZE:
+        head = next(scan_frames(buffer, self._max_length), None)
+        if head is None:
             return None
-        length, kind = PREFIX.unpack_from(buffer, 0)
-        self._check_length(length)
-        stop = 4 + length
-        if stop > len(buffer):
-            return None
-        frame = Frame(kind, bytes(buffer[PREFIX_SIZE:stop]))
+        kind, start, stop = head
+        frame = Frame(kind, bytes(buffer[start:stop]))
         del buffer[:stop]
         return frame
 
@@ -119,12 +154,10 @@ class FrameReader:
         return missing_bytes(self._buffer, self._max_length)
 
     def take_buffer(self) -> bytearray:
-        """Hand over the raw buffer (for the relay's zero-copy scanner); the reader starts empty."""
+        """Hand over the raw buffer (the worker passes what followed WELCOME on to its
+        broadcast reader); the reader starts empty."""
         buffer, self._buffer = self._buffer, bytearray()
         return buffer
-
-    def restore_buffer(self, buffer: bytearray) -> None:
-        self._buffer = buffer
 
 
 def missing_bytes(buffer: bytearray, max_length: int) -> int:

@@ -153,13 +153,7 @@ async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
             drain()
 
 
-#: The hub connection's descriptor in this process (for tests that must misbehave on purpose).
-HUB_FD: int | None = None
-
-
 async def run_worker(hub_fd: int) -> int:
-    global HUB_FD
-    HUB_FD = hub_fd
     sock = socket.socket(fileno=hub_fd)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     link = HubLink(stream)

@@ -2,8 +2,6 @@
 
 import os
 
-from stereo.worker import runtime as _worker_main
-
 MARKER = os.environ["GARBAGE_MARKER"]
 
 
@@ -13,7 +11,9 @@ async def serve(worker):
     if worker.id == 1 and not os.path.exists(MARKER):
         open(MARKER, "w").close()
         garbage = os.environ.get("GARBAGE_BYTES", "\xff" * 64).encode("latin-1")
-        os.write(_worker_main.HUB_FD, garbage)
+        # Misbehaving on purpose needs the raw hub connection, which the worker keeps in a private
+        # attribute: a test app may reach for it, an app never should.
+        os.write(worker._hub_sock.fileno(), garbage)
     await worker.broadcast(["hello", worker.id, os.getpid()])
     async for msg in inbox:
         print(f"saw {msg.data[0]} from {msg.data[1]} pid={msg.data[2]}", flush=True)

@@ -15,8 +15,6 @@ import struct
 
 from _once import first_time
 
-from stereo.worker import runtime as _worker_main
-
 MARKER = os.environ["FUZZ_MARKER"]
 MODE = os.environ["FUZZ_MODE"]
 
@@ -25,17 +23,18 @@ async def serve(worker):
     inbox = worker.messages()
     print(f"started pid={os.getpid()}", flush=True)
     if worker.id == 1 and first_time(MARKER):
+        # Misbehaving on purpose needs the raw hub connection, which the worker keeps in a private
+        # attribute: a test app may reach for it, an app never should.
+        hub = worker._hub_sock
         if MODE == "random":
             rng = random.Random(int(os.environ["FUZZ_SEED"]))
             size = int(os.environ.get("FUZZ_SIZE", "4096"))
             data = bytes(rng.getrandbits(8) for _ in range(size))
-            os.write(_worker_main.HUB_FD, data)
+            os.write(hub.fileno(), data)
         elif MODE == "truncated":
             # A BROADCAST announcing 100 body bytes, of which 20 arrive; then EOF.
-            os.write(_worker_main.HUB_FD, struct.pack(">IB", 101, 0x05) + b"\0" * 20)
-            hub = socket.socket(fileno=os.dup(_worker_main.HUB_FD))
+            os.write(hub.fileno(), struct.pack(">IB", 101, 0x05) + b"\0" * 20)
             hub.shutdown(socket.SHUT_WR)
-            hub.close()
         print("misbehaved", flush=True)
     await worker.broadcast(["hello", worker.id, os.getpid()])
     async for msg in inbox:
