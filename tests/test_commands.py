@@ -18,7 +18,7 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from stereo.control import commands
-from stereo.control.commands import Context, UsageError, parse_line, parse_signal
+from stereo.control.commands import Context, UsageError, parse_line
 from stereo.control.console import ConsoleCompleter
 from stereo.control.render import format_help, format_result, format_status, human_duration
 from stereo.control.top import render_top
@@ -27,6 +27,7 @@ from stereo.master.config import Settings
 from stereo.master.lifecycle import ProcessState
 from stereo.master.master import Master
 from stereo.master.output import OutputSink
+from stereo.wire.control import parse_signal
 
 # -- parsing typed lines ------------------------------------------------------------------------
 

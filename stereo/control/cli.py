@@ -10,9 +10,9 @@ import sys
 from typing import Any
 
 from ..errors import ControlError
+from .client import ControlClient, ControlUnreachable, default_control_path
 from .commands import UsageError, parse_words
 from .render import format_help, format_result
-from .server import ControlClient, ControlUnreachable, default_control_path
 
 #: ``stereo ctl`` exit statuses.
 EXIT_OK = 0

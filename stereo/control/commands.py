@@ -26,6 +26,7 @@ import psutil
 import trio
 
 from ..errors import ControlError, StereoError
+from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
 
 if TYPE_CHECKING:
@@ -353,28 +354,6 @@ def shutdown(ctx: Context, mode: str = "graceful") -> dict[str, Any]:
 def _not_stopping(ctx: Context) -> None:
     if ctx.master.supervisor.stopping:
         raise ControlError("the master is shutting down")
-
-
-def parse_signal(value: str | int) -> int:
-    """'TERM', 'sigterm', 'SIGTERM', '15' or 15 -> 15."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str):
-        text = value.strip().upper()
-        if text.isdigit():
-            number = int(text)
-        else:
-            name = text if text.startswith("SIG") else "SIG" + text
-            try:
-                return int(signal.Signals[name])
-            except KeyError:
-                raise ControlError(f"unknown signal {value!r}") from None
-    else:
-        raise ControlError(f"a signal is a name or a number, not {type(value).__name__}")
-    try:
-        return int(signal.Signals(number))
-    except ValueError:
-        raise ControlError(f"unknown signal {value!r}") from None
 
 
 # -- the table the server dispatches on --------------------------------------------------------

@@ -26,9 +26,9 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import StdoutProxy
 
 from ..errors import ControlError
+from .client import ControlClient, ControlUnreachable
 from .commands import ALIASES, COMMANDS, UsageError, parse_line
 from .render import format_help, format_result
-from .server import ControlClient, ControlUnreachable
 from .top import run_top
 
 if TYPE_CHECKING:
