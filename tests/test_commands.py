@@ -17,10 +17,11 @@ from conftest import APPS, Output, wait_exited
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stereo.control import commands
-from stereo.control.commands import Context, UsageError, parse_line
+from stereo.control import commands, syntax
+from stereo.control.commands import Context
 from stereo.control.console import ConsoleCompleter
 from stereo.control.render import format_help, format_result, format_status, human_duration
+from stereo.control.syntax import UsageError, parse_line
 from stereo.control.top import render_top
 from stereo.errors import ControlError
 from stereo.master.config import Settings
@@ -102,6 +103,14 @@ def test_parse_signal() -> None:
     for bad in ("NOPE", "999", True, 3.5):
         with pytest.raises(ControlError):
             parse_signal(bad)  # type: ignore[arg-type]
+
+
+def test_client_and_server_tables_agree() -> None:
+    """Every command the console sends to the master has a handler there, and the master
+    answers no command the console does not know."""
+    in_master = {name for name, command in syntax.COMMANDS.items() if command.in_master}
+    assert in_master == set(commands.HANDLERS)
+    assert {"top", "help", "quit"} == set(syntax.COMMANDS) - in_master
 
 
 # -- rendering ----------------------------------------------------------------------------------

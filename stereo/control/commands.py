@@ -1,11 +1,12 @@
-"""Control commands: plain functions from a running master to plain data.
+"""Control commands, the master's side: plain functions from a running master to plain data.
 
 Nothing here knows about sockets or terminals. The control server (:mod:`stereo.control.server`)
 decodes a request, calls :func:`execute`, and encodes whatever comes back; the console and
-``stereo ctl`` turn a typed line into a request with :func:`parse_line` and render the result.
-Every result is made of dicts, lists, strings, numbers, booleans and None, so it travels as CBOR
-and prints as JSON (the field names are documented in docs/console.md and kept stable for
-scripts).
+``stereo ctl`` turn a typed line into a request (:mod:`stereo.control.syntax`) and render the
+result (:mod:`stereo.control.render`). Arguments come from any program, so :data:`HANDLERS`
+checks their types again. Every result is made of dicts, lists, strings, numbers, booleans and
+None, so it travels as CBOR and prints as JSON (the field names are documented in docs/console.md
+and kept stable for scripts).
 
 An operator's mistake (unknown worker, bad signal name...) raises :class:`ControlError` with a
 sentence meant for them; anything else escaping from here is a bug in stereo.
@@ -14,12 +15,11 @@ sentence meant for them; anything else escaping from here is a bug in stereo.
 from __future__ import annotations
 
 import inspect as _inspect
-import json
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -358,120 +358,6 @@ def _not_stopping(ctx: Context) -> None:
 
 # -- the table the server dispatches on --------------------------------------------------------
 
-ArgParser = Callable[[list[str], str], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A command as the console and ``ctl`` know it: how to type it, and how it maps to a call."""
-
-    name: str
-    usage: str
-    summary: str
-    details: str = ""
-    # Client side: the words after the command name (and the raw rest of the line) -> wire args.
-    parse: ArgParser | None = None
-    # Server side: (context, wire args) -> result. None for commands the client handles itself.
-    call: Callable[[Context, dict[str, Any]], Any] | None = None
-    takes_ids: bool = False
-    aliases: tuple[str, ...] = field(default=())
-
-
-class UsageError(ControlError):
-    """The typed command line is wrong; the message says how to write it."""
-
-
-def _no_args(name: str) -> ArgParser:
-    def parse(words: list[str], rest: str) -> dict[str, Any]:
-        if words:
-            raise UsageError(f"{name} takes no arguments")
-        return {}
-
-    return parse
-
-
-def _word_int(word: str, what: str) -> int:
-    try:
-        value = int(word)
-    except ValueError:
-        raise UsageError(f"{what} must be a whole number, not {word!r}") from None
-    return value
-
-
-def _parse_inspect(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) != 1:
-        raise UsageError("usage: inspect ID")
-    return {"id": _word_int(words[0], "a worker id")}
-
-
-def _parse_add(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1:
-        raise UsageError("usage: add [N]")
-    return {"count": _word_int(words[0], "N") if words else 1}
-
-
-def _parse_remove(words: list[str], rest: str) -> dict[str, Any]:
-    if not words:
-        return {}
-    if words[0] in ("-n", "--count"):
-        if len(words) != 2:
-            raise UsageError("usage: remove -n N")
-        return {"count": _word_int(words[1], "N")}
-    return {"ids": [_word_int(word, "a worker id") for word in words]}
-
-
-def _parse_scale(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) != 1:
-        raise UsageError("usage: scale N")
-    return {"workers": _word_int(words[0], "N")}
-
-
-def _parse_restart(words: list[str], rest: str) -> dict[str, Any]:
-    if words == ["all"]:
-        return {}
-    if not words:
-        raise UsageError("usage: restart ID... | restart all")
-    return {"ids": [_word_int(word, "a worker id") for word in words]}
-
-
-def _parse_kill(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) not in (1, 2):
-        raise UsageError("usage: kill ID [SIGNAL]")
-    args: dict[str, Any] = {"id": _word_int(words[0], "a worker id")}
-    if len(words) == 2:
-        try:
-            parse_signal(words[1])  # complain before sending
-        except ControlError as exc:
-            raise UsageError(str(exc)) from None
-        args["signal"] = words[1]
-    return args
-
-
-def _parse_broadcast(words: list[str], rest: str) -> dict[str, Any]:
-    text = rest.strip()
-    if not text:
-        raise UsageError('usage: broadcast VALUE (a JSON literal, e.g. {"reload": true})')
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"broadcast: {text!r} is not JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-    return {"value": value}
-
-
-def _parse_shutdown(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1 or (words and words[0] not in ("graceful", "quick")):
-        raise UsageError("usage: shutdown [graceful|quick]")
-    return {"mode": words[0] if words else "graceful"}
-
-
-def _parse_help(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1:
-        raise UsageError("usage: help [COMMAND]")
-    return {"command": words[0]} if words else {}
-
-
 # Wire argument checks: requests may come from any program, so types are checked here again.
 
 
@@ -517,156 +403,20 @@ def _arg_value(args: dict[str, Any]) -> Any:
     return args["value"]
 
 
-COMMANDS: dict[str, Command] = {
-    command.name: command
-    for command in [
-        Command(
-            "status",
-            "status",
-            "the worker table",
-            "One row per worker process: slot, pid, state, uptime, restarts, last exit reason,"
-            " memory (RSS), CPU % over the last second, broadcasts in/out and how full its"
-            " outbound buffer in the master is.",
-            _no_args("status"),
-            lambda ctx, args: status(ctx),
-        ),
-        Command(
-            "inspect",
-            "inspect ID",
-            "everything known about one worker",
-            "Slot state, restarts, failure reason and, for each of its processes, counters,"
-            " heartbeat age, cut-off reason, threads, open files and command line.",
-            _parse_inspect,
-            lambda ctx, args: inspect(ctx, _arg_int(args, "id")),
-            takes_ids=True,
-        ),
-        Command(
-            "add",
-            "add [N]",
-            "start N more workers (default 1)",
-            "New workers take the lowest free ids.",
-            _parse_add,
-            lambda ctx, args: add(ctx, _arg_int(args, "count", 1)),
-        ),
-        Command(
-            "remove",
-            "remove [ID...] | remove -n N",
-            "stop workers gracefully, without replacing them",
-            "Removes the named workers, or the N highest-numbered ones (default: the highest one)."
-            " Each drains (SIGTERM) and is killed after --graceful-timeout.",
-            _parse_remove,
-            lambda ctx, args: remove(ctx, _arg_ids(args), _arg_optional_int(args, "count")),
-            takes_ids=True,
-        ),
-        Command(
-            "scale",
-            "scale N",
-            "add or remove workers until there are N",
-            "Removal is graceful and takes the highest ids first.",
-            _parse_scale,
-            lambda ctx, args: scale(ctx, _arg_int(args, "workers")),
-        ),
-        Command(
-            "restart",
-            "restart ID... | restart all",
-            "rolling restart",
-            "One worker at a time: its replacement is started and ready before the old process"
-            " is asked to drain. A failed worker is simply started again.",
-            _parse_restart,
-            lambda ctx, args: restart(ctx, _arg_ids(args)),
-            takes_ids=True,
-        ),
-        Command(
-            "kill",
-            "kill ID [SIGNAL]",
-            "send a signal to a worker (default TERM)",
-            "SIGNAL is a name (TERM, SIGKILL, usr1...) or a number. The worker is respawned if it"
-            " dies, as after any crash.",
-            _parse_kill,
-            lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
-            takes_ids=True,
-        ),
-        Command(
-            "broadcast",
-            "broadcast VALUE",
-            "send a JSON value to every worker (sender 0)",
-            'The rest of the line is one JSON literal: 42, "text", [1, 2], {"reload": true}.',
-            _parse_broadcast,
-            lambda ctx, args: broadcast(ctx, _arg_value(args)),
-        ),
-        Command(
-            "stats",
-            "stats",
-            "hub totals and rates",
-            "Broadcasts, deliveries and bytes since the start and per second over the last"
-            " second, cut-offs (slow consumers dropped), respawns, master memory and CPU.",
-            _no_args("stats"),
-            lambda ctx, args: stats(ctx),
-        ),
-        Command(
-            "shutdown",
-            "shutdown [graceful|quick]",
-            "stop the master and every worker",
-            "graceful (the default) lets workers drain; quick kills them at once.",
-            _parse_shutdown,
-            lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
-        ),
-        Command(
-            "top",
-            "top",
-            "live view, redrawn every second (q to leave)",
-            "Also available as `stereo top`.",
-            _no_args("top"),
-            aliases=("watch",),
-        ),
-        Command(
-            "help",
-            "help [COMMAND]",
-            "list the commands, or explain one",
-            "",
-            _parse_help,
-        ),
-        Command(
-            "quit",
-            "quit",
-            "detach the console; the master keeps running",
-            "Ctrl-D does the same.",
-            _no_args("quit"),
-            aliases=("exit", "detach"),
-        ),
-    ]
+#: Command name -> (context, wire arguments) -> result. The names are those of the client's table
+#: (:data:`stereo.control.syntax.COMMANDS`) that run in the master.
+HANDLERS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
+    "status": lambda ctx, args: status(ctx),
+    "inspect": lambda ctx, args: inspect(ctx, _arg_int(args, "id")),
+    "add": lambda ctx, args: add(ctx, _arg_int(args, "count", 1)),
+    "remove": lambda ctx, args: remove(ctx, _arg_ids(args), _arg_optional_int(args, "count")),
+    "scale": lambda ctx, args: scale(ctx, _arg_int(args, "workers")),
+    "restart": lambda ctx, args: restart(ctx, _arg_ids(args)),
+    "kill": lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
+    "broadcast": lambda ctx, args: broadcast(ctx, _arg_value(args)),
+    "stats": lambda ctx, args: stats(ctx),
+    "shutdown": lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
 }
-
-ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
-
-
-def lookup(name: str) -> Command:
-    command = COMMANDS.get(ALIASES.get(name, name))
-    if command is None:
-        raise UsageError(f"unknown command {name!r}; type `help` for the list")
-    return command
-
-
-def parse_words(words: list[str], rest: str | None = None) -> tuple[Command, dict[str, Any]]:
-    """Client side: a command name and its words -> the command and its wire arguments."""
-    if not words:
-        raise UsageError("no command given")
-    command = lookup(words[0])
-    if rest is None:
-        rest = " ".join(words[1:])
-    assert command.parse is not None
-    return command, command.parse(words[1:], rest)
-
-
-def parse_line(line: str) -> tuple[Command, dict[str, Any]] | None:
-    """Client side: one console line -> the command and its wire arguments (None: empty line).
-
-    Words are split on whitespace, not shell-quoted, so ``broadcast`` gets its JSON verbatim."""
-    stripped = line.strip()
-    if not stripped:
-        return None
-    name, _, rest = stripped.partition(" ")
-    return parse_words([name, *rest.split()], rest)
 
 
 async def execute(ctx: Context, name: Any, args: Any) -> Any:
@@ -677,10 +427,10 @@ async def execute(ctx: Context, name: Any, args: Any) -> Any:
         args = {}
     if not isinstance(args, dict):
         raise ControlError("'args' must be a map")
-    command = COMMANDS.get(name)
-    if command is None or command.call is None:
+    handler = HANDLERS.get(name)
+    if handler is None:
         raise ControlError(f"unknown command {name!r}")
-    result = command.call(ctx, args)
+    result = handler(ctx, args)
     if _inspect.isawaitable(result):
         awaitable: Awaitable[Any] = result
         result = await awaitable

@@ -27,8 +27,8 @@ from prompt_toolkit.patch_stdout import StdoutProxy
 
 from ..errors import ControlError
 from .client import ControlClient, ControlUnreachable
-from .commands import ALIASES, COMMANDS, UsageError, parse_line
 from .render import format_help, format_result
+from .syntax import ALIASES, COMMANDS, UsageError, parse_line
 from .top import run_top
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Text rendering of command results, shared by the console, ``stereo ctl`` and ``stereo top``.
 
-Pure functions from the data the commands return (:mod:`stereo.control.commands`) to strings.
+Pure functions from the data the commands return (docs/console.md, "JSON output") to strings.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .commands import COMMANDS, lookup
+from .syntax import COMMANDS, lookup
 
 
 def human_bytes(value: float | None) -> str:
