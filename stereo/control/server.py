@@ -16,17 +16,15 @@ import os
 import socket
 import stat
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from ..errors import ControlError, ProtocolError
-from ..wire.control import decode_request, encode_reply, request_limit
+from ..wire.control import decode_request, encode_reply
 from ..wire.framing import Frame, FrameReader, FrameTooLarge
-from .commands import Context, execute
-
-if TYPE_CHECKING:
-    from ..master.master import Master
+from .commands import Context, Target, execute
 
 #: Connections served at once; more are answered with an error and closed.
 MAX_CONNECTIONS = 32
@@ -112,11 +110,18 @@ class ControlServer:
     """Serves control connections for one master: from the socket at ``path`` (if any) and from
     streams handed to :meth:`serve_stream` (the in-place console's socketpair)."""
 
-    def __init__(self, master: Master, path: str | None) -> None:
-        self.master = master
+    def __init__(
+        self,
+        target: Target,
+        *,
+        path: str | None,
+        max_request_size: int,
+        log: Callable[[str], None],
+    ) -> None:
         self.path = path
-        self.context = Context(master)
-        self.max_request_size = request_limit(master.settings.max_message_size)
+        self.context = Context(target)
+        self.max_request_size = max_request_size
+        self.log = log
         self.connections = 0
         self._client_arrived = trio.Event()
         self.listening: str | None = None  # the path, once bound
@@ -131,10 +136,10 @@ class ControlServer:
                 info = os.stat(self.path)
                 self._inode = (info.st_dev, info.st_ino)
                 self.listening = self.path
-                self.master.sink.log(f"control socket: {self.path}")
+                self.log(f"control socket: {self.path}")
             except ControlError as exc:
                 # The app matters more than its console: run on, but say so loudly.
-                self.master.sink.log(f"control socket disabled: {exc} (use --control PATH)")
+                self.log(f"control socket disabled: {exc} (use --control PATH)")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -174,7 +179,7 @@ class ControlServer:
             except OSError as exc:
                 # Out of descriptors or memory: wait for a connection to end, don't spin or die.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    self.master.sink.log(f"control: accept failed ({exc.strerror}); pausing")
+                    self.log(f"control: accept failed ({exc.strerror}); pausing")
                     await trio.sleep(0.1)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
@@ -196,7 +201,7 @@ class ControlServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass  # the client went away or stopped reading: its problem only
         except Exception as exc:  # a bug of ours: cost this connection, never the master
-            self.master.sink.log(f"control: internal error, connection dropped: {exc!r}")
+            self.log(f"control: internal error, connection dropped: {exc!r}")
         finally:
             self.connections -= 1
 
@@ -208,7 +213,7 @@ class ControlServer:
         if not trusted:
             pid, uid = peer_uid(stream.socket)
             if uid not in (os.geteuid(), 0):
-                self.master.sink.log(f"control: refused a client running as uid {uid} (pid {pid})")
+                self.log(f"control: refused a client running as uid {uid} (pid {pid})")
                 await self._refuse(
                     stream,
                     f"permission denied: uid {uid} may not control this master"
@@ -268,5 +273,5 @@ class ControlServer:
         except ControlError as exc:
             return encode_reply(request_id, error=str(exc))
         except Exception as exc:
-            self.master.sink.log(f"control: command failed with an internal error: {exc!r}")
+            self.log(f"control: command failed with an internal error: {exc!r}")
             return encode_reply(request_id, error=f"internal error: {type(exc).__name__}: {exc}")

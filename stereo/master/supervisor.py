@@ -546,9 +546,6 @@ class Supervisor:
         if self.stopping and not self.slots and not self.live:
             self.idle.set()
 
-    def all_processes(self) -> list[WorkerProcess]:
-        return sorted(self.live, key=lambda proc: (proc.slot.id, proc.started_at))
-
     # -- what the control plane reads -------------------------------------------------------
 
     def snapshot(self) -> SupervisorSnapshot:
