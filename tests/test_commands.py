@@ -19,7 +19,7 @@ from conftest import APPS, Output, wait_exited
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stereo.control import commands, syntax
+from stereo.control import commands, render, syntax
 from stereo.control.commands import Context
 from stereo.control.console import ConsoleCompleter
 from stereo.control.render import format_help, format_result, format_status, human_duration
@@ -122,6 +122,7 @@ def test_client_and_server_tables_agree() -> None:
     in_master = {name for name, command in syntax.COMMANDS.items() if command.in_master}
     assert in_master == set(commands.HANDLERS)
     assert {"top", "help", "quit"} == set(syntax.COMMANDS) - in_master
+    assert in_master == set(render.FORMATTERS)  # and each result has its text
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -219,6 +220,8 @@ def test_format_results_and_help() -> None:
     assert format_result("add", {"added": [3, 4]}) == "added workers 3, 4"
     assert format_result("remove", {"removed": [2]}) == "removing 2 (draining gracefully)"
     assert format_result("restart", {"restarted": [1, 2]}) == "restarted 1, 2"
+    assert format_result("scale", {"added": [], "removed": []}) == "already at that size"
+    assert format_result("future", {"n": 1}) == '{\n  "n": 1\n}'
     assert "kill ID [SIGNAL]" in format_help()
     assert format_help("restart").startswith("restart ID... | restart all")
     assert human_duration(59.94) == "59.9s"
