@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import trio
 
@@ -190,7 +191,16 @@ class Master:
                     if self.settings.console:
                         from ..control.console import run_in_place
 
-                        nursery.start_soon(run_in_place, self)
+                        nursery.start_soon(
+                            partial(
+                                run_in_place,
+                                self.control.serve_stream,
+                                self.sink.redirect,
+                                stopping=lambda: self.supervisor.stopping,
+                                log=self.sink.log,
+                                reattach_path=self.control.listening,
+                            )
+                        )
                 task_status.started()
                 await self.supervisor.idle.wait()
                 self.sink.log("all workers stopped; bye")
