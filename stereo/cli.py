@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import trio
 
-from .control.server import default_control_path
+from .control.client import default_control_path
 from .errors import StereoError
 from .master.binds import parse_bind
 from .master.config import (

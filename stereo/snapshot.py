@@ -65,6 +65,11 @@ class SlotSnapshot:
     def current_pid(self) -> int | None:
         return next((p.pid for p in self.processes if p.current), None)
 
+    @property
+    def removed(self) -> bool:
+        """Gone from the master's slots; listed only while a process of it still drains."""
+        return self.state == "removed"
+
 
 @dataclass(frozen=True, slots=True)
 class SupervisorSnapshot:
@@ -73,9 +78,18 @@ class SupervisorSnapshot:
     stopping: bool
 
     @property
+    def ids(self) -> list[int]:
+        """Every slot the master has (being removed or not)."""
+        return [slot.id for slot in self.slots if not slot.removed]
+
+    @property
     def active_ids(self) -> list[int]:
         """Slots that are not being removed."""
         return [slot.id for slot in self.slots if not slot.retiring]
+
+    def slot(self, slot_id: int) -> SlotSnapshot | None:
+        """The slot with this id, unless there is none (or it is removed)."""
+        return next((s for s in self.slots if s.id == slot_id and not s.removed), None)
 
     @property
     def processes(self) -> int:

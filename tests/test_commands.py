@@ -6,9 +6,11 @@ trio loop (real worker processes, no control socket) and call the functions dire
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,16 +19,27 @@ from conftest import APPS, Output, wait_exited
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from stereo.control import commands
-from stereo.control.commands import Context, UsageError, parse_line, parse_signal
+from stereo.control import commands, render, syntax
+from stereo.control.commands import Context
 from stereo.control.console import ConsoleCompleter
 from stereo.control.render import format_help, format_result, format_status, human_duration
+from stereo.control.sampler import Sampler
+from stereo.control.syntax import UsageError, parse_line
 from stereo.control.top import render_top
 from stereo.errors import ControlError
 from stereo.master.config import Settings
 from stereo.master.lifecycle import ProcessState
 from stereo.master.master import Master
 from stereo.master.output import OutputSink
+from stereo.snapshot import (
+    HubStatistics,
+    MasterSnapshot,
+    PeerStatistics,
+    ProcessSnapshot,
+    SlotSnapshot,
+    SupervisorSnapshot,
+)
+from stereo.wire.control import parse_signal
 
 # -- parsing typed lines ------------------------------------------------------------------------
 
@@ -101,6 +114,15 @@ def test_parse_signal() -> None:
     for bad in ("NOPE", "999", True, 3.5):
         with pytest.raises(ControlError):
             parse_signal(bad)  # type: ignore[arg-type]
+
+
+def test_client_and_server_tables_agree() -> None:
+    """Every command the console sends to the master has a handler there, and the master
+    answers no command the console does not know."""
+    in_master = {name for name, command in syntax.COMMANDS.items() if command.in_master}
+    assert in_master == set(commands.HANDLERS)
+    assert {"top", "help", "quit"} == set(syntax.COMMANDS) - in_master
+    assert in_master == set(render.FORMATTERS)  # and each result has its text
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -198,6 +220,8 @@ def test_format_results_and_help() -> None:
     assert format_result("add", {"added": [3, 4]}) == "added workers 3, 4"
     assert format_result("remove", {"removed": [2]}) == "removing 2 (draining gracefully)"
     assert format_result("restart", {"restarted": [1, 2]}) == "restarted 1, 2"
+    assert format_result("scale", {"added": [], "removed": []}) == "already at that size"
+    assert format_result("future", {"n": 1}) == '{\n  "n": 1\n}'
     assert "kill ID [SIGNAL]" in format_help()
     assert format_help("restart").startswith("restart ID... | restart all")
     assert human_duration(59.94) == "59.9s"
@@ -219,6 +243,182 @@ def test_completion() -> None:
     assert _completions("shutdown q") == ["quick"]
     assert _completions("help re") == ["remove", "restart"]
     assert _completions("broadcast ") == []
+
+
+# -- the commands against plain data --------------------------------------------------------------
+
+PEER = PeerStatistics(
+    messages_in=3,
+    messages_out=4,
+    bytes_in=30,
+    bytes_out=40,
+    outbox_bytes=256,
+    peak_outbox_bytes=512,
+    cut_off_reason=None,
+)
+
+
+def process(pid: int, current: bool) -> ProcessSnapshot:
+    return ProcessSnapshot(
+        pid=pid,
+        state="ready" if current else "draining",
+        current=current,
+        started_at=10.0,
+        started_wall=1e9,
+        ready_at=10.5,
+        stop_requested=not current,
+        last_heartbeat=11.0,
+        boot_error=None,
+        hub=PEER,
+    )
+
+
+def slot(slot_id: int, state: str, *processes: ProcessSnapshot) -> SlotSnapshot:
+    return SlotSnapshot(
+        id=slot_id,
+        state=state,
+        retiring=state == "removed",
+        restarts=1,
+        last_exit="exit 1",
+        failed_reason="it keeps crashing" if state == "failed" else None,
+        quick_failures=5 if state == "failed" else 0,
+        processes=processes,
+    )
+
+
+class FakeMaster:
+    """A Target that records what it is asked to do; its state is a fixed snapshot."""
+
+    def __init__(self, *slots: SlotSnapshot) -> None:
+        self.snap = MasterSnapshot(
+            pid=os.getpid(),
+            now=12.0,
+            started_at=2.0,
+            control_path="/tmp/x.sock",
+            supervisor=SupervisorSnapshot(slots=slots, respawns=2, stopping=False),
+            hub=HubStatistics(
+                broadcasts=5,
+                deliveries=10,
+                bytes_in=100,
+                bytes_out=200,
+                cutoffs=0,
+                peers=1,
+                next_seq=6,
+                outbox_limit=1024,
+            ),
+        )
+        self.calls: list[tuple[Any, ...]] = []
+
+    def snapshot(self) -> MasterSnapshot:
+        return self.snap
+
+    def add(self, count: int) -> list[int]:
+        self.calls.append(("add", count))
+        return [9]
+
+    def remove(self, slot_ids: list[int]) -> list[int]:
+        self.calls.append(("remove", slot_ids))
+        return slot_ids
+
+    def highest_slots(self, count: int) -> list[int]:
+        return sorted(self.snap.supervisor.active_ids, reverse=True)[:count]
+
+    def scale(self, workers: int) -> tuple[list[int], list[int]]:
+        self.calls.append(("scale", workers))
+        return [], []
+
+    async def restart(self, slot_ids: list[int] | None) -> list[int]:
+        self.calls.append(("restart", slot_ids))
+        return slot_ids or []
+
+    def kill(self, slot_id: int, signum: int) -> int | None:
+        self.calls.append(("kill", slot_id, signum))
+        found = self.snap.supervisor.slot(slot_id)
+        return found.current_pid if found else None
+
+    def broadcast(self, payload: bytes) -> int:
+        self.calls.append(("broadcast", payload))
+        return 6
+
+    def shutdown(self, graceful: bool) -> None:
+        self.calls.append(("shutdown", graceful))
+
+    def log(self, line: str) -> None:
+        self.calls.append(("log", line))
+
+
+NO_PID = 2**22 + 7  # above any pid Linux hands out (pid_max is at most 2**22)
+
+
+def test_commands_read_the_snapshot() -> None:
+    target = FakeMaster(
+        slot(1, "running", process(NO_PID, True)),
+        slot(2, "failed"),
+        slot(3, "removed", process(NO_PID + 1, False)),  # removed, its process still draining
+    )
+    ctx = Context(target)
+    rows = commands.status(ctx)
+    assert [(r["slot"], r["pid"], r["state"], r["current"]) for r in rows] == [
+        (1, NO_PID, "ready", True),
+        (2, None, "failed", False),
+        (3, NO_PID + 1, "draining", False),
+    ]
+    assert rows[0]["uptime"] == 2.0 and rows[0]["outbox_fill"] == 0.25
+    assert rows[0]["rss"] is None and rows[0]["cpu_percent"] is None  # no such process
+    assert rows[1]["last_exit"] == "it keeps crashing"
+
+    info = commands.inspect(ctx, 1)
+    assert info["current_pid"] == NO_PID
+    (proc,) = info["processes"]
+    assert (proc["ready_after"], proc["heartbeat_age"]) == (0.5, 1.0)
+    assert proc["peak_outbox_bytes"] == 512
+    assert "threads" not in proc  # psutil could not read it
+    assert commands.inspect(ctx, 2)["quick_failures"] == 5
+
+    with pytest.raises(ControlError, match=r"there is no worker 3 \(workers: 1, 2\)"):
+        commands.inspect(ctx, 3)  # removed: only listed while it drains
+    with pytest.raises(ControlError, match=r"worker 2 has no process right now \(failed\)"):
+        commands.kill(ctx, 2)
+    with pytest.raises(ControlError, match="no running worker 3"):
+        commands.remove(ctx, [3])
+
+    stats = commands.stats(ctx)
+    assert (stats["uptime"], stats["workers"], stats["processes"]) == (10.0, 2, 2)
+    assert stats["control_path"] == "/tmp/x.sock" and stats["master_rss"]
+
+
+async def test_commands_act_through_the_target() -> None:
+    target = FakeMaster(slot(1, "running", process(NO_PID, True)), slot(2, "running"))
+    ctx = Context(target)
+    assert commands.remove(ctx, count=1) == {"removed": [2]}
+    assert commands.kill(ctx, 1, "usr1") == {"slot": 1, "pid": NO_PID, "signal": "SIGUSR1"}
+    assert commands.broadcast(ctx, [1]) == {"seq": 6, "receivers": 1}
+    assert await commands.restart(ctx, [1]) == {"restarted": [1]}
+    assert commands.shutdown(ctx, "quick") == {"stopping": True, "graceful": False}
+    assert target.calls == [
+        ("remove", [2]),
+        ("kill", 1, signal.SIGUSR1),
+        ("broadcast", b"\x81\x01"),
+        ("restart", [1]),
+        ("log", "control: quick shutdown requested"),
+        ("shutdown", False),
+    ]
+    target.snap = replace(target.snap, supervisor=replace(target.snap.supervisor, stopping=True))
+    for refused in (lambda: commands.add(ctx), lambda: commands.scale(ctx, 3)):
+        with pytest.raises(ControlError, match="shutting down"):
+            refused()
+
+
+def test_sampler_rates() -> None:
+    target = FakeMaster()
+    sampler = Sampler()
+    sampler.sample(target.snap)
+    assert set(sampler.rates.values()) == {0.0}
+    hub = replace(target.snap.hub, broadcasts=25, bytes_out=1200)
+    sampler.sample(replace(target.snap, now=14.0, hub=hub))
+    assert sampler.rates["broadcasts_per_s"] == 10.0
+    assert sampler.rates["bytes_out_per_s"] == 500.0
+    assert sampler.rates["respawns_per_s"] == 0.0
 
 
 # -- the commands against a real master ---------------------------------------------------------

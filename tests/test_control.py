@@ -17,16 +17,10 @@ import pytest
 import trio
 from conftest import Stereo, open_stereo, stereo_command
 
-from stereo.control.server import (
-    ControlClient,
-    ControlUnreachable,
-    bind_control_socket,
-    decode_reply,
-    decode_request,
-    default_control_path,
-    encode_request,
-)
+from stereo.control.client import ControlClient, ControlUnreachable, default_control_path
+from stereo.control.server import bind_control_socket
 from stereo.errors import ControlError, ProtocolError
+from stereo.wire.control import decode_reply, decode_request, encode_request
 from stereo.wire.framing import FrameReader, encode_frame
 from stereo.wire.protocol import Kind
 

@@ -10,9 +10,9 @@ import sys
 from typing import Any
 
 from ..errors import ControlError
-from .commands import UsageError, parse_words
+from .client import ControlClient, ControlUnreachable, default_control_path
 from .render import format_help, format_result
-from .server import ControlClient, ControlUnreachable, default_control_path
+from .syntax import UsageError, parse_words
 
 #: ``stereo ctl`` exit statuses.
 EXIT_OK = 0
@@ -87,7 +87,7 @@ def ctl(control: str | None, words: list[str], as_json: bool = False) -> int:
         text = format_help(args.get("command"))
         print(json.dumps(text) if as_json else text)
         return EXIT_OK
-    if command.call is None:
+    if not command.in_master:
         return fail(EXIT_USAGE, f"{command.name} only makes sense in `stereo console`")
     try:
         with ControlClient.connect(path) as client:

@@ -1,11 +1,12 @@
-"""Control commands: plain functions from a running master to plain data.
+"""Control commands, the master's side: plain functions from a running master to plain data.
 
 Nothing here knows about sockets or terminals. The control server (:mod:`stereo.control.server`)
 decodes a request, calls :func:`execute`, and encodes whatever comes back; the console and
-``stereo ctl`` turn a typed line into a request with :func:`parse_line` and render the result.
-Every result is made of dicts, lists, strings, numbers, booleans and None, so it travels as CBOR
-and prints as JSON (the field names are documented in docs/console.md and kept stable for
-scripts).
+``stereo ctl`` turn a typed line into a request (:mod:`stereo.control.syntax`) and render the
+result (:mod:`stereo.control.render`). Arguments come from any program, so :data:`HANDLERS`
+checks their types again. Every result is made of dicts, lists, strings, numbers, booleans and
+None, so it travels as CBOR and prints as JSON (the field names are documented in docs/console.md
+and kept stable for scripts).
 
 An operator's mistake (unknown worker, bad signal name...) raises :class:`ControlError` with a
 sentence meant for them; anything else escaping from here is a bug in stereo.
@@ -14,154 +15,104 @@ sentence meant for them; anything else escaping from here is a bug in stereo.
 from __future__ import annotations
 
 import inspect as _inspect
-import json
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import psutil
-import trio
+from typing import Any, Protocol
 
 from ..errors import ControlError, StereoError
+from ..snapshot import MasterSnapshot, ProcessSnapshot, SlotSnapshot
+from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
-
-if TYPE_CHECKING:
-    from ..master.master import Master
-    from ..master.process import WorkerProcess
-    from ..master.slot import Slot
+from .sampler import Sampler
 
 
-# -- per-master state the commands share ------------------------------------------------------
+class Target(Protocol):
+    """What the commands need of a running master, and all they may do to it. Reading goes
+    through :meth:`snapshot` (plain data); each action returns once it has been set in motion."""
+
+    def snapshot(self) -> MasterSnapshot: ...
+
+    def add(self, count: int) -> list[int]:
+        """Start ``count`` workers in new slots (lowest free ids); returns their ids."""
+        ...
+
+    def remove(self, slot_ids: list[int]) -> list[int]:
+        """Retire slots gracefully (drain, not replaced); returns those it retired."""
+        ...
+
+    def highest_slots(self, count: int) -> list[int]:
+        """The ``count`` highest ids of slots not being removed, highest first."""
+        ...
+
+    def scale(self, workers: int) -> tuple[list[int], list[int]]:
+        """Add or remove slots until there are ``workers``; returns (added, removed)."""
+        ...
+
+    async def restart(self, slot_ids: list[int] | None) -> list[int]:
+        """Rolling restart (None: every slot); returns the ids restarted."""
+        ...
+
+    def kill(self, slot_id: int, signum: int) -> int | None:
+        """Signal the slot's current process; its pid, or None when it has none."""
+        ...
+
+    def broadcast(self, payload: bytes) -> int:
+        """Relay a CBOR-encoded value with sender 0; its sequence number. Raises StereoError
+        (MessageTooLarge) when the master refuses it."""
+        ...
+
+    def shutdown(self, graceful: bool) -> None: ...
+
+    def log(self, line: str) -> None:
+        """A line in the master's log."""
+        ...
 
 
 @dataclass(slots=True)
-class _Sample:
-    at: float
-    broadcasts: int
-    deliveries: int
-    bytes_in: int
-    bytes_out: int
-    respawns: int
-
-
 class Context:
-    """What the commands of one master work with: the master, plus the samples that turn
-    counters into rates and per-process CPU into percentages (:meth:`sample`, once a second)."""
+    """What the commands of one master work with: the master, and the sampler that turns
+    counters into rates and per-process CPU time into percentages (:meth:`sample`)."""
 
-    def __init__(self, master: Master) -> None:
-        self.master = master
-        self._processes: dict[int, psutil.Process] = {}
-        self._cpu: dict[int, float] = {}
-        self._last: _Sample | None = None
-        self.rates: dict[str, float] = dict.fromkeys(_RATE_FIELDS, 0.0)
-        self._self = psutil.Process()
-        self.master_cpu = 0.0
-
-    def _snapshot(self) -> _Sample:
-        stats = self.master.hub.statistics()
-        return _Sample(
-            trio.current_time(),
-            stats.broadcasts,
-            stats.deliveries,
-            stats.bytes_in,
-            stats.bytes_out,
-            self.master.supervisor.respawns,
-        )
+    target: Target
+    sampler: Sampler = field(default_factory=Sampler)
 
     def sample(self) -> None:
-        """Update rates and CPU percentages over the time since the previous call."""
-        now = self._snapshot()
-        last, self._last = self._last, now
-        if last is not None and now.at > last.at:
-            span = now.at - last.at
-            self.rates = {
-                name: (getattr(now, attr) - getattr(last, attr)) / span
-                for name, attr in _RATE_FIELDS.items()
-            }
-        live = {proc.pid for proc in self.master.supervisor.live}
-        for pid in list(self._processes):
-            if pid not in live:
-                del self._processes[pid]
-                self._cpu.pop(pid, None)
-        for pid in live:
-            handle = self._process(pid)
-            if handle is not None:
-                try:
-                    self._cpu[pid] = handle.cpu_percent(None)
-                except psutil.Error:
-                    self._cpu.pop(pid, None)
-        try:
-            self.master_cpu = self._self.cpu_percent(None)
-        except psutil.Error:
-            pass
-
-    def _process(self, pid: int) -> psutil.Process | None:
-        handle = self._processes.get(pid)
-        if handle is None:
-            try:
-                handle = psutil.Process(pid)
-                handle.cpu_percent(None)  # the first call only starts the measurement
-            except psutil.Error:
-                return None
-            self._processes[pid] = handle
-        return handle
-
-    def rss(self, pid: int) -> int | None:
-        handle = self._process(pid)
-        if handle is None:
-            return None
-        try:
-            return int(handle.memory_info().rss)
-        except psutil.Error:
-            return None
-
-    def cpu(self, pid: int) -> float | None:
-        value = self._cpu.get(pid)
-        return None if value is None else round(value, 1)
+        self.sampler.sample(self.target.snapshot())
 
 
-_RATE_FIELDS = {
-    "broadcasts_per_s": "broadcasts",
-    "deliveries_per_s": "deliveries",
-    "bytes_in_per_s": "bytes_in",
-    "bytes_out_per_s": "bytes_out",
-    "respawns_per_s": "respawns",
-}
+# -- reading ---------------------------------------------------------------------------------------
 
 
-# -- the commands --------------------------------------------------------------------------------
-
-
-def _process_row(ctx: Context, slot: Slot | None, proc: WorkerProcess) -> dict[str, Any]:
-    limit = ctx.master.hub.outbox_limit
-    peer = proc.peer
-    assert peer is not None
+def _process_row(
+    ctx: Context, snap: MasterSnapshot, slot: SlotSnapshot, proc: ProcessSnapshot
+) -> dict[str, Any]:
+    limit = snap.hub.outbox_limit
+    peer = proc.hub
     return {
-        "slot": proc.slot_id,
+        "slot": slot.id,
         "pid": proc.pid,
-        "state": proc.state.value,
-        "current": slot is not None and proc is slot.current,
-        "uptime": round(proc.uptime, 3),
-        "restarts": slot.restarts if slot is not None else 0,
-        "last_exit": slot.last_exit if slot is not None else None,
-        "rss": ctx.rss(proc.pid),
-        "cpu_percent": ctx.cpu(proc.pid),
+        "state": proc.state,
+        "current": proc.current,
+        "uptime": round(snap.now - proc.started_at, 3),
+        "restarts": slot.restarts,
+        "last_exit": slot.last_exit,
+        "rss": ctx.sampler.rss(proc.pid),
+        "cpu_percent": ctx.sampler.cpu(proc.pid),
         "messages_in": peer.messages_in,
         "messages_out": peer.messages_out,
-        "outbox_bytes": peer.pending_bytes,
-        "outbox_fill": round(peer.pending_bytes / limit, 4) if limit else 0.0,
+        "outbox_bytes": peer.outbox_bytes,
+        "outbox_fill": round(peer.outbox_bytes / limit, 4) if limit else 0.0,
     }
 
 
-def _slot_row(slot: Slot) -> dict[str, Any]:
+def _slot_row(slot: SlotSnapshot) -> dict[str, Any]:
     """A slot with no process (waiting to respawn, or failed)."""
     return {
         "slot": slot.id,
         "pid": None,
-        "state": slot.state.value,
+        "state": slot.state,
         "current": False,
         "uptime": None,
         "restarts": slot.restarts,
@@ -177,31 +128,24 @@ def _slot_row(slot: Slot) -> dict[str, Any]:
 
 def status(ctx: Context) -> list[dict[str, Any]]:
     """One row per worker process (a slot mid-restart has two), plus one per slot that has none."""
+    snap = ctx.target.snapshot()
     rows: list[dict[str, Any]] = []
-    supervisor = ctx.master.supervisor
-    by_slot: dict[int, list[WorkerProcess]] = {}
-    for proc in sorted(supervisor.live, key=lambda p: (p.slot_id, p.started_at)):
-        by_slot.setdefault(proc.slot_id, []).append(proc)
-    slots = dict(supervisor.slots)
-    for slot_id in sorted(set(slots) | set(by_slot)):
-        procs = by_slot.get(slot_id, [])
-        slot = slots.get(slot_id)
-        if not procs and slot is not None:
+    for slot in snap.supervisor.slots:
+        if not slot.processes:
             rows.append(_slot_row(slot))
-        for proc in procs:
-            rows.append(_process_row(ctx, slot, proc))
+        rows.extend(_process_row(ctx, snap, slot, proc) for proc in slot.processes)
     return rows
 
 
-def _slot(ctx: Context, slot_id: int) -> Slot:
-    slot = ctx.master.supervisor.slots.get(slot_id)
+def _slot(snap: MasterSnapshot, slot_id: int) -> SlotSnapshot:
+    slot = snap.supervisor.slot(slot_id)
     if slot is None:
-        raise ControlError(f"there is no worker {slot_id} ({_known(ctx)})")
+        raise ControlError(f"there is no worker {slot_id} ({_known(snap)})")
     return slot
 
 
-def _known(ctx: Context) -> str:
-    ids = sorted(ctx.master.supervisor.slots)
+def _known(snap: MasterSnapshot) -> str:
+    ids = snap.supervisor.ids
     if not ids:
         return "no workers are running"
     return "workers: " + ", ".join(map(str, ids))
@@ -209,123 +153,50 @@ def _known(ctx: Context) -> str:
 
 def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
     """Everything known about one worker slot and its processes."""
-    slot = _slot(ctx, slot_id)
-    now = trio.current_time()
+    snap = ctx.target.snapshot()
+    slot = _slot(snap, slot_id)
     processes = []
     for proc in slot.processes:
-        row = _process_row(ctx, slot, proc)
-        peer = proc.peer
-        assert peer is not None
+        row = _process_row(ctx, snap, slot, proc)
+        peer = proc.hub
         row.update(
             started_at=proc.started_wall,
             ready_after=None
             if proc.ready_at is None
             else round(proc.ready_at - proc.started_at, 3),
             stop_requested=proc.stop_requested,
-            heartbeat_age=round(now - proc.last_heartbeat, 3),
+            heartbeat_age=round(snap.now - proc.last_heartbeat, 3),
             bytes_in=peer.bytes_in,
             bytes_out=peer.bytes_out,
-            peak_outbox_bytes=peer.peak_pending_bytes,
+            peak_outbox_bytes=peer.peak_outbox_bytes,
             cut_off_reason=peer.cut_off_reason,
-            boot_error=proc.boot_error_reason,
+            boot_error=proc.boot_error,
         )
-        handle = ctx._process(proc.pid)
-        if handle is not None:
-            try:
-                with handle.oneshot():
-                    row.update(
-                        threads=handle.num_threads(),
-                        open_files=handle.num_fds(),
-                        cmdline=handle.cmdline(),
-                    )
-            except psutil.Error:
-                pass
+        row.update(ctx.sampler.details(proc.pid))
         processes.append(row)
     return {
         "slot": slot.id,
-        "state": slot.state.value,
+        "state": slot.state,
         "retiring": slot.retiring,
         "restarts": slot.restarts,
         "last_exit": slot.last_exit,
         "failed_reason": slot.failed_reason,
-        "quick_failures": slot.life.failures,
-        "current_pid": slot.current.pid if slot.current is not None else None,
+        "quick_failures": slot.quick_failures,
+        "current_pid": slot.current_pid,
         "processes": processes,
     }
 
 
-def add(ctx: Context, count: int = 1) -> dict[str, Any]:
-    if count < 1:
-        raise ControlError("add: the count must be at least 1")
-    _not_stopping(ctx)
-    return {"added": ctx.master.supervisor.add(count)}
-
-
-def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None) -> dict[str, Any]:
-    """Retire workers gracefully (they drain; they are not replaced). With neither ``ids`` nor
-    ``count``, the highest-numbered worker goes."""
-    supervisor = ctx.master.supervisor
-    _not_stopping(ctx)
-    if ids:
-        unknown = [i for i in ids if i not in supervisor.slots or supervisor.slots[i].retiring]
-        if unknown:
-            raise ControlError(
-                f"remove: no running worker {', '.join(map(str, unknown))} ({_known(ctx)})"
-            )
-        chosen = list(dict.fromkeys(ids))
-    else:
-        wanted = 1 if count is None else count
-        if wanted < 1:
-            raise ControlError("remove: the count must be at least 1")
-        chosen = supervisor.highest_slots(wanted)
-    return {"removed": supervisor.remove(chosen)}
-
-
-def scale(ctx: Context, workers: int) -> dict[str, Any]:
-    if workers < 0:
-        raise ControlError("scale: the number of workers cannot be negative")
-    _not_stopping(ctx)
-    added, removed = ctx.master.supervisor.scale(workers)
-    return {"added": added, "removed": removed}
-
-
-async def restart(ctx: Context, ids: list[int] | None = None) -> dict[str, Any]:
-    """Rolling restart of ``ids`` (None: all). Returns once every replacement is ready and the
-    old processes were asked to drain."""
-    supervisor = ctx.master.supervisor
-    _not_stopping(ctx)
-    if ids is not None:
-        for slot_id in ids:
-            _slot(ctx, slot_id)
-    return {"restarted": await supervisor.restart(ids)}
-
-
-def kill(ctx: Context, slot_id: int, signal_name: str | int = "TERM") -> dict[str, Any]:
-    signum = parse_signal(signal_name)
-    slot = _slot(ctx, slot_id)
-    pid = ctx.master.supervisor.kill(slot.id, signum)
-    if pid is None:
-        raise ControlError(f"kill: worker {slot_id} has no process right now ({slot.state.value})")
-    return {"slot": slot_id, "pid": pid, "signal": signal.Signals(signum).name}
-
-
-def broadcast(ctx: Context, value: Any) -> dict[str, Any]:
-    try:
-        seq = ctx.master.hub.broadcast_from_master(encode_cbor(value))
-    except StereoError as exc:  # too large, not encodable
-        raise ControlError(f"broadcast: {exc}") from None
-    return {"seq": seq, "receivers": len(ctx.master.hub.peers)}
-
-
 def stats(ctx: Context) -> dict[str, Any]:
     """Hub totals since the master started, and rates over the last second."""
-    hub = ctx.master.hub.statistics()
-    supervisor = ctx.master.supervisor
+    snap = ctx.target.snapshot()
+    hub = snap.hub
+    supervisor = snap.supervisor
     return {
-        "pid": os.getpid(),
-        "uptime": round(trio.current_time() - ctx.master.started_at, 3),
-        "workers": sum(1 for slot in supervisor.slots.values() if not slot.retiring),
-        "processes": len(supervisor.live),
+        "pid": snap.pid,
+        "uptime": round(snap.now - snap.started_at, 3),
+        "workers": len(supervisor.active_ids),
+        "processes": supervisor.processes,
         "peers": hub.peers,
         "broadcasts": hub.broadcasts,
         "deliveries": hub.deliveries,
@@ -334,165 +205,97 @@ def stats(ctx: Context) -> dict[str, Any]:
         "cutoffs": hub.cutoffs,
         "respawns": supervisor.respawns,
         "next_seq": hub.next_seq,
-        "rates": {name: round(value, 1) for name, value in ctx.rates.items()},
-        "master_rss": ctx.rss(os.getpid()),
-        "master_cpu_percent": round(ctx.master_cpu, 1),
+        "rates": {name: round(value, 1) for name, value in ctx.sampler.rates.items()},
+        "master_rss": ctx.sampler.rss(snap.pid),
+        "master_cpu_percent": round(ctx.sampler.master_cpu, 1),
         "stopping": supervisor.stopping,
-        "control_path": ctx.master.settings.control_path,
+        "control_path": snap.control_path,
         "time": time.time(),
     }
+
+
+# -- acting ----------------------------------------------------------------------------------------
+
+
+def _running(ctx: Context) -> MasterSnapshot:
+    """A snapshot, unless the master is stopping (then nothing may be started or changed)."""
+    snap = ctx.target.snapshot()
+    if snap.supervisor.stopping:
+        raise ControlError("the master is shutting down")
+    return snap
+
+
+def add(ctx: Context, count: int = 1) -> dict[str, Any]:
+    if count < 1:
+        raise ControlError("add: the count must be at least 1")
+    _running(ctx)
+    return {"added": ctx.target.add(count)}
+
+
+def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None) -> dict[str, Any]:
+    """Retire workers gracefully (they drain; they are not replaced). With neither ``ids`` nor
+    ``count``, the highest-numbered worker goes."""
+    snap = _running(ctx)
+    if ids:
+        active = snap.supervisor.active_ids
+        unknown = [i for i in ids if i not in active]
+        if unknown:
+            raise ControlError(
+                f"remove: no running worker {', '.join(map(str, unknown))} ({_known(snap)})"
+            )
+        chosen = list(dict.fromkeys(ids))
+    else:
+        wanted = 1 if count is None else count
+        if wanted < 1:
+            raise ControlError("remove: the count must be at least 1")
+        chosen = ctx.target.highest_slots(wanted)
+    return {"removed": ctx.target.remove(chosen)}
+
+
+def scale(ctx: Context, workers: int) -> dict[str, Any]:
+    if workers < 0:
+        raise ControlError("scale: the number of workers cannot be negative")
+    _running(ctx)
+    added, removed = ctx.target.scale(workers)
+    return {"added": added, "removed": removed}
+
+
+async def restart(ctx: Context, ids: list[int] | None = None) -> dict[str, Any]:
+    """Rolling restart of ``ids`` (None: all). Returns once every replacement is ready and the
+    old processes were asked to drain."""
+    snap = _running(ctx)
+    if ids is not None:
+        for slot_id in ids:
+            _slot(snap, slot_id)
+    return {"restarted": await ctx.target.restart(ids)}
+
+
+def kill(ctx: Context, slot_id: int, signal_name: str | int = "TERM") -> dict[str, Any]:
+    signum = parse_signal(signal_name)
+    slot = _slot(ctx.target.snapshot(), slot_id)
+    pid = ctx.target.kill(slot.id, signum)
+    if pid is None:
+        raise ControlError(f"kill: worker {slot_id} has no process right now ({slot.state})")
+    return {"slot": slot_id, "pid": pid, "signal": signal.Signals(signum).name}
+
+
+def broadcast(ctx: Context, value: Any) -> dict[str, Any]:
+    try:
+        seq = ctx.target.broadcast(encode_cbor(value))
+    except StereoError as exc:  # too large, not encodable
+        raise ControlError(f"broadcast: {exc}") from None
+    return {"seq": seq, "receivers": ctx.target.snapshot().hub.peers}
 
 
 def shutdown(ctx: Context, mode: str = "graceful") -> dict[str, Any]:
     if mode not in ("graceful", "quick"):
         raise ControlError(f"shutdown: mode must be 'graceful' or 'quick', not {mode!r}")
-    ctx.master.sink.log(f"control: {mode} shutdown requested")
-    ctx.master.shutdown(graceful=mode == "graceful")
+    ctx.target.log(f"control: {mode} shutdown requested")
+    ctx.target.shutdown(graceful=mode == "graceful")
     return {"stopping": True, "graceful": mode == "graceful"}
 
 
-def _not_stopping(ctx: Context) -> None:
-    if ctx.master.supervisor.stopping:
-        raise ControlError("the master is shutting down")
-
-
-def parse_signal(value: str | int) -> int:
-    """'TERM', 'sigterm', 'SIGTERM', '15' or 15 -> 15."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str):
-        text = value.strip().upper()
-        if text.isdigit():
-            number = int(text)
-        else:
-            name = text if text.startswith("SIG") else "SIG" + text
-            try:
-                return int(signal.Signals[name])
-            except KeyError:
-                raise ControlError(f"unknown signal {value!r}") from None
-    else:
-        raise ControlError(f"a signal is a name or a number, not {type(value).__name__}")
-    try:
-        return int(signal.Signals(number))
-    except ValueError:
-        raise ControlError(f"unknown signal {value!r}") from None
-
-
-# -- the table the server dispatches on --------------------------------------------------------
-
-ArgParser = Callable[[list[str], str], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A command as the console and ``ctl`` know it: how to type it, and how it maps to a call."""
-
-    name: str
-    usage: str
-    summary: str
-    details: str = ""
-    # Client side: the words after the command name (and the raw rest of the line) -> wire args.
-    parse: ArgParser | None = None
-    # Server side: (context, wire args) -> result. None for commands the client handles itself.
-    call: Callable[[Context, dict[str, Any]], Any] | None = None
-    takes_ids: bool = False
-    aliases: tuple[str, ...] = field(default=())
-
-
-class UsageError(ControlError):
-    """The typed command line is wrong; the message says how to write it."""
-
-
-def _no_args(name: str) -> ArgParser:
-    def parse(words: list[str], rest: str) -> dict[str, Any]:
-        if words:
-            raise UsageError(f"{name} takes no arguments")
-        return {}
-
-    return parse
-
-
-def _word_int(word: str, what: str) -> int:
-    try:
-        value = int(word)
-    except ValueError:
-        raise UsageError(f"{what} must be a whole number, not {word!r}") from None
-    return value
-
-
-def _parse_inspect(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) != 1:
-        raise UsageError("usage: inspect ID")
-    return {"id": _word_int(words[0], "a worker id")}
-
-
-def _parse_add(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1:
-        raise UsageError("usage: add [N]")
-    return {"count": _word_int(words[0], "N") if words else 1}
-
-
-def _parse_remove(words: list[str], rest: str) -> dict[str, Any]:
-    if not words:
-        return {}
-    if words[0] in ("-n", "--count"):
-        if len(words) != 2:
-            raise UsageError("usage: remove -n N")
-        return {"count": _word_int(words[1], "N")}
-    return {"ids": [_word_int(word, "a worker id") for word in words]}
-
-
-def _parse_scale(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) != 1:
-        raise UsageError("usage: scale N")
-    return {"workers": _word_int(words[0], "N")}
-
-
-def _parse_restart(words: list[str], rest: str) -> dict[str, Any]:
-    if words == ["all"]:
-        return {}
-    if not words:
-        raise UsageError("usage: restart ID... | restart all")
-    return {"ids": [_word_int(word, "a worker id") for word in words]}
-
-
-def _parse_kill(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) not in (1, 2):
-        raise UsageError("usage: kill ID [SIGNAL]")
-    args: dict[str, Any] = {"id": _word_int(words[0], "a worker id")}
-    if len(words) == 2:
-        try:
-            parse_signal(words[1])  # complain before sending
-        except ControlError as exc:
-            raise UsageError(str(exc)) from None
-        args["signal"] = words[1]
-    return args
-
-
-def _parse_broadcast(words: list[str], rest: str) -> dict[str, Any]:
-    text = rest.strip()
-    if not text:
-        raise UsageError('usage: broadcast VALUE (a JSON literal, e.g. {"reload": true})')
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"broadcast: {text!r} is not JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-    return {"value": value}
-
-
-def _parse_shutdown(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1 or (words and words[0] not in ("graceful", "quick")):
-        raise UsageError("usage: shutdown [graceful|quick]")
-    return {"mode": words[0] if words else "graceful"}
-
-
-def _parse_help(words: list[str], rest: str) -> dict[str, Any]:
-    if len(words) > 1:
-        raise UsageError("usage: help [COMMAND]")
-    return {"command": words[0]} if words else {}
-
+# -- the table the server dispatches on ----------------------------------------------------------
 
 # Wire argument checks: requests may come from any program, so types are checked here again.
 
@@ -539,156 +342,20 @@ def _arg_value(args: dict[str, Any]) -> Any:
     return args["value"]
 
 
-COMMANDS: dict[str, Command] = {
-    command.name: command
-    for command in [
-        Command(
-            "status",
-            "status",
-            "the worker table",
-            "One row per worker process: slot, pid, state, uptime, restarts, last exit reason,"
-            " memory (RSS), CPU % over the last second, broadcasts in/out and how full its"
-            " outbound buffer in the master is.",
-            _no_args("status"),
-            lambda ctx, args: status(ctx),
-        ),
-        Command(
-            "inspect",
-            "inspect ID",
-            "everything known about one worker",
-            "Slot state, restarts, failure reason and, for each of its processes, counters,"
-            " heartbeat age, cut-off reason, threads, open files and command line.",
-            _parse_inspect,
-            lambda ctx, args: inspect(ctx, _arg_int(args, "id")),
-            takes_ids=True,
-        ),
-        Command(
-            "add",
-            "add [N]",
-            "start N more workers (default 1)",
-            "New workers take the lowest free ids.",
-            _parse_add,
-            lambda ctx, args: add(ctx, _arg_int(args, "count", 1)),
-        ),
-        Command(
-            "remove",
-            "remove [ID...] | remove -n N",
-            "stop workers gracefully, without replacing them",
-            "Removes the named workers, or the N highest-numbered ones (default: the highest one)."
-            " Each drains (SIGTERM) and is killed after --graceful-timeout.",
-            _parse_remove,
-            lambda ctx, args: remove(ctx, _arg_ids(args), _arg_optional_int(args, "count")),
-            takes_ids=True,
-        ),
-        Command(
-            "scale",
-            "scale N",
-            "add or remove workers until there are N",
-            "Removal is graceful and takes the highest ids first.",
-            _parse_scale,
-            lambda ctx, args: scale(ctx, _arg_int(args, "workers")),
-        ),
-        Command(
-            "restart",
-            "restart ID... | restart all",
-            "rolling restart",
-            "One worker at a time: its replacement is started and ready before the old process"
-            " is asked to drain. A failed worker is simply started again.",
-            _parse_restart,
-            lambda ctx, args: restart(ctx, _arg_ids(args)),
-            takes_ids=True,
-        ),
-        Command(
-            "kill",
-            "kill ID [SIGNAL]",
-            "send a signal to a worker (default TERM)",
-            "SIGNAL is a name (TERM, SIGKILL, usr1...) or a number. The worker is respawned if it"
-            " dies, as after any crash.",
-            _parse_kill,
-            lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
-            takes_ids=True,
-        ),
-        Command(
-            "broadcast",
-            "broadcast VALUE",
-            "send a JSON value to every worker (sender 0)",
-            'The rest of the line is one JSON literal: 42, "text", [1, 2], {"reload": true}.',
-            _parse_broadcast,
-            lambda ctx, args: broadcast(ctx, _arg_value(args)),
-        ),
-        Command(
-            "stats",
-            "stats",
-            "hub totals and rates",
-            "Broadcasts, deliveries and bytes since the start and per second over the last"
-            " second, cut-offs (slow consumers dropped), respawns, master memory and CPU.",
-            _no_args("stats"),
-            lambda ctx, args: stats(ctx),
-        ),
-        Command(
-            "shutdown",
-            "shutdown [graceful|quick]",
-            "stop the master and every worker",
-            "graceful (the default) lets workers drain; quick kills them at once.",
-            _parse_shutdown,
-            lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
-        ),
-        Command(
-            "top",
-            "top",
-            "live view, redrawn every second (q to leave)",
-            "Also available as `stereo top`.",
-            _no_args("top"),
-            aliases=("watch",),
-        ),
-        Command(
-            "help",
-            "help [COMMAND]",
-            "list the commands, or explain one",
-            "",
-            _parse_help,
-        ),
-        Command(
-            "quit",
-            "quit",
-            "detach the console; the master keeps running",
-            "Ctrl-D does the same.",
-            _no_args("quit"),
-            aliases=("exit", "detach"),
-        ),
-    ]
+#: Command name -> (context, wire arguments) -> result. The names are those of the client's table
+#: (:data:`stereo.control.syntax.COMMANDS`) that run in the master.
+HANDLERS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
+    "status": lambda ctx, args: status(ctx),
+    "inspect": lambda ctx, args: inspect(ctx, _arg_int(args, "id")),
+    "add": lambda ctx, args: add(ctx, _arg_int(args, "count", 1)),
+    "remove": lambda ctx, args: remove(ctx, _arg_ids(args), _arg_optional_int(args, "count")),
+    "scale": lambda ctx, args: scale(ctx, _arg_int(args, "workers")),
+    "restart": lambda ctx, args: restart(ctx, _arg_ids(args)),
+    "kill": lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
+    "broadcast": lambda ctx, args: broadcast(ctx, _arg_value(args)),
+    "stats": lambda ctx, args: stats(ctx),
+    "shutdown": lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
 }
-
-ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
-
-
-def lookup(name: str) -> Command:
-    command = COMMANDS.get(ALIASES.get(name, name))
-    if command is None:
-        raise UsageError(f"unknown command {name!r}; type `help` for the list")
-    return command
-
-
-def parse_words(words: list[str], rest: str | None = None) -> tuple[Command, dict[str, Any]]:
-    """Client side: a command name and its words -> the command and its wire arguments."""
-    if not words:
-        raise UsageError("no command given")
-    command = lookup(words[0])
-    if rest is None:
-        rest = " ".join(words[1:])
-    assert command.parse is not None
-    return command, command.parse(words[1:], rest)
-
-
-def parse_line(line: str) -> tuple[Command, dict[str, Any]] | None:
-    """Client side: one console line -> the command and its wire arguments (None: empty line).
-
-    Words are split on whitespace, not shell-quoted, so ``broadcast`` gets its JSON verbatim."""
-    stripped = line.strip()
-    if not stripped:
-        return None
-    name, _, rest = stripped.partition(" ")
-    return parse_words([name, *rest.split()], rest)
 
 
 async def execute(ctx: Context, name: Any, args: Any) -> Any:
@@ -699,10 +366,10 @@ async def execute(ctx: Context, name: Any, args: Any) -> Any:
         args = {}
     if not isinstance(args, dict):
         raise ControlError("'args' must be a map")
-    command = COMMANDS.get(name)
-    if command is None or command.call is None:
+    handler = HANDLERS.get(name)
+    if handler is None:
         raise ControlError(f"unknown command {name!r}")
-    result = command.call(ctx, args)
+    result = handler(ctx, args)
     if _inspect.isawaitable(result):
         awaitable: Awaitable[Any] = result
         result = await awaitable

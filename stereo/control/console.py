@@ -14,8 +14,10 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
+from functools import partial
+from typing import Any
 
 import trio
 from prompt_toolkit import PromptSession
@@ -26,15 +28,14 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import StdoutProxy
 
 from ..errors import ControlError
-from .commands import ALIASES, COMMANDS, UsageError, parse_line
+from .client import ControlClient, ControlUnreachable
 from .render import format_help, format_result
-from .server import ControlClient, ControlUnreachable
+from .syntax import ALIASES, COMMANDS, UsageError, parse_line
 from .top import run_top
 
-if TYPE_CHECKING:
-    from ..master.master import Master
-
 PROMPT = "stereo> "
+#: How long the master, on its way out, waits for the prompt to end and the terminal to be free.
+CLOSE_TIMEOUT = 3.0
 SIGNAL_NAMES = ("TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2", "STOP", "CONT")
 
 
@@ -251,62 +252,72 @@ def run_console(path: str) -> int:
 # -- in place, in the terminal of `stereo run` ---------------------------------------------------
 
 
-async def run_in_place(master: Master) -> None:
+async def run_in_place(
+    serve_stream: Callable[[trio.SocketStream, bool], Awaitable[None]],
+    redirect_output: Callable[[Callable[[bytes], None]], AbstractContextManager[object]],
+    *,
+    stopping: Callable[[], bool],
+    log: Callable[[str], None],
+    reattach_path: str | None,
+) -> None:
     """Offer the console in the master's own terminal; worker output goes above the prompt.
 
     The prompt runs in a thread with its own (asyncio) loop; it reaches the master through a
-    socketpair that the control server serves as a trusted connection."""
-    server = master.control
+    socketpair that ``serve_stream`` serves as a trusted control connection. Output is redirected
+    from here, on the trio side, for as long as the console runs: ``redirect_output(writer)``
+    sends the master's output through ``writer`` until the context ends. ``stopping`` says
+    whether the master is on its way out (then it does not say the console detached)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     console = Console(ControlClient(theirs, "this master"), in_place=True)
+    # Worker output and the console's answers both go through the proxy, whole lines at a time,
+    # so they never interleave mid-line and always land above the prompt.
+    proxy = StdoutProxy(raw=True)
+    console.write = lambda text: _proxy_write(proxy, (text + "\n").encode())
     done = threading.Event()
-    sink = master.sink
-    plain_writer = sink.writer
+    failures: list[Exception] = []
 
     def thread() -> None:
-        proxy = StdoutProxy(raw=True)
         try:
-            # Worker output and the console's answers both go through the proxy, whole lines
-            # at a time, so they never interleave mid-line and always land above the prompt.
-            sink.writer = lambda data: _proxy_write(proxy, data)
-            console.write = lambda text: _proxy_write(proxy, (text + "\n").encode())
             console.write(
                 "stereo console: `help` lists the commands; `quit` or Ctrl-D detaches"
                 " (the master keeps running); Ctrl-C stops the master."
             )
             console.run()
         except Exception as exc:  # the console must never take the master down
-            sink.writer = plain_writer
-            print(f"[stereo] console failed: {exc!r}; detached", flush=True)
+            failures.append(exc)
         finally:
-            sink.writer = plain_writer
-            proxy.close()
             done.set()
 
     try:
-        async with trio.open_nursery() as nursery:
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-            nursery.start_soon(server.serve_stream, stream, True)
-            try:
-                await trio.to_thread.run_sync(thread, abandon_on_cancel=True)
-            finally:
-                # The master is exiting (we were cancelled): end the prompt and give the
-                # terminal back before it does.
-                console.stop()
-                with trio.CancelScope(shield=True), trio.move_on_after(3):
-                    await trio.to_thread.run_sync(done.wait, abandon_on_cancel=True)
-            if not master.supervisor.stopping:
-                sink.log(
-                    "console detached; the master keeps running"
-                    + (
-                        f" (re-attach with `stereo console --control {server.listening}`)"
-                        if server.listening
-                        else ""
-                    )
+        with redirect_output(partial(_proxy_write, proxy)):
+            async with trio.open_nursery() as nursery:
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+                nursery.start_soon(serve_stream, stream, True)
+                try:
+                    await trio.to_thread.run_sync(thread, abandon_on_cancel=True)
+                finally:
+                    # The master is exiting (we were cancelled): end the prompt and give the
+                    # terminal back before it does.
+                    console.stop()
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await trio.to_thread.run_sync(done.wait, abandon_on_cancel=True)
+                nursery.cancel_scope.cancel()
+        for exc in failures:
+            log(f"console failed: {exc!r}; detached")
+        if not stopping():
+            log(
+                "console detached; the master keeps running"
+                + (
+                    f" (re-attach with `stereo console --control {reattach_path}`)"
+                    if reattach_path
+                    else ""
                 )
-            nursery.cancel_scope.cancel()
+            )
     finally:
         theirs.close()
+        # Output goes to the terminal directly again; write out what the proxy still holds.
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+            await trio.to_thread.run_sync(proxy.close, abandon_on_cancel=True)
 
 
 def _proxy_write(proxy: StdoutProxy, data: bytes) -> None:

@@ -1,15 +1,15 @@
 """Text rendering of command results, shared by the console, ``stereo ctl`` and ``stereo top``.
 
-Pure functions from the data the commands return (:mod:`stereo.control.commands`) to strings.
+Pure functions from the data the commands return (docs/console.md, "JSON output") to strings.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .commands import COMMANDS, lookup
+from .syntax import COMMANDS, lookup
 
 
 def human_bytes(value: float | None) -> str:
@@ -171,38 +171,65 @@ def _ids(ids: list[int]) -> str:
     return ", ".join(map(str, ids))
 
 
+def _format_added(result: dict[str, Any]) -> str:
+    return f"added worker{'s' if len(result['added']) != 1 else ''} {_ids(result['added'])}"
+
+
+def _format_removed(result: dict[str, Any]) -> str:
+    if not result["removed"]:
+        return "nothing to remove"
+    return f"removing {_ids(result['removed'])} (draining gracefully)"
+
+
+def _format_scaled(result: dict[str, Any]) -> str:
+    parts = []
+    if result["added"]:
+        parts.append(f"added {_ids(result['added'])}")
+    if result["removed"]:
+        parts.append(f"removing {_ids(result['removed'])} (draining gracefully)")
+    return "; ".join(parts) or "already at that size"
+
+
+def _format_restarted(result: dict[str, Any]) -> str:
+    if not result["restarted"]:
+        return "nothing restarted"
+    return f"restarted {_ids(result['restarted'])}"
+
+
+def _format_killed(result: dict[str, Any]) -> str:
+    return f"sent {result['signal']} to worker {result['slot']} (pid {result['pid']})"
+
+
+def _format_broadcast(result: dict[str, Any]) -> str:
+    return f"broadcast seq {result['seq']} to {result['receivers']} workers"
+
+
+def _format_shutdown(result: dict[str, Any]) -> str:
+    return "master is stopping " + ("gracefully" if result["graceful"] else "now")
+
+
+#: Command name -> the text for its result; one entry per command that runs in the master.
+FORMATTERS: dict[str, Callable[[Any], str]] = {
+    "status": format_status,
+    "inspect": format_inspect,
+    "add": _format_added,
+    "remove": _format_removed,
+    "scale": _format_scaled,
+    "restart": _format_restarted,
+    "kill": _format_killed,
+    "broadcast": _format_broadcast,
+    "stats": format_stats,
+    "shutdown": _format_shutdown,
+}
+
+
 def format_result(command: str, result: Any) -> str:
-    """The text the console and ``ctl`` print for a successful command."""
-    if command == "status":
-        return format_status(result)
-    if command == "stats":
-        return format_stats(result)
-    if command == "inspect":
-        return format_inspect(result)
-    if command == "add":
-        return f"added worker{'s' if len(result['added']) != 1 else ''} {_ids(result['added'])}"
-    if command == "remove":
-        if not result["removed"]:
-            return "nothing to remove"
-        return f"removing {_ids(result['removed'])} (draining gracefully)"
-    if command == "scale":
-        parts = []
-        if result["added"]:
-            parts.append(f"added {_ids(result['added'])}")
-        if result["removed"]:
-            parts.append(f"removing {_ids(result['removed'])} (draining gracefully)")
-        return "; ".join(parts) or "already at that size"
-    if command == "restart":
-        if not result["restarted"]:
-            return "nothing restarted"
-        return f"restarted {_ids(result['restarted'])}"
-    if command == "kill":
-        return f"sent {result['signal']} to worker {result['slot']} (pid {result['pid']})"
-    if command == "broadcast":
-        return f"broadcast seq {result['seq']} to {result['receivers']} workers"
-    if command == "shutdown":
-        return "master is stopping " + ("gracefully" if result["graceful"] else "now")
-    return json.dumps(result, indent=2, sort_keys=True)
+    """The text the console and ``ctl`` print for a successful command (JSON for a command this
+    client does not know how to show)."""
+    formatter = FORMATTERS.get(command)
+    if formatter is None:
+        return json.dumps(result, indent=2, sort_keys=True)
+    return formatter(result)
 
 
 def format_help(name: str | None = None) -> str:

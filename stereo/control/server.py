@@ -1,52 +1,31 @@
-"""The control socket: a local unix socket over which ``stereo console``, ``stereo ctl`` and
-``stereo top`` run commands (:mod:`stereo.control.commands`) in a running master.
+"""The master's end of the control socket: where the socket lives and who may use it, and
+:class:`ControlServer`, one task per connection, which runs each request's command
+(:mod:`stereo.control.commands`) and answers it.
 
-Same framing as the hub (:mod:`stereo.wire.framing`); docs/protocol.md, "Control socket", is the
-normative description::
-
-    client                                   master
-      | REQUEST 0x10 {"id", "command", "args"} |
-      |--------------------------------------->|  execute(command, args)
-      |    REPLY 0x11 {"id", "ok": true,       |
-      |               "result"} or             |
-      |               {"id", "ok": false,      |
-      |               "error"}                 |
-      |<---------------------------------------|
-
-Requests on one connection are answered one at a time, in order. Three layers:
-
-- the pure codec (:func:`encode_request`, :func:`encode_reply`, :class:`ReplyReader`);
-- the server (:class:`ControlServer`), one task per connection; whatever a client sends costs that
-  connection at most, never the master: every error is answered or closes that connection only,
-  and a client that does not read its replies is dropped after ``SEND_TIMEOUT``;
-- the blocking client (:class:`ControlClient`) used by the console, ``ctl`` and ``top``.
+The bytes are :mod:`stereo.wire.control`'s (docs/protocol.md, "Control socket"). Whatever a
+client sends costs that connection at most, never the master: every error is answered or closes
+that connection only, and a client that does not read its replies is dropped after
+``SEND_TIMEOUT``. Requests on one connection are answered one at a time, in order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import socket
 import stat
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from ..errors import ControlError, ProtocolError
+from ..wire.control import decode_request, encode_reply
 from ..wire.framing import Frame, FrameReader, FrameTooLarge
-from ..wire.protocol import Kind, decode_map, encode_map
-from .commands import Context, execute
+from .commands import Context, Target, execute
 
-if TYPE_CHECKING:
-    from ..master.master import Master
-
-#: The largest request body the master reads (a broadcast value must fit, hence the margin).
-MIN_REQUEST_SIZE = 64 * 1024
-#: The largest reply body a client accepts.
-MAX_REPLY_SIZE = 64 * 1024 * 1024
 #: Connections served at once; more are answered with an error and closed.
 MAX_CONNECTIONS = 32
 #: A client that leaves a reply unread this long is disconnected.
@@ -61,23 +40,7 @@ LINGER_BYTES = 4 * 1024 * 1024
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
-class ControlUnreachable(ControlError):
-    """No master answers at the control socket (none running, wrong path, or refused)."""
-
-
-# -- where the socket lives --------------------------------------------------------------------
-
-
-def default_control_path(environ: dict[str, str] | None = None) -> str:
-    """``$STEREO_CONTROL`` if set; else ``$XDG_RUNTIME_DIR/stereo/stereo.sock`` when that runtime
-    directory exists; else ``/tmp/stereo-$UID/stereo.sock``."""
-    env = os.environ if environ is None else environ
-    if env.get("STEREO_CONTROL"):
-        return env["STEREO_CONTROL"]
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        return os.path.join(runtime, "stereo", "stereo.sock")
-    return os.path.join("/tmp", f"stereo-{os.geteuid()}", "stereo.sock")
+# -- where the socket lives, and who may use it ---------------------------------------------------
 
 
 def _prepare_directory(directory: str) -> None:
@@ -140,40 +103,6 @@ def peer_uid(sock: socket.socket | trio.socket.SocketType) -> tuple[int, int]:
     return pid, uid
 
 
-# -- the codec (pure) ----------------------------------------------------------------------------
-
-
-def encode_request(request_id: int, command: str, args: dict[str, Any] | None = None) -> bytes:
-    return encode_map(Kind.REQUEST, {"id": request_id, "command": command, "args": args or {}})
-
-
-def encode_reply(request_id: Any, *, result: Any = None, error: str | None = None) -> bytes:
-    if error is not None:
-        return encode_map(Kind.REPLY, {"id": request_id, "ok": False, "error": error})
-    return encode_map(Kind.REPLY, {"id": request_id, "ok": True, "result": result})
-
-
-def decode_request(frame: Frame) -> tuple[Any, Any, Any]:
-    """A REQUEST frame -> (id, command, args); ProtocolError for anything else."""
-    if frame.kind != Kind.REQUEST:
-        raise ProtocolError(
-            f"expected a REQUEST frame (kind 0x{Kind.REQUEST:02x}), got kind 0x{frame.kind:02x}"
-        )
-    request = decode_map(frame)
-    if "command" not in request:
-        raise ProtocolError("the request has no 'command'")
-    return request.get("id"), request["command"], request.get("args")
-
-
-def decode_reply(frame: Frame) -> dict[str, Any]:
-    if frame.kind != Kind.REPLY:
-        raise ProtocolError(f"expected a REPLY frame, got kind 0x{frame.kind:02x}")
-    reply = decode_map(frame)
-    if not isinstance(reply.get("ok"), bool):
-        raise ProtocolError("the reply has no boolean 'ok'")
-    return reply
-
-
 # -- the server ----------------------------------------------------------------------------------
 
 
@@ -181,11 +110,18 @@ class ControlServer:
     """Serves control connections for one master: from the socket at ``path`` (if any) and from
     streams handed to :meth:`serve_stream` (the in-place console's socketpair)."""
 
-    def __init__(self, master: Master, path: str | None) -> None:
-        self.master = master
+    def __init__(
+        self,
+        target: Target,
+        *,
+        path: str | None,
+        max_request_size: int,
+        log: Callable[[str], None],
+    ) -> None:
         self.path = path
-        self.context = Context(master)
-        self.max_request_size = max(MIN_REQUEST_SIZE, master.settings.max_message_size + 4096)
+        self.context = Context(target)
+        self.max_request_size = max_request_size
+        self.log = log
         self.connections = 0
         self._client_arrived = trio.Event()
         self.listening: str | None = None  # the path, once bound
@@ -200,10 +136,10 @@ class ControlServer:
                 info = os.stat(self.path)
                 self._inode = (info.st_dev, info.st_ino)
                 self.listening = self.path
-                self.master.sink.log(f"control socket: {self.path}")
+                self.log(f"control socket: {self.path}")
             except ControlError as exc:
                 # The app matters more than its console: run on, but say so loudly.
-                self.master.sink.log(f"control socket disabled: {exc} (use --control PATH)")
+                self.log(f"control socket disabled: {exc} (use --control PATH)")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -243,7 +179,7 @@ class ControlServer:
             except OSError as exc:
                 # Out of descriptors or memory: wait for a connection to end, don't spin or die.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    self.master.sink.log(f"control: accept failed ({exc.strerror}); pausing")
+                    self.log(f"control: accept failed ({exc.strerror}); pausing")
                     await trio.sleep(0.1)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
@@ -265,7 +201,7 @@ class ControlServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass  # the client went away or stopped reading: its problem only
         except Exception as exc:  # a bug of ours: cost this connection, never the master
-            self.master.sink.log(f"control: internal error, connection dropped: {exc!r}")
+            self.log(f"control: internal error, connection dropped: {exc!r}")
         finally:
             self.connections -= 1
 
@@ -277,7 +213,7 @@ class ControlServer:
         if not trusted:
             pid, uid = peer_uid(stream.socket)
             if uid not in (os.geteuid(), 0):
-                self.master.sink.log(f"control: refused a client running as uid {uid} (pid {pid})")
+                self.log(f"control: refused a client running as uid {uid} (pid {pid})")
                 await self._refuse(
                     stream,
                     f"permission denied: uid {uid} may not control this master"
@@ -337,90 +273,5 @@ class ControlServer:
         except ControlError as exc:
             return encode_reply(request_id, error=str(exc))
         except Exception as exc:
-            self.master.sink.log(f"control: command failed with an internal error: {exc!r}")
+            self.log(f"control: command failed with an internal error: {exc!r}")
             return encode_reply(request_id, error=f"internal error: {type(exc).__name__}: {exc}")
-
-
-# -- the client (blocking: the console and ctl run outside trio) ---------------------------------
-
-
-class ControlClient:
-    """One connection to a master's control socket. Raises ControlUnreachable when there is no
-    master to talk to and ControlError when a command fails."""
-
-    def __init__(self, sock: socket.socket, path: str = "") -> None:
-        self.sock = sock
-        self.path = path
-        self._ids = itertools.count(1)
-        self._reader = FrameReader(MAX_REPLY_SIZE)
-        self._frames: list[Frame] = []
-
-    @classmethod
-    def connect(cls, path: str, timeout: float | None = 5.0) -> ControlClient:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except FileNotFoundError:
-            sock.close()
-            raise ControlUnreachable(f"no master is listening on {path} (no such socket)") from None
-        except ConnectionRefusedError:
-            sock.close()
-            raise ControlUnreachable(
-                f"no master is listening on {path} (connection refused)"
-            ) from None
-        except PermissionError:
-            sock.close()
-            raise ControlUnreachable(
-                f"not allowed to connect to {path} (permission denied)"
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise ControlUnreachable(f"cannot connect to {path}: {exc.strerror or exc}") from None
-        sock.settimeout(None)
-        return cls(sock, path)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(
-        self, command: str, args: dict[str, Any] | None = None, timeout: float | None = None
-    ) -> Any:
-        """Run one command and return its result."""
-        request_id = next(self._ids)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.sendall(encode_request(request_id, command, args))
-            reply = self._receive_reply()
-        except TimeoutError:
-            raise ControlError(f"the master did not answer {command!r} in time") from None
-        except OSError as exc:
-            raise ControlUnreachable(
-                f"lost the connection to the master: {exc.strerror or exc}"
-            ) from None
-        if not reply["ok"]:
-            raise ControlError(str(reply.get("error", "unknown error")))
-        if reply.get("id") != request_id:
-            raise ControlError(f"the master answered request {reply.get('id')!r}, not {request_id}")
-        return reply.get("result")
-
-    def _receive_reply(self) -> dict[str, Any]:
-        while not self._frames:
-            data = self.sock.recv(RECEIVE_SIZE)
-            if not data:
-                raise ControlUnreachable("the master closed the connection")
-            try:
-                self._reader.receive_data(data)
-                self._frames.extend(self._reader.frames())
-            except ProtocolError as exc:
-                raise ControlError(f"the master sent a malformed reply: {exc}") from None
-        try:
-            return decode_reply(self._frames.pop(0))
-        except ProtocolError as exc:
-            raise ControlError(f"the master sent a malformed reply: {exc}") from None

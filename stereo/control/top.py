@@ -17,8 +17,8 @@ from prompt_toolkit.layout import Layout, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 
 from ..errors import ControlError
+from .client import ControlClient, ControlUnreachable
 from .render import format_status, human_bytes, human_duration, human_rate
-from .server import ControlClient, ControlUnreachable
 
 REFRESH_INTERVAL = 1.0
 FETCH_TIMEOUT = 5.0

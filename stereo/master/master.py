@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import trio
 
 from ..control.server import ControlServer
 from ..snapshot import MasterSnapshot
+from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .config import Settings
 from .hub import Hub
@@ -72,7 +74,7 @@ class Master:
         self.control: ControlServer  # set in run(), once the supervisor can take orders
         # Master upgrade (SIGUSR2, see _upgrade.py): ``argv`` starts the new master; a master
         # that is the new one takes over through ``handover``.
-        self.upgrader = Upgrader(self, argv)
+        self.upgrader = Upgrader(self, argv, handover)
         self.handover = handover
 
     def snapshot(self) -> MasterSnapshot:
@@ -84,6 +86,32 @@ class Master:
             supervisor=self.supervisor.snapshot(),
             hub=self.hub.statistics(),
         )
+
+    # -- what the control plane may do (stereo.control.commands.Target) ------------------------
+
+    def add(self, count: int) -> list[int]:
+        return self.supervisor.add(count)
+
+    def remove(self, slot_ids: list[int]) -> list[int]:
+        return self.supervisor.remove(slot_ids)
+
+    def highest_slots(self, count: int) -> list[int]:
+        return self.supervisor.highest_slots(count)
+
+    def scale(self, workers: int) -> tuple[list[int], list[int]]:
+        return self.supervisor.scale(workers)
+
+    async def restart(self, slot_ids: list[int] | None) -> list[int]:
+        return await self.supervisor.restart(slot_ids)
+
+    def kill(self, slot_id: int, signum: int) -> int | None:
+        return self.supervisor.kill(slot_id, signum)
+
+    def broadcast(self, payload: bytes) -> int:
+        return self.hub.broadcast_from_master(payload)
+
+    def log(self, line: str) -> None:
+        self.sink.log(line)
 
     # -- signal handlers ----------------------------------------------------------------------
 
@@ -159,15 +187,31 @@ class Master:
                 await nursery.start(self.supervisor.run)
                 # Taking over from an old master: its control socket is ours only once our
                 # workers serve; if they cannot, this master drains and the old one serves on.
-                if self.handover is None or await self.handover.wait_workers_ready(self):
-                    self.control = ControlServer(self, self.settings.control_path)
+                if self.handover is None or await self.handover.wait_workers_ready(
+                    self, self.settings.control_path
+                ):
+                    self.control = ControlServer(
+                        self,
+                        path=self.settings.control_path,
+                        max_request_size=request_limit(self.settings.max_message_size),
+                        log=self.sink.log,
+                    )
                     await nursery.start(self.control.run)
                     if self.handover is not None:
                         self.handover.complete(self)
                     if self.settings.console:
                         from ..control.console import run_in_place
 
-                        nursery.start_soon(run_in_place, self)
+                        nursery.start_soon(
+                            partial(
+                                run_in_place,
+                                self.control.serve_stream,
+                                self.sink.redirect,
+                                stopping=lambda: self.supervisor.stopping,
+                                log=self.sink.log,
+                                reattach_path=self.control.listening,
+                            )
+                        )
                 task_status.started()
                 await self.supervisor.idle.wait()
                 self.sink.log("all workers stopped; bye")

@@ -6,9 +6,10 @@ stdout slows the workers' printing (backpressure through their pipes), never the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -57,6 +58,16 @@ class OutputSink:
         # Lines sent but not yet written. The channel's buffer count alone is not enough: an
         # item sent while the writer task waits goes straight to it, never into the buffer.
         self._queued = 0
+
+    @contextlib.contextmanager
+    def redirect(self, writer: Writer) -> Iterator[None]:
+        """Write through ``writer`` instead, until the context ends (the in-place console puts
+        output above its prompt). Only from the trio side, where the output task reads it."""
+        previous, self.writer = self.writer, writer
+        try:
+            yield
+        finally:
+            self.writer = previous
 
     def log(self, line: str) -> None:
         """A line of the master's own, e.g. '[stereo] worker 3 exited'. Never blocks."""

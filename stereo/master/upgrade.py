@@ -31,16 +31,25 @@ import socket
 import subprocess
 import sys
 from collections.abc import MutableMapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from .. import exitcodes
 from ..errors import BindError
 from .binds import Bind, BoundSocket, FdBind, UnixBind
+from .supervisor import Supervisor
 
-if TYPE_CHECKING:
-    from .master import Master
+
+class Host(Protocol):
+    """What an upgrade needs of a master (:class:`stereo.master.master.Master` is one)."""
+
+    sockets: list[BoundSocket]
+    supervisor: Supervisor
+
+    def log(self, line: str) -> None: ...
+    def shutdown(self, graceful: bool = True) -> None: ...
+
 
 ENV_FDS = "STEREO_INHERIT_FDS"  # listening descriptors, in the old master's order
 ENV_NOTIFY = "STEREO_UPGRADE_FD"  # write end of the pipe the new master says "ready" on
@@ -95,7 +104,7 @@ class Handover:
             adopted.append(BoundSocket(bind, sock, None))
         return adopted
 
-    async def wait_workers_ready(self, master: Master) -> bool:
+    async def wait_workers_ready(self, master: Host, control_path: str | None) -> bool:
         """Wait until every slot's worker is READY, then take the control socket over; False
         (and a graceful stop of this master) if a worker exits first or time runs out."""
         supervisor = master.supervisor
@@ -107,10 +116,10 @@ class Handover:
                     reason = "a new worker exited before every worker was ready"
                     break
                 if supervisor.ready_count() >= target:
-                    self._take_control_path(master.settings.control_path)
+                    self._take_control_path(control_path)
                     return True
                 await supervisor.changed.wait()
-        master.sink.log(f"upgrade abandoned: {reason}; master pid {self.old_pid} serves on")
+        master.log(f"upgrade abandoned: {reason}; master pid {self.old_pid} serves on")
         self._close_notify()  # EOF without "ready": the old master knows
         master.shutdown(graceful=True)
         return False
@@ -122,7 +131,7 @@ class Handover:
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(path)
 
-    def complete(self, master: Master) -> None:
+    def complete(self, master: Host) -> None:
         """Tell the old master to go; from now on this master removes unix socket files."""
         for bound in master.sockets:
             if isinstance(bound.bind, UnixBind):
@@ -132,7 +141,7 @@ class Handover:
                 os.write(self.notify_fd, READY)
         self._close_notify()
         self.done = True
-        master.sink.log(
+        master.log(
             f"took over from master pid {self.old_pid}:"
             f" {len(master.supervisor.slots)} workers ready"
         )
@@ -146,21 +155,24 @@ class Handover:
 class Upgrader:
     """The old master's side: start the new master, wait for its word, then step aside."""
 
-    def __init__(self, master: Master, argv: Sequence[str] | None) -> None:
+    def __init__(
+        self, master: Host, argv: Sequence[str] | None, handover: Handover | None = None
+    ) -> None:
         self.master = master
         self.argv = list(argv) if argv is not None else None
+        self.handover = handover  # set when this master is itself a new one taking over
         self.process: trio.Process | None = None
 
     async def run(self) -> None:
         master = self.master
-        log = master.sink.log
+        log = master.log
         if self.argv is None:
             log("SIGUSR2 ignored: this master was not started by `stereo run`")
             return
         if master.supervisor.stopping:
             log("SIGUSR2 ignored: stopping")
             return
-        if self.process is not None or (master.handover and not master.handover.done):
+        if self.process is not None or (self.handover and not self.handover.done):
             log("SIGUSR2 ignored: an upgrade is already under way")
             return
         fds = [bound.sock.fileno() for bound in master.sockets]

@@ -1,0 +1,274 @@
+"""The commands as operators type them: the table the console and ``stereo ctl`` know (usage,
+help text, aliases, completion hints) and the parsing of a typed line into a command name and its
+wire arguments.
+
+Client side only: nothing here runs a command. The master has its own table of what each name
+does (:data:`stereo.control.commands.HANDLERS`), keyed by the same names; ``in_master`` marks the
+commands that run there, the others (``top``, ``help``, ``quit``) are the console's own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ControlError
+from ..wire.control import parse_signal
+
+#: The words after the command name (and the raw rest of the line) -> wire arguments.
+ArgParser = Callable[[list[str], str], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command as the console and ``ctl`` know it: how to type it, and what to send."""
+
+    name: str
+    usage: str
+    summary: str
+    details: str
+    parse: ArgParser
+    in_master: bool = True  # False: the console runs it itself (top, help, quit)
+    takes_ids: bool = False  # its arguments are worker ids (for completion)
+    aliases: tuple[str, ...] = field(default=())
+
+
+class UsageError(ControlError):
+    """The typed command line is wrong; the message says how to write it."""
+
+
+def _no_args(name: str) -> ArgParser:
+    def parse(words: list[str], rest: str) -> dict[str, Any]:
+        if words:
+            raise UsageError(f"{name} takes no arguments")
+        return {}
+
+    return parse
+
+
+def _word_int(word: str, what: str) -> int:
+    try:
+        value = int(word)
+    except ValueError:
+        raise UsageError(f"{what} must be a whole number, not {word!r}") from None
+    return value
+
+
+def _parse_inspect(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) != 1:
+        raise UsageError("usage: inspect ID")
+    return {"id": _word_int(words[0], "a worker id")}
+
+
+def _parse_add(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) > 1:
+        raise UsageError("usage: add [N]")
+    return {"count": _word_int(words[0], "N") if words else 1}
+
+
+def _parse_remove(words: list[str], rest: str) -> dict[str, Any]:
+    if not words:
+        return {}
+    if words[0] in ("-n", "--count"):
+        if len(words) != 2:
+            raise UsageError("usage: remove -n N")
+        return {"count": _word_int(words[1], "N")}
+    return {"ids": [_word_int(word, "a worker id") for word in words]}
+
+
+def _parse_scale(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) != 1:
+        raise UsageError("usage: scale N")
+    return {"workers": _word_int(words[0], "N")}
+
+
+def _parse_restart(words: list[str], rest: str) -> dict[str, Any]:
+    if words == ["all"]:
+        return {}
+    if not words:
+        raise UsageError("usage: restart ID... | restart all")
+    return {"ids": [_word_int(word, "a worker id") for word in words]}
+
+
+def _parse_kill(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) not in (1, 2):
+        raise UsageError("usage: kill ID [SIGNAL]")
+    args: dict[str, Any] = {"id": _word_int(words[0], "a worker id")}
+    if len(words) == 2:
+        try:
+            parse_signal(words[1])  # complain before sending
+        except ControlError as exc:
+            raise UsageError(str(exc)) from None
+        args["signal"] = words[1]
+    return args
+
+
+def _parse_broadcast(words: list[str], rest: str) -> dict[str, Any]:
+    text = rest.strip()
+    if not text:
+        raise UsageError('usage: broadcast VALUE (a JSON literal, e.g. {"reload": true})')
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"broadcast: {text!r} is not JSON: {exc.msg} at column {exc.colno}"
+        ) from None
+    return {"value": value}
+
+
+def _parse_shutdown(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) > 1 or (words and words[0] not in ("graceful", "quick")):
+        raise UsageError("usage: shutdown [graceful|quick]")
+    return {"mode": words[0] if words else "graceful"}
+
+
+def _parse_help(words: list[str], rest: str) -> dict[str, Any]:
+    if len(words) > 1:
+        raise UsageError("usage: help [COMMAND]")
+    return {"command": words[0]} if words else {}
+
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in [
+        Command(
+            "status",
+            "status",
+            "the worker table",
+            "One row per worker process: slot, pid, state, uptime, restarts, last exit reason,"
+            " memory (RSS), CPU % over the last second, broadcasts in/out and how full its"
+            " outbound buffer in the master is.",
+            _no_args("status"),
+        ),
+        Command(
+            "inspect",
+            "inspect ID",
+            "everything known about one worker",
+            "Slot state, restarts, failure reason and, for each of its processes, counters,"
+            " heartbeat age, cut-off reason, threads, open files and command line.",
+            _parse_inspect,
+            takes_ids=True,
+        ),
+        Command(
+            "add",
+            "add [N]",
+            "start N more workers (default 1)",
+            "New workers take the lowest free ids.",
+            _parse_add,
+        ),
+        Command(
+            "remove",
+            "remove [ID...] | remove -n N",
+            "stop workers gracefully, without replacing them",
+            "Removes the named workers, or the N highest-numbered ones (default: the highest one)."
+            " Each drains (SIGTERM) and is killed after --graceful-timeout.",
+            _parse_remove,
+            takes_ids=True,
+        ),
+        Command(
+            "scale",
+            "scale N",
+            "add or remove workers until there are N",
+            "Removal is graceful and takes the highest ids first.",
+            _parse_scale,
+        ),
+        Command(
+            "restart",
+            "restart ID... | restart all",
+            "rolling restart",
+            "One worker at a time: its replacement is started and ready before the old process"
+            " is asked to drain. A failed worker is simply started again.",
+            _parse_restart,
+            takes_ids=True,
+        ),
+        Command(
+            "kill",
+            "kill ID [SIGNAL]",
+            "send a signal to a worker (default TERM)",
+            "SIGNAL is a name (TERM, SIGKILL, usr1...) or a number. The worker is respawned if it"
+            " dies, as after any crash.",
+            _parse_kill,
+            takes_ids=True,
+        ),
+        Command(
+            "broadcast",
+            "broadcast VALUE",
+            "send a JSON value to every worker (sender 0)",
+            'The rest of the line is one JSON literal: 42, "text", [1, 2], {"reload": true}.',
+            _parse_broadcast,
+        ),
+        Command(
+            "stats",
+            "stats",
+            "hub totals and rates",
+            "Broadcasts, deliveries and bytes since the start and per second over the last"
+            " second, cut-offs (slow consumers dropped), respawns, master memory and CPU.",
+            _no_args("stats"),
+        ),
+        Command(
+            "shutdown",
+            "shutdown [graceful|quick]",
+            "stop the master and every worker",
+            "graceful (the default) lets workers drain; quick kills them at once.",
+            _parse_shutdown,
+        ),
+        Command(
+            "top",
+            "top",
+            "live view, redrawn every second (q to leave)",
+            "Also available as `stereo top`.",
+            _no_args("top"),
+            in_master=False,
+            aliases=("watch",),
+        ),
+        Command(
+            "help",
+            "help [COMMAND]",
+            "list the commands, or explain one",
+            "",
+            _parse_help,
+            in_master=False,
+        ),
+        Command(
+            "quit",
+            "quit",
+            "detach the console; the master keeps running",
+            "Ctrl-D does the same.",
+            _no_args("quit"),
+            in_master=False,
+            aliases=("exit", "detach"),
+        ),
+    ]
+}
+
+ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
+
+
+def lookup(name: str) -> Command:
+    command = COMMANDS.get(ALIASES.get(name, name))
+    if command is None:
+        raise UsageError(f"unknown command {name!r}; type `help` for the list")
+    return command
+
+
+def parse_words(words: list[str], rest: str | None = None) -> tuple[Command, dict[str, Any]]:
+    """Client side: a command name and its words -> the command and its wire arguments."""
+    if not words:
+        raise UsageError("no command given")
+    command = lookup(words[0])
+    if rest is None:
+        rest = " ".join(words[1:])
+    return command, command.parse(words[1:], rest)
+
+
+def parse_line(line: str) -> tuple[Command, dict[str, Any]] | None:
+    """Client side: one console line -> the command and its wire arguments (None: empty line).
+
+    Words are split on whitespace, not shell-quoted, so ``broadcast`` gets its JSON verbatim."""
+    stripped = line.strip()
+    if not stripped:
+        return None
+    name, _, rest = stripped.partition(" ")
+    return parse_words([name, *rest.split()], rest)
