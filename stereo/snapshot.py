@@ -58,7 +58,8 @@ class SlotSnapshot:
     restarts: int
     last_exit: str | None
     failed_reason: str | None
-    quick_failures: int
+    quick_failures: int  # the app's own quick crashes in a row (the limit makes it FAILED)
+    setbacks: int  # exits not of the app's doing (outside kills, cut-offs, failed starts)
     processes: tuple[ProcessSnapshot, ...]  # alive, oldest first (mid-restart: two)
 
     @property

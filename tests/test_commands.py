@@ -282,6 +282,7 @@ def slot(slot_id: int, state: str, *processes: ProcessSnapshot) -> SlotSnapshot:
         last_exit="exit 1",
         failed_reason="it keeps crashing" if state == "failed" else None,
         quick_failures=5 if state == "failed" else 0,
+        setbacks=2 if state == "failed" else 0,
         processes=processes,
     )
 
@@ -372,7 +373,8 @@ def test_commands_read_the_snapshot() -> None:
     (proc,) = info["processes"]
     assert (proc["ready_after"], proc["heartbeat_age"]) == (0.5, 1.0)
     assert proc["peak_outbox_bytes"] == 512
-    assert "threads" not in proc  # psutil could not read it
+    assert commands.inspect(ctx, 2)["quick_failures"] == 5
+    assert commands.inspect(ctx, 2)["setbacks"] == 2
     assert commands.inspect(ctx, 2)["quick_failures"] == 5
 
     with pytest.raises(ControlError, match=r"there is no worker 3 \(workers: 1, 2\)"):

@@ -19,6 +19,8 @@ import trio
 from conftest import Stereo, open_stereo, wait_all_exited, wait_exited
 from loadgen import LoadGenerator
 
+from stereo.control.client import ControlClient
+
 STARTED = r"^\[worker (\d+)\] started pid=(\d+)"
 
 
@@ -322,3 +324,70 @@ async def test_restarts_scaling_and_a_kill_under_load_lose_only_the_killed_worke
                     assert failed == 0, (phase, load.failures)
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
+
+
+# -- not the app's fault: retried, never FAILED ------------------------------------------------
+
+
+async def test_kills_from_outside_are_retried_however_often_they_come() -> None:
+    # kill -9 (the OOM killer, an operator) right after each start, more often than the crash
+    # limit (5 in a row): the slot keeps respawning, because the app did nothing wrong.
+    with trio.fail_after(60):
+        async with open_stereo("pids:serve", "-w", "1") as stereo:
+            mark = 0
+            for _ in range(6):
+                pid = (await started(stereo, 1, start=mark))[1]
+                mark = len(stereo.lines)
+                os.kill(pid, signal.SIGKILL)
+                await stereo.wait_for(
+                    rf"worker 1 \(pid {pid}\) exited: killed by SIGKILL; restarting in", start=mark
+                )
+            await started(stereo, 1, start=mark)  # the seventh runs
+            assert not any("failed" in line for line in stereo.lines)
+
+
+async def test_a_sender_cut_off_by_its_own_echoes_is_retried_not_failed() -> None:
+    with trio.fail_after(60):
+        async with open_stereo("echoflood:serve", "-w", "1", "--outbox-limit", "1048576") as stereo:
+            await stereo.wait_for(
+                r"worker 1 \(pid \d+\) exited: cut off: slow consumer: .*; restarting in", count=6
+            )
+            assert not any("failed" in line for line in stereo.lines)
+
+
+# -- a stopped master ------------------------------------------------------------------------------
+
+
+async def test_a_master_stopped_past_the_timeout_kills_no_healthy_worker(tmp_path: Path) -> None:
+    path = str(tmp_path / "ctl.sock")
+    with trio.fail_after(60):
+        async with open_stereo(
+            "control_app:serve", "-w", "2", "--timeout", "1", "--control", path
+        ) as stereo:
+            await stereo.wait_for(r"^\[worker \d\] ready$", count=2)
+            await stereo.wait_for(r"control socket: ")
+            before = await status_pids(path)
+            stereo.signal(signal.SIGSTOP)  # a debugger, the cgroup freezer, CPU starvation...
+            # The stall itself: three times --timeout, while the workers keep beating into their
+            # sockets (a duration of the scenario, not a wait for something to happen).
+            await trio.sleep(3)
+            stereo.signal(signal.SIGCONT)
+            mark = len(stereo.lines)
+            await control(path, "broadcast", {"value": "after the stall"})
+            await stereo.wait_for(r'received "after the stall" from 0', count=2, start=mark)
+            assert await status_pids(path) == before  # the same processes: nobody was killed
+            assert not any("no heartbeat" in line for line in stereo.lines)
+
+
+async def control(path: str, command: str, args: dict[str, object] | None = None) -> object:
+    def request() -> object:
+        with ControlClient.connect(path) as client:
+            return client.request(command, args, timeout=10)
+
+    return await trio.to_thread.run_sync(request)
+
+
+async def status_pids(path: str) -> dict[int, int]:
+    rows = await control(path, "status")
+    assert isinstance(rows, list)
+    return {row["slot"]: row["pid"] for row in rows}

@@ -20,6 +20,7 @@ from stereo import exitcodes
 from stereo.master.config import Settings
 from stereo.master.process import WorkerProcess
 from stereo.master.supervisor import Supervisor
+from stereo.master.watchdog import wait_silence
 
 
 @dataclass(frozen=True)
@@ -263,3 +264,113 @@ async def _ready(launch: FakeLaunch, slot_id: int, nth: int) -> Spawn:
     spawn = launch.of_slot(slot_id)[nth]
     await spawn.proc.ready_event.wait()
     return spawn
+
+
+# -- not the app's fault: retried, never FAILED ------------------------------------------------
+
+
+async def test_kills_from_outside_are_retried_with_capped_backoff_never_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    oom_killed = Behaviour(crash_after=0.01, code=-signal.SIGKILL)  # as the OOM killer does
+    async with supervising(always(oom_killed), backoff_limit=3, backoff_cap=0.5) as (
+        supervisor,
+        launch,
+        log,
+    ):
+        await _ready(launch, 1, 9)
+        assert not any("failed" in line for line in log.lines)
+        slot = supervisor.snapshot().slots[0]
+        assert (slot.quick_failures, slot.setbacks) == (0, 9)  # counted, not as crashes
+        waits = [
+            later.at - (earlier.at + 0.01) for earlier, later in itertools.pairwise(launch.spawns)
+        ]
+        assert max(waits) <= 0.5 + 1e-9  # capped
+        assert waits[-1] >= 0.25 - 1e-9  # ... at the cap by now (jitter: upper half)
+
+
+async def test_a_worker_that_cannot_be_started_is_retried_until_it_can(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Settings(app="fake:serve", workers=1, backoff_cap=2.0)
+    fake = FakeLaunch(always(Behaviour()), config.heartbeat_interval)
+    attempts = 0
+
+    async def launch(slot_id: int, *, task_status: trio.TaskStatus[WorkerProcess]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 8:  # out of file descriptors for a while
+            raise OSError(24, "Too many open files")
+        await fake(slot_id, task_status=task_status)
+
+    log = Log()
+    supervisor = Supervisor(config, [], log, launch)
+    with trio.fail_after(3600):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            await log.wait_for(r"worker 1: cannot start a worker process: .*Too many open files")
+            snapshot = supervisor.snapshot().slots[0]
+            assert snapshot.state == "backoff"
+            assert "Too many open files" in (snapshot.last_exit or "")  # status says why
+            spawn = await _ready(fake, 1, 0)  # the shortage passed: it runs
+            assert attempts == 9
+            assert supervisor.snapshot().slots[0].state == "running"
+            assert supervisor.snapshot().slots[0].setbacks == 8
+            assert spawn.proc.state.value == "ready"
+            supervisor.stop(graceful=False)
+
+
+# -- a master that was not running judges nobody --------------------------------------------------
+
+
+async def test_a_stalled_master_restarts_its_watchdog_windows(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    returned: list[float] = []
+    evidence = [0.0]
+
+    async def watch() -> None:
+        await wait_silence(lambda: evidence[0], 10.0, lambda: 0)
+        returned.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(100)  # the master was stopped for 100 s, past every deadline
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == []  # it was the master that did not run: no verdict
+        mock_clock.jump(9.9)
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == []
+        mock_clock.jump(0.2)  # a full window of the master's own running time, silent
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == [pytest.approx(110.1)]
+
+
+async def test_a_verdict_waits_for_evidence_still_unread(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    returned: list[float] = []
+    evidence = [0.0]
+    unread = [64]  # a heartbeat sits in the socket, not read yet
+
+    def read() -> int:
+        if unread[0]:
+            evidence[0] = trio.current_time()  # the reader gets to it: fresh evidence
+            unread[0] = 0
+            return 64
+        return 0
+
+    async def watch() -> None:
+        await wait_silence(lambda: evidence[0], 10.0, read)
+        returned.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == []  # the unread heartbeat counted
+        mock_clock.jump(10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert returned == [pytest.approx(20.0)]

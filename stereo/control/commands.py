@@ -182,6 +182,7 @@ def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
         "last_exit": slot.last_exit,
         "failed_reason": slot.failed_reason,
         "quick_failures": slot.quick_failures,
+        "setbacks": slot.setbacks,
         "current_pid": slot.current_pid,
         "processes": processes,
     }

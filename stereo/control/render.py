@@ -133,6 +133,10 @@ def format_inspect(info: dict[str, Any]) -> str:
         lines.append(f"  failed          {info['failed_reason']}")
     if info["quick_failures"]:
         lines.append(f"  quick failures  {info['quick_failures']}")
+    if info.get("setbacks"):
+        lines.append(
+            f"  setbacks        {info['setbacks']} (outside kills, cut-offs, failed starts)"
+        )
     for proc in info["processes"]:
         role = "current" if proc["current"] else "old"
         lines += [

@@ -69,6 +69,7 @@ class Peer:
         self.ended = trio.Event()  # serve_peer returned: everything the worker sent was read
         self.truncated_bytes = 0  # an incomplete last frame, dropped at end of connection
         self.cut_off_reason: str | None = None
+        self.cut_off_slow = False  # it fell behind (not a protocol error of its own)
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0
@@ -155,6 +156,7 @@ class Hub:
                 peer,
                 f"slow consumer: {peer.pending_bytes} bytes waiting for it, over the"
                 f" {limit}-byte outbox limit",
+                slow=True,
             )
         # Counted after the cut-offs: a peer dropped here will never get this batch.
         self.deliveries += count * len(self.peers)
@@ -169,9 +171,10 @@ class Hub:
         self._fan_out(frame, 1)
         return seq
 
-    def _cut_off(self, peer: Peer, reason: str) -> None:
+    def _cut_off(self, peer: Peer, reason: str, *, slow: bool = False) -> None:
         if peer.cut_off_reason is None:
             peer.cut_off_reason = reason
+            peer.cut_off_slow = slow
             self.cutoffs += 1
         self.peers.pop(peer, None)
         peer.outbox.clear()

@@ -7,8 +7,11 @@ Rules:
   while draining) change nothing; they come from outside and must never raise.
 - A *slot* is a numbered seat (worker id 1..N) that outlives its processes. The slot machine
   below maps (state, event) to (state, actions); its driver, the supervisor, performs the
-  actions. It also counts quick crashes in a row, which decide between respawning at once,
-  backing off and giving up.
+  actions. It also counts quick exits in a row, which decide between respawning at once and
+  backing off, and among them the app's own crashes, which alone can make it give up: FAILED is
+  for what only a fix can cure (the app cannot load, or crashes by itself in a loop). A kill
+  from outside (the OOM killer, an operator's kill -9), a cut-off by the hub or a process that
+  could not be started is a setback: retried with capped backoff, however often.
 - A transition missing from a table is a bug in stereo (never an input error): it raises
   :class:`IllegalTransition`.
 """
@@ -74,7 +77,8 @@ class SlotState(Enum):
 class SlotEvent(Enum):
     EXITED = "exited"  # the current process ended: asked to, or after running a while
     CRASHED = "crashed"  # it crashed soon after its start (under the limit in a row)
-    BROKEN = "broken"  # cannot load the app, crashed too often, or could not be spawned
+    SETBACK = "setback"  # killed from outside, cut off, or not started: not the app's doing
+    BROKEN = "broken"  # the app cannot load, or crashed by itself too often in a row
     WOKE = "woke"  # the backoff delay is over
     REVIVED = "revived"  # an operator restarts a failed or backing-off slot
     RETIRED = "retired"  # removed by an operator, or the master stops
@@ -94,6 +98,7 @@ _S, _E, _A = SlotState, SlotEvent, Action
 SLOT_TRANSITIONS: Final[dict[tuple[SlotState, SlotEvent], tuple[SlotState, Action]]] = {
     (_S.RUNNING, _E.EXITED): (_S.RUNNING, _A.SPAWN),
     (_S.RUNNING, _E.CRASHED): (_S.BACKOFF, _A.SLEEP),
+    (_S.RUNNING, _E.SETBACK): (_S.BACKOFF, _A.SLEEP),
     (_S.RUNNING, _E.BROKEN): (_S.FAILED, _A.WAIT),
     (_S.RUNNING, _E.RETIRED): (_S.RETIRING, _A.STOP),
     (_S.BACKOFF, _E.WOKE): (_S.RUNNING, _A.SPAWN),
@@ -104,6 +109,7 @@ SLOT_TRANSITIONS: Final[dict[tuple[SlotState, SlotEvent], tuple[SlotState, Actio
     # Retiring: whatever way the current process ends (or fails to start), the slot is done.
     (_S.RETIRING, _E.EXITED): (_S.REMOVED, _A.RELEASE),
     (_S.RETIRING, _E.CRASHED): (_S.REMOVED, _A.RELEASE),
+    (_S.RETIRING, _E.SETBACK): (_S.REMOVED, _A.RELEASE),
     (_S.RETIRING, _E.BROKEN): (_S.REMOVED, _A.RELEASE),
     (_S.RETIRING, _E.RETIRED): (_S.RETIRING, _A.NOTHING),
 }
@@ -115,18 +121,31 @@ class Exit:
 
     uptime: float  # seconds from its start
     requested: bool  # the master asked it to stop (a drain, a rolling restart, a removal)
-    load_error: bool  # it said the app cannot be loaded: restarting will not help
+    load_error: bool = False  # it said the app cannot be loaded: restarting will not help
+    outside: bool = False  # killed by a signal stereo did not send, or cut off by the hub
 
 
 class SlotLifecycle:
-    """One slot's state, its quick-crash count, and the rules that move them.
+    """One slot's state, its counts of quick exits, and the rules that move them.
 
-    Backoff: a crash within ``quick`` seconds of a start counts; a process that ran longer, or
-    was asked to stop, resets the count. After ``limit`` counted crashes in a row the slot is
-    BROKEN; before that it waits ``base * 2**(n-1)`` seconds (capped at ``cap``), jittered.
+    An exit within ``quick`` seconds of a start that nobody asked for counts in ``failures``,
+    which sets the backoff: ``base * 2**(n-1)`` seconds, capped at ``cap``, jittered. Among them
+    the app's own crashes also count in ``crashes``; after ``limit`` in a row the slot is BROKEN.
+    A process that ran longer, or was asked to stop, resets both. ``setbacks`` counts the exits
+    that were not the app's doing (and failed starts), for the operator.
     """
 
-    __slots__ = ("base", "cap", "delay", "failures", "limit", "quick", "state")
+    __slots__ = (
+        "base",
+        "cap",
+        "crashes",
+        "delay",
+        "failures",
+        "limit",
+        "quick",
+        "setbacks",
+        "state",
+    )
 
     def __init__(
         self, base: float = 0.1, cap: float = 10.0, limit: int = 5, quick: float = 2.0
@@ -137,6 +156,8 @@ class SlotLifecycle:
         self.quick = quick
         self.state = SlotState.RUNNING
         self.failures = 0
+        self.crashes = 0
+        self.setbacks = 0
         self.delay = 0.0  # of the current BACKOFF
 
     @property
@@ -144,14 +165,24 @@ class SlotLifecycle:
         return self.state in (SlotState.RETIRING, SlotState.REMOVED)
 
     def exit_event(self, exit: Exit) -> SlotEvent:
-        """Count the exit and name the event it is (pure but for the crash count)."""
-        if not exit.requested and exit.uptime < self.quick:
-            self.failures += 1
-        else:
-            self.failures = 0
-        if exit.load_error or self.failures >= self.limit:
+        """Count the exit and name the event it is."""
+        if exit.load_error:
             return SlotEvent.BROKEN
-        return SlotEvent.CRASHED if self.failures else SlotEvent.EXITED
+        if exit.requested or exit.uptime >= self.quick:
+            self.failures = self.crashes = 0
+            return SlotEvent.EXITED
+        self.failures += 1
+        if exit.outside:
+            self.setbacks += 1
+            return SlotEvent.SETBACK
+        self.crashes += 1
+        return SlotEvent.BROKEN if self.crashes >= self.limit else SlotEvent.CRASHED
+
+    def start_failed(self) -> SlotEvent:
+        """A process could not be started (fork/exec failed: a shortage that may pass)."""
+        self.failures += 1
+        self.setbacks += 1
+        return SlotEvent.SETBACK
 
     def handle(self, event: SlotEvent, jitter: float = 0.0) -> Action:
         """Apply ``event``; returns what the driver must do. ``jitter`` is uniform in [0, 1)."""
@@ -160,7 +191,7 @@ class SlotLifecycle:
         except KeyError:
             raise IllegalTransition(f"slot {self.state.value}: {event.value}") from None
         if self.state is SlotState.FAILED and event is SlotEvent.REVIVED:
-            self.failures = 0  # an operator's restart is a fresh start; a backoff's isn't
+            self.failures = self.crashes = 0  # an operator's restart is a fresh start
         self.state = new
         self.delay = self.backoff_delay(jitter) if action is Action.SLEEP else 0.0
         return action

@@ -10,11 +10,13 @@ what the hub connection reports to (:class:`stereo.master.hub.PeerEvents`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from functools import partial
@@ -32,6 +34,8 @@ from .output import OutputSink, pump_lines
 OUTPUT_LINGER = 1.0
 HUB_SOCKET_BUFFER = 1024 * 1024  # SO_SNDBUF of both ends of a hub connection
 _NO_TRAFFIC = PeerStatistics(0, 0, 0, 0, 0, 0, None)
+# Signals that end a process from outside; SIGSEGV, SIGABRT and the like are the app's own crash.
+_ENDING_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 class WorkerProcess:
@@ -80,6 +84,26 @@ class WorkerProcess:
         """The OS reaped it (its hub connection may still hold unread broadcasts)."""
         self.returncode = returncode
         self.handle(ProcessEvent.EXIT)
+
+    def unread_bytes(self) -> int:
+        """Bytes the worker sent that the master has not read yet (evidence not yet seen)."""
+        if self.peer is None:
+            return 0
+        try:
+            raw = fcntl.ioctl(self.peer.stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0  # closed: nothing more will be read
+        return int.from_bytes(raw, sys.byteorder)
+
+    @property
+    def killed_from_outside(self) -> bool:
+        """It died of a signal that ends processes and that stereo did not send (the OOM
+        killer, an operator's kill -9), or the hub cut it off as a slow consumer: not a crash
+        of the app's own."""
+        if self.kill_reason is not None or self.returncode is None:
+            return False
+        slow = self.peer is not None and self.peer.cut_off_slow
+        return slow or -self.returncode in _ENDING_SIGNALS
 
     def snapshot(self, current: bool) -> ProcessSnapshot:
         return ProcessSnapshot(

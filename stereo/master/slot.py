@@ -68,6 +68,7 @@ def slot_snapshot(slot_id: int, slot: Slot | None, procs: list[WorkerProcess]) -
         restarts=slot.restarts if slot is not None else 0,
         last_exit=slot.last_exit if slot is not None else None,
         failed_reason=slot.failed_reason if slot is not None else None,
-        quick_failures=slot.life.failures if slot is not None else 0,
+        quick_failures=slot.life.crashes if slot is not None else 0,
+        setbacks=slot.life.setbacks if slot is not None else 0,
         processes=tuple(p.snapshot(p is current) for p in procs),
     )

@@ -27,6 +27,7 @@ from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
 from .slot import Slot, slot_snapshot
+from .watchdog import wait_silence
 
 
 class Launch(Protocol):
@@ -132,11 +133,12 @@ class Supervisor:
         try:
             proc = await self._spawn(slot)
         except OSError as exc:
-            # fork/exec failed (out of memory, fd limit...): a bad state to loop in.
-            slot.failed_reason = f"cannot start a worker process: {exc}"
+            # fork/exec failed (out of memory, fd limit...): a shortage that may pass, so it is
+            # retried with capped backoff, never given up on.
+            slot.last_exit = f"cannot start a worker process: {exc}"
+            self._apply(slot, slot.life.start_failed())
             if not slot.retiring:
-                self.log(f"worker {slot.id} failed: {slot.failed_reason}")
-            self._apply(slot, SlotEvent.BROKEN)
+                self.log(f"worker {slot.id}: {slot.last_exit}; retrying in {slot.life.delay:.2f} s")
             return
         slot.current = proc
 
@@ -158,6 +160,7 @@ class Supervisor:
                 uptime=proc.uptime,
                 requested=proc.stop_requested,
                 load_error=proc.returncode == exitcodes.APP_LOAD_ERROR,
+                outside=proc.killed_from_outside,
             )
         )
         if not retiring:
@@ -229,18 +232,16 @@ class Supervisor:
         self.changed = trio.Event()
 
     async def _watch(self, proc: WorkerProcess) -> None:
-        """Note when the process is ready, then kill it if its heartbeats stop."""
+        """Note when the process is ready, then kill it if its heartbeats stop: judged on what
+        the master has read, over time the master was running (see watchdog.py)."""
         await proc.ready_event.wait()
         self._changed()
         timeout = self.settings.timeout
-        while proc.returncode is None:
-            deadline = proc.last_heartbeat + timeout
-            if trio.current_time() >= deadline:
-                proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
-                self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}")
-                proc.signal(signal.SIGKILL)
-                return
-            await trio.sleep_until(deadline)
+        await wait_silence(lambda: proc.last_heartbeat, timeout, proc.unread_bytes)
+        if proc.returncode is None:
+            proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
+            self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}")
+            proc.signal(signal.SIGKILL)
 
     def _stop_process(self, proc: WorkerProcess) -> None:
         """Ask one process to drain (SIGTERM), and SIGKILL it after --graceful-timeout."""
@@ -341,8 +342,12 @@ class Supervisor:
         except OSError as exc:
             self.log(f"restart of worker {slot.id}: cannot start a process: {exc}")
             return False
-        with trio.move_on_after(self.boot_timeout):
-            await _first(new.ready_event, new.ended)
+        async with trio.open_nursery() as nursery:
+            # Ready, ended, or boot_timeout of the master's running time with nothing unread.
+            nursery.start_soon(_set_then_cancel, new.ready_event, nursery.cancel_scope)
+            nursery.start_soon(_set_then_cancel, new.ended, nursery.cancel_scope)
+            await wait_silence(lambda: new.started_at, self.boot_timeout, new.unread_bytes)
+            nursery.cancel_scope.cancel()
         if not new.ready_event.is_set() and not new.ended.is_set():
             self.log(
                 f"restart of worker {slot.id}: the replacement (pid {new.pid}) was not"
@@ -427,16 +432,6 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _first(*events: trio.Event) -> None:
-    """Wait until any of the events is set."""
-    if any(event.is_set() for event in events):
-        await trio.lowlevel.checkpoint()
-        return
-    async with trio.open_nursery() as nursery:
-
-        async def wait(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        for event in events:
-            nursery.start_soon(wait, event)
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

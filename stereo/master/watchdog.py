@@ -1,0 +1,48 @@
+"""Timeouts that judge a worker fairly: only on evidence the master has read, and only over time
+during which the master itself was running.
+
+A master that was stopped (SIGSTOP, a debugger, the cgroup freezer, CPU starvation) wakes up with
+every deadline past and its workers' heartbeats still unread in their sockets. Judging then would
+kill healthy workers. So a wait here ends only when the master ran for the whole window: when a
+timer fires late by more than :data:`STALL`, the master was not running, and the window starts
+again from the moment it resumed; and a verdict waits while the worker's connection holds bytes
+the master has not read yet (they may be the evidence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+#: A timer firing this late means the master was not running (not merely busy for a moment).
+STALL = 0.5
+
+
+async def wait_silence(
+    last_evidence: Callable[[], float], window: float, unread: Callable[[], int]
+) -> float:
+    """Return once ``window`` seconds of the master's own running time have passed since
+    ``last_evidence()`` (re-read at every wake-up) with nothing unread (``unread()`` bytes
+    waiting in the connection). Returns how long the silence lasted, as the trio clock saw it."""
+    resumed = -float("inf")
+    while True:
+        deadline = max(last_evidence(), resumed) + window
+        if trio.current_time() < deadline:
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            if now - deadline > STALL:
+                resumed = now  # the master itself was not running: start the window again
+            continue
+        if unread():
+            # Let the connection's reader take what is there (it runs before we do again),
+            # then look at the evidence afresh.
+            await trio.lowlevel.checkpoint()
+            continue
+        return trio.current_time() - last_evidence()
+
+
+async def sleep_running(duration: float) -> None:
+    """Sleep ``duration`` seconds of the master's own running time: a stall restarts it."""
+    start = trio.current_time()
+    await wait_silence(lambda: start, duration, lambda: 0)
