@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import trio
 import trio.testing
 from conftest import ctl, open_stereo
@@ -227,9 +228,11 @@ async def test_a_stuck_stdout_costs_worker_lines_with_a_marker_never_a_worker(
 
             # From here on nobody reads the master's stdout: its pipe fills, then its buffer.
             stereo.pause_reading()
+            rss_before = psutil.Process(stereo.pid).memory_info().rss
             await first.send_all(b"go\n")
             # Worker 1 printed ~8 MiB and went on printing for two --timeouts: it never blocked.
             count = int((await receive_line(first)).split()[1])
+            growth = psutil.Process(stereo.pid).memory_info().rss - rss_before
             # The master's own line (it logs before it spawns worker 2, which then says hello).
             stereo.signal(signal.SIGTTIN)
             second = trio.SocketStream((await listener.accept())[0])
@@ -244,6 +247,8 @@ async def test_a_stuck_stdout_costs_worker_lines_with_a_marker_never_a_worker(
                 await stereo.wait_for(".", start=len(stereo.lines))
             seen, dropped = flood_accounting(stereo.lines)
             assert (seen + dropped, seen > 0, dropped > 0) == (count, True, True)
+            print(f"MEASURE stuck stdout: {count} lines printed, {seen} written, {dropped} dropped")
+            print(f"MEASURE stuck stdout: master RSS +{growth / 2**20:.1f} MiB, buffer full")
             await stereo.wait_for(r"^\[stereo\] SIGTTIN: added worker \[2\]$")
             assert not [line for line in stereo.lines if "no heartbeat" in line]
             await first.aclose()
