@@ -34,6 +34,15 @@ class Stereo:
         self.lines: list[str] = []
         self._changed = trio.Event()
         self.eof = trio.Event()
+        self._reading = trio.Event()
+        self._reading.set()
+
+    def pause_reading(self) -> None:
+        """Stop reading the master's stdout after the chunk being read (its pipe then fills)."""
+        self._reading = trio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
 
     @property
     def pid(self) -> int:
@@ -42,7 +51,11 @@ class Stereo:
     async def _collect(self) -> None:
         assert self.process.stdout is not None
         partial = b""
-        async for chunk in self.process.stdout:
+        while True:
+            await self._reading.wait()
+            chunk = await self.process.stdout.receive_some()
+            if not chunk:
+                break
             partial += chunk
             *complete, partial = partial.split(b"\n")
             if complete:
@@ -125,6 +138,18 @@ class Output:
 
 def stereo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "stereo", *args]
+
+
+async def ctl(*args: str) -> tuple[int, str, str]:
+    """Run ``stereo ctl ARGS``; its exit status, stdout and stderr."""
+    result = await trio.run_process(
+        stereo_command("ctl", *args),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd="/",
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 @asynccontextmanager

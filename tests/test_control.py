@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Stereo, open_stereo, stereo_command
+from conftest import Stereo, ctl, open_stereo
 
 from stereo.control.client import ControlClient, ControlUnreachable, default_control_path
 from stereo.control.server import bind_control_socket
@@ -26,17 +26,6 @@ from stereo.wire.protocol import Kind
 
 READY = r"^\[worker (\d+)\] ready$"
 LISTENING = r"^\[stereo\] control socket: "
-
-
-async def ctl(*args: str) -> tuple[int, str, str]:
-    result = await trio.run_process(
-        stereo_command("ctl", *args),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-        cwd="/",
-    )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 async def started(stereo: Stereo, workers: int) -> None:

@@ -241,9 +241,8 @@ class Launcher:
     async def _pump_output(
         self, process: trio.Process, slot_id: int, scope: trio.CancelScope
     ) -> None:
-        prefix = f"[worker {slot_id}] ".encode()
         assert process.stdout is not None and process.stderr is not None
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump_lines, process.stdout, prefix, self.sink)
-                nursery.start_soon(pump_lines, process.stderr, prefix, self.sink)
+                nursery.start_soon(pump_lines, process.stdout, slot_id, self.sink)
+                nursery.start_soon(pump_lines, process.stderr, slot_id, self.sink)
