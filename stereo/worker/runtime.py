@@ -9,13 +9,12 @@ killed master leaves no orphans.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import trio
@@ -34,44 +33,11 @@ from ..wire.protocol import (
 )
 from .api import Worker
 from .listeners import ConnectionTracker, Listener
+from .loader import BootError, load_app
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
-App = Callable[[Worker], Awaitable[Any]]
-
-
-class BootError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def load_app(spec: str, app_dir: str) -> App:
-    """Import ``module:attribute`` with app_dir first on sys.path, as gunicorn and uvicorn do."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise BootError(exitcodes.APP_LOAD_ERROR, f"app {spec!r} is not MODULE:ATTRIBUTE")
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
-    try:
-        module = importlib.import_module(module_name)
-    except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        reason = f"cannot import {module_name!r}: {detail}"
-        raise BootError(exitcodes.APP_LOAD_ERROR, reason) from exc
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise BootError(
-                exitcodes.APP_LOAD_ERROR, f"module {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not callable(target):
-        raise BootError(exitcodes.APP_LOAD_ERROR, f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 class HubLink:
