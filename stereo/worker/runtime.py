@@ -21,7 +21,7 @@ import trio
 
 from .. import exitcodes
 from ..errors import HubClosed, ProtocolError
-from ..outbox import send_chunks
+from ..outbox import Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
     PROTOCOL_VERSION,
@@ -32,12 +32,17 @@ from ..wire.protocol import (
     encode_map,
 )
 from .api import Worker
+from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
 from .loader import BootError, load_app
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
+# Broadcasts closer together than this are batched by the writer task instead of written at once:
+# a lone broadcast goes straight to the socket (saves a task switch of latency), in a burst only
+# the first does and the rest leave in one write.
+DIRECT_SEND_GAP = 50e-6
 
 
 class HubLink:
@@ -83,31 +88,17 @@ class HubLink:
         return messages
 
 
-async def read_hub(link: HubLink, worker: Worker) -> NoReturn:
+async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
     """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
     while True:
-        while worker._inbox_full():
-            worker._room = trio.Event()
-            await worker._room.wait()
-        worker._deliver(await link.receive_messages())
+        await inbox.wait_for_room()
+        inbox.deliver(await link.receive_messages())
 
 
-async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
-    """One send_all per wake-up with everything queued since the last one."""
-    while True:
-        await worker._outbox_ready.wait()
-        frames = worker._take_outbox()
-        worker._writing = True
-        await send_chunks(link.stream, frames)
-        worker._writing = False
-        if not worker._outbox:
-            worker._flushed.set()
-
-
-async def heartbeat(worker: Worker, interval: float) -> NoReturn:
+async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
     frame = encode_frame(Kind.HEARTBEAT)
     while True:
-        worker._send_raw(frame)
+        outbox.put(frame)  # a control frame: whatever the bound
         await trio.sleep(interval)
 
 
@@ -154,14 +145,11 @@ async def run_worker(hub_fd: int) -> int:
     listeners = [
         Listener(socket.socket(fileno=fd), tracker) for fd in welcome.get("listen_fds", [])
     ]
+    outbox = Outbox(sock, int(welcome["outbox_limit"]), direct_gap=DIRECT_SEND_GAP)
+    inbox = Inbox()
     worker = Worker(
-        int(welcome["slot"]),
-        listeners,
-        tracker,
-        max_message_size=max_message_size,
-        outbox_limit=int(welcome["outbox_limit"]),
+        int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
-    worker._hub_sock = sock
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 
@@ -183,26 +171,28 @@ async def run_worker(hub_fd: int) -> int:
         async def run_app() -> None:
             # READY is queued here, so the writer task can send it only once serve() has run
             # up to its first checkpoint: the master may route work here from then on.
-            worker._send_raw(encode_frame(Kind.READY))
+            outbox.put(encode_frame(Kind.READY))
             with app_scope:
                 await app(worker)
             # What the app broadcast before it ended still goes out (bounded: the master may
             # be gone, or not reading).
             with trio.move_on_after(FLUSH_TIMEOUT):
-                await worker._wait_flushed()
+                await outbox.wait_flushed()
             nursery.cancel_scope.cancel()
 
         async def hub_tasks() -> None:
             try:
                 async with trio.open_nursery() as hub_nursery:
-                    hub_nursery.start_soon(read_hub, link, worker)
-                    hub_nursery.start_soon(write_hub, link, worker)
+                    hub_nursery.start_soon(read_hub, link, inbox)
+                    hub_nursery.start_soon(outbox.write_loop, link.stream)
                     hub_nursery.start_soon(
-                        heartbeat, worker, float(welcome.get("heartbeat_interval", 1.0))
+                        heartbeat, outbox, float(welcome.get("heartbeat_interval", 1.0))
                     )
             except* (HubClosed, trio.BrokenResourceError, ProtocolError, OSError) as group:
                 error = group.exceptions[0]
-                worker._fail(error if isinstance(error, HubClosed) else HubClosed(str(error)))
+                lost = error if isinstance(error, HubClosed) else HubClosed(str(error))
+                inbox.close(lost)
+                outbox.close(lost)
                 raise SystemExit(exitcodes.HUB_LOST) from None
 
         nursery.start_soon(handle_signals, worker, drain)
