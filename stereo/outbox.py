@@ -57,7 +57,7 @@ class Outbox:
         self.error: Exception | None = None
         self._peak = 0
         self._last_direct = -math.inf
-        # Invariant: _ready is set whenever chunks is not empty (cleared only by take()).
+        # Invariant: _ready is set whenever chunks is not empty (the writer's wake-up call).
         self._ready = trio.Event()
         self._room = trio.Event()
         self._flushed = trio.Event()
@@ -125,6 +125,22 @@ class Outbox:
                     return
         self.put(chunk)
 
+    def offer(self, chunk: bytes) -> bool:
+        """:meth:`send` ``chunk`` if the outbox is open and the chunk :meth:`fits`; else return
+        False and send nothing (the caller waits for room, or gives up)."""
+        queued = self.queued_bytes
+        if queued:  # a burst: fits() and the queueing inlined, as this runs per chunk
+            queued += len(chunk)
+            if queued > self.limit or self.error is not None:
+                return False
+            self.chunks.append(chunk)
+            self.queued_bytes = queued
+            return True
+        if self.error is not None:
+            return False
+        self.send(chunk)
+        return True
+
     # -- the writer's side ---------------------------------------------------------------------
 
     def take(self) -> list[bytes]:
@@ -158,7 +174,7 @@ class Outbox:
             await self._flushed.wait()
         await trio.lowlevel.checkpoint()
 
-    # -- senders that wait, and the end ------------------------------------------------------------
+    # -- senders that wait, and the end ----------------------------------------------------
 
     async def wait_for_room(self, size: int) -> None:
         """Wait until a chunk of ``size`` bytes :meth:`fits`; raise the error the outbox was

@@ -105,6 +105,20 @@ def test_the_fit_rule_counts_queued_bytes_and_the_bound_counts_all_held() -> Non
     assert outbox.overflowing  # ...but it is still held: the master's bound counts it
 
 
+def test_offer_queues_only_what_fits_and_nothing_once_closed() -> None:
+    outbox = Outbox(None, limit=100)
+    assert outbox.offer(b"x" * 150)  # an empty outbox takes any chunk
+    assert not outbox.offer(b"y")
+    outbox.take()
+    assert outbox.offer(b"a" * 60) and outbox.offer(b"b" * 40)
+    assert not outbox.offer(b"c")
+    assert outbox.chunks == [b"a" * 60, b"b" * 40]
+    outbox.take()
+    outbox.close(HubClosed("gone"))
+    assert not outbox.offer(b"d")
+    assert outbox.chunks == []
+
+
 async def test_a_sender_waits_for_room_until_the_writer_takes_the_outbox() -> None:
     outbox = Outbox(None, limit=100)
     outbox.put(b"x" * 80)

@@ -86,11 +86,10 @@ class Worker:
         """
         frame = self._encode(value)
         outbox = self._outbox
-        if outbox.error is not None:
-            raise outbox.error
-        if not outbox.fits(len(frame)):
+        if not outbox.offer(frame):
+            if outbox.error is not None:
+                raise outbox.error
             raise trio.WouldBlock
-        outbox.send(frame)
         self._sent += 1
 
     async def broadcast(self, value: Any) -> None:
@@ -100,13 +99,10 @@ class Worker:
         leaves in one write instead of one system call each.
         """
         frame = self._encode(value)
-        outbox = self._outbox
-        queued = outbox.queued_bytes
-        # The closed check and outbox.fits() inlined: this runs once per broadcast.
-        if outbox.error is not None or (queued and queued + len(frame) > outbox.limit):
-            self._since_checkpoint = 0  # waiting for room checkpoints (or raises)
-            await outbox.wait_for_room(len(frame))
-        outbox.send(frame)
+        if not self._outbox.offer(frame):
+            self._since_checkpoint = 0  # waiting for room checkpoints (or raises HubClosed)
+            await self._outbox.wait_for_room(len(frame))
+            self._outbox.send(frame)
         self._sent += 1
         count = self._since_checkpoint + 1
         if count < CHECKPOINT_EVERY:
