@@ -3,8 +3,9 @@ each worker (:class:`stereo.master.hub.Peer`) and each worker toward the master.
 
 :class:`Outbox` is the bounded queue and its writer; :func:`send_chunks` the socket writing under
 it. The two ends differ only in policy, which they choose through the outbox's parameters and
-methods: the master cuts off a peer whose outbox :attr:`~Outbox.overflowing`, a worker's app
-waits for room (:meth:`~Outbox.wait_for_room`); a worker spaces its direct sends (``direct_gap``).
+methods: the master cuts off a peer whose outbox overflows (what :meth:`~Outbox.put` returns), a
+worker's app waits for room (:meth:`~Outbox.wait_for_room`); a worker spaces its direct sends
+(``direct_gap``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import socket
 import sys
 import time
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import trio
 
@@ -24,6 +25,17 @@ GATHER_ABOVE = 16 * 1024
 IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
 
 _monotonic = time.monotonic
+
+
+class _Sender(Protocol):
+    def send(self, data: bytes, /) -> int: ...
+
+
+class _NoSocket:
+    """The sender of an outbox without a socket: it takes nothing, so everything is queued."""
+
+    def send(self, data: bytes, /) -> int:
+        return 0
 
 
 class Outbox:
@@ -45,6 +57,9 @@ class Outbox:
     ) -> None:
         #: The connection's plain socket, for direct sends (None: always queue, as in tests).
         self.sock = sock
+        # Never None, so a direct send needs no test (and `self._sender.send(...)` is faster than
+        # a bound method kept in an attribute).
+        self._sender: _Sender = sock if sock is not None else _NoSocket()
         self.limit = limit
         #: :meth:`send` writes directly only if the last direct send is older than this (s):
         #: in a burst only the first chunk does, the rest leave in one write from the writer.
@@ -72,31 +87,28 @@ class Outbox:
         # the peak: nothing per chunk.
         return max(self._peak, self.pending_bytes)
 
-    @property
-    def overflowing(self) -> bool:
-        """More bytes held than the limit allows (the master cuts such a peer off)."""
-        return self.pending_bytes > self.limit
-
     def fits(self, size: int) -> bool:
         """A chunk of ``size`` bytes may be queued (an empty outbox takes any chunk)."""
         return not self.queued_bytes or self.queued_bytes + size <= self.limit
 
     # -- adding bytes (no checkpoints: the relay appends one batch to every outbox at once) -----
 
-    def put(self, chunk: bytes) -> None:
-        """Queue ``chunk`` for the writer, whatever the limit."""
+    def put(self, chunk: bytes) -> bool:
+        """Queue ``chunk`` for the writer, whatever the limit; return whether the outbox now
+        holds more than its limit (the master cuts such a peer off)."""
         chunks = self.chunks
         if not chunks:
             self._ready.set()
         chunks.append(chunk)
         self.queued_bytes += len(chunk)
+        return self.queued_bytes + self.in_flight > self.limit
 
     def send_now(self, chunk: bytes) -> None:
         """Write what the socket takes at once and queue the rest. Only when nothing is queued
         or being written, so bytes never overtake each other. Raises OSError (nothing queued)
         when the connection is broken."""
         try:
-            sent = self.sock.send(chunk) if self.sock is not None else 0
+            sent = self._sender.send(chunk)
         except BlockingIOError:
             sent = 0
         self.bytes_written += sent

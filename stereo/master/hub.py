@@ -130,8 +130,7 @@ class Hub:
             peer.messages_out += count
             outbox = peer.outbox
             if outbox.chunks or outbox.in_flight:  # not idle (tested inline: per peer per batch)
-                outbox.put(data)
-                if outbox.overflowing:
+                if outbox.put(data):
                     overflowing.append(peer)
             else:
                 try:
