@@ -55,7 +55,7 @@ class Inbox:
         return any(stream.full for stream in self.streams)
 
     async def wait_for_room(self) -> None:
-        """Return once no iterator is full (at once, without a checkpoint, if none is)."""
+        """Return once no iterator is full (without a checkpoint if none is)."""
         while self.full():
             self.room = trio.Event()
             await self.room.wait()

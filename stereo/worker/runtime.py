@@ -2,8 +2,10 @@
 
 The master passes the worker's end of its hub connection as the file descriptor named by
 ``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
-The worker's trio loop runs four things: the app's ``serve``, the hub reader, the hub writer (with
-heartbeats) and the signal handler. The end of the hub connection ends the worker: that is how a
+The worker's trio loop runs the app's ``serve``, the hub reader (into the worker's
+:class:`~stereo.worker.inbox.Inbox`), the hub writer (its :class:`~stereo.outbox.Outbox`'s write
+loop), heartbeats and the signal handler; the :class:`~stereo.worker.api.Worker` the app receives
+only holds the inbox and outbox. The end of the hub connection ends the worker: that is how a
 killed master leaves no orphans.
 """
 
@@ -91,7 +93,8 @@ class HubLink:
 async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
     """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
     while True:
-        await inbox.wait_for_room()
+        if inbox.full():  # tested first: no coroutine per batch when nothing is full
+            await inbox.wait_for_room()
         inbox.deliver(await link.receive_messages())
 
 
