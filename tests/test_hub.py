@@ -147,6 +147,7 @@ async def test_a_slow_consumer_is_cut_off_not_skipped() -> None:
             assert "slow consumer" in peers[1].cut_off_reason
             # Memory stays bounded: the limit plus at most one received batch.
             assert peers[1].pending_bytes <= 512 * 1024 + 256 * 1024
+            assert 512 * 1024 < peers[1].peak_pending_bytes <= 512 * 1024 + 256 * 1024
             assert await sleeper.closed()
             assert peers[0].cut_off_reason is None
 

@@ -7,22 +7,33 @@ import trio
 import trio.testing
 
 from stereo import EncodeError, HubClosed, Message, MessageTooLarge, Worker
+from stereo.outbox import Outbox
+from stereo.worker.inbox import Inbox
 from stereo.worker.listeners import ConnectionTracker
 
 
-def make_worker(outbox_limit: int = 1000, inbox_limit: int = 100) -> Worker:
-    return Worker(
-        7,
-        [],
-        ConnectionTracker(),
-        max_message_size=100,
-        outbox_limit=outbox_limit,
-        inbox_limit=inbox_limit,
+class Runtime:
+    """Stands in for the worker runtime: the outbox and inbox it would drive."""
+
+    def __init__(self, outbox_limit: int, inbox_limit: int) -> None:
+        self.outbox = Outbox(None, outbox_limit)  # no hub socket: everything stays queued
+        self.inbox = Inbox(inbox_limit)
+
+    def lose_hub(self, error: HubClosed) -> None:
+        self.inbox.close(error)
+        self.outbox.close(error)
+
+
+def make_worker(outbox_limit: int = 1000, inbox_limit: int = 100) -> tuple[Worker, Runtime]:
+    hub = Runtime(outbox_limit, inbox_limit)
+    worker = Worker(
+        7, [], ConnectionTracker(), max_message_size=100, outbox=hub.outbox, inbox=hub.inbox
     )
+    return worker, hub
 
 
 async def test_oversize_and_unencodable_values_raise_and_send_nothing() -> None:
-    worker = make_worker()
+    worker, _ = make_worker()
     with pytest.raises(MessageTooLarge, match="limit is 100"):
         await worker.broadcast("x" * 200)
     with pytest.raises(EncodeError, match="cannot encode"):
@@ -32,20 +43,20 @@ async def test_oversize_and_unencodable_values_raise_and_send_nothing() -> None:
 
 
 async def test_broadcast_nowait_raises_wouldblock_when_the_outbox_is_full() -> None:
-    worker = make_worker(outbox_limit=200)
+    worker, hub = make_worker(outbox_limit=200)
     sent = 0
     with pytest.raises(trio.WouldBlock):
         while True:
             worker.broadcast_nowait("x" * 50)
             sent += 1
     assert sent == 2  # 2 x 69 bytes fit in 200; the third would not
-    frames = worker._take_outbox()
+    frames = hub.outbox.take()
     assert len(frames) == 2
     worker.broadcast_nowait("x" * 50)  # room again once the writer took the outbox
 
 
 async def test_broadcast_waits_for_room_instead_of_failing() -> None:
-    worker = make_worker(outbox_limit=100)
+    worker, hub = make_worker(outbox_limit=100)
     await worker.broadcast("x" * 50)
     async with trio.open_nursery() as nursery:
         done = trio.Event()
@@ -57,18 +68,18 @@ async def test_broadcast_waits_for_room_instead_of_failing() -> None:
         nursery.start_soon(second)
         await trio.testing.wait_all_tasks_blocked()
         assert not done.is_set()
-        worker._take_outbox()
+        hub.outbox.take()
         await done.wait()
     assert worker.statistics().sent == 2
 
 
 async def test_an_iterator_gets_what_arrives_after_messages_was_called() -> None:
-    worker = make_worker()
-    worker._deliver([Message("before", 1, 1)])  # nobody subscribed: discarded, counted
+    worker, hub = make_worker()
+    hub.inbox.deliver([Message("before", 1, 1)])  # nobody subscribed: discarded, counted
     inbox = worker.messages()  # subscribed now, before any await
-    worker._deliver([Message("a", 1, 2), Message("b", 2, 3)])
+    hub.inbox.deliver([Message("a", 1, 2), Message("b", 2, 3)])
     late = worker.messages()
-    worker._deliver([Message("c", 0, 4)])
+    hub.inbox.deliver([Message("c", 0, 4)])
     assert [(await inbox.__anext__()).data for _ in range(3)] == ["a", "b", "c"]
     assert [(await late.__anext__()).data] == ["c"]
     assert worker.statistics().discarded == 1
@@ -79,18 +90,18 @@ async def test_an_iterator_gets_what_arrives_after_messages_was_called() -> None
 
 
 async def test_a_full_iterator_holds_back_the_hub_reader() -> None:
-    worker = make_worker(inbox_limit=3)
+    worker, hub = make_worker(inbox_limit=3)
     inbox = worker.messages()
-    worker._deliver([Message(i, 1, i) for i in range(3)])
-    assert worker._inbox_full()  # the reader stops reading: backpressure to the master
+    hub.inbox.deliver([Message(i, 1, i) for i in range(3)])
+    assert hub.inbox.full()  # the reader stops reading: backpressure to the master
     await inbox.__anext__()
-    assert not worker._inbox_full()
+    assert not hub.inbox.full()
 
 
 async def test_iterators_end_with_hubclosed_when_the_master_is_gone() -> None:
-    worker = make_worker()
+    worker, hub = make_worker()
     inbox = worker.messages()
-    worker._fail(HubClosed("the master closed the hub connection"))
+    hub.lose_hub(HubClosed("the master closed the hub connection"))
     with pytest.raises(HubClosed):
         await inbox.__anext__()
     with pytest.raises(HubClosed):
@@ -98,13 +109,13 @@ async def test_iterators_end_with_hubclosed_when_the_master_is_gone() -> None:
 
 
 async def test_batches_take_everything_queued_and_wait_when_empty() -> None:
-    worker = make_worker(inbox_limit=3)
+    worker, hub = make_worker(inbox_limit=3)
     inbox = worker.messages()
-    worker._deliver([Message(i, 1, i) for i in range(1, 4)])
-    assert worker._inbox_full()
+    hub.inbox.deliver([Message(i, 1, i) for i in range(1, 4)])
+    assert hub.inbox.full()
     batches = inbox.batches()
     assert [m.seq for m in await batches.__anext__()] == [1, 2, 3]
-    assert not worker._inbox_full()  # taking a batch makes room: the hub reader resumes
+    assert not hub.inbox.full()  # taking a batch makes room: the hub reader resumes
     async with trio.open_nursery() as nursery:
         got: list[list[int]] = []
 
@@ -114,7 +125,7 @@ async def test_batches_take_everything_queued_and_wait_when_empty() -> None:
         nursery.start_soon(next_batch)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []  # nothing queued: it waits
-        worker._deliver([Message("x", 2, 4), Message("y", 2, 5)])
+        hub.inbox.deliver([Message("x", 2, 4), Message("y", 2, 5)])
     assert got == [[4, 5]]
     inbox.close()
     with pytest.raises(StopAsyncIteration):

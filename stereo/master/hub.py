@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import trio
 
 from ..errors import ProtocolError
-from ..outbox import send_chunks
+from ..outbox import Outbox
 from ..snapshot import HubStatistics, PeerStatistics
 from ..wire.framing import Frame
 from ..wire.protocol import (
@@ -54,17 +54,13 @@ class Peer:
     ) -> None:
         self.worker_id = worker_id
         self.events = events
-        # The relay writes to the plain socket directly when nothing is queued for this peer
-        # (no task switch per batch); the trio stream serves the reader and the backlog writer.
-        self.sock = sock
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        # The relay writes to the plain socket directly when nothing is queued for this peer
+        # (no task switch per batch); the trio stream serves the reader and the outbox's writer.
+        # Its bound is the hub's, set when the hub takes the peer in.
+        self.outbox = Outbox(sock)
         self.ingress = HubIngress(worker_id, max_message_size)
         self.pid: int | None = None
-        self.outbox: list[bytes] = []
-        self.pending_bytes = 0  # queued plus being written: the bounded quantity
-        self.writing = False
-        self.peak_pending_bytes = 0
-        self._wakeup = trio.Event()
         self.welcomed = trio.Event()
         self.ended = trio.Event()  # serve_peer returned: everything the worker sent was read
         self.truncated_bytes = 0  # an incomplete last frame, dropped at end of connection
@@ -73,7 +69,19 @@ class Peer:
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0
-        self.bytes_out = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Queued for this worker plus being written: the bounded quantity."""
+        return self.outbox.pending_bytes
+
+    @property
+    def peak_pending_bytes(self) -> int:
+        return self.outbox.peak_bytes
+
+    @property
+    def bytes_out(self) -> int:
+        return self.outbox.bytes_written
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
@@ -85,24 +93,6 @@ class Peer:
             peak_outbox_bytes=self.peak_pending_bytes,
             cut_off_reason=self.cut_off_reason,
         )
-
-    def enqueue(self, data: bytes) -> None:
-        self.outbox.append(data)
-        self.pending_bytes += len(data)
-        if self.pending_bytes > self.peak_pending_bytes:
-            self.peak_pending_bytes = self.pending_bytes
-        self._wakeup.set()
-
-    def send_now(self, data: bytes) -> None:
-        """Write what the socket takes at once; queue the rest for the writer task. Only when
-        nothing is queued or being written, so bytes never overtake each other."""
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        self.bytes_out += sent
-        if sent < len(data):
-            self.enqueue(data[sent:] if sent else data)
 
 
 class Hub:
@@ -137,16 +127,15 @@ class Hub:
         self.broadcasts += count
         overflowing: list[Peer] = []
         broken: list[Peer] = []
-        limit = self.outbox_limit
         for peer in self.peers:
             peer.messages_out += count
-            if peer.outbox or peer.writing:
-                peer.enqueue(data)
-                if peer.pending_bytes > limit:
+            outbox = peer.outbox
+            if outbox.chunks or outbox.in_flight:  # not idle (tested inline: per peer per batch)
+                if outbox.put(data):
                     overflowing.append(peer)
             else:
                 try:
-                    peer.send_now(data)
+                    outbox.send_now(data)
                 except OSError:
                     broken.append(peer)  # it is gone; its reader sees EOF and reports it
         for peer in broken:
@@ -155,7 +144,7 @@ class Hub:
             self._cut_off(
                 peer,
                 f"slow consumer: {peer.pending_bytes} bytes waiting for it, over the"
-                f" {limit}-byte outbox limit",
+                f" {self.outbox_limit}-byte outbox limit",
                 slow=True,
             )
         # Counted after the cut-offs: a peer dropped here will never get this batch.
@@ -178,7 +167,6 @@ class Hub:
             self.cutoffs += 1
         self.peers.pop(peer, None)
         peer.outbox.clear()
-        peer._wakeup.set()
         # Closing the socket wakes both of the peer's tasks with ClosedResourceError.
         peer.stream.socket.close()
 
@@ -195,6 +183,7 @@ class Hub:
         except BaseException as exc:
             self._connection_ended(peer, exc)
         else:
+            peer.outbox.limit = self.outbox_limit
             self.peers[peer] = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, peer)
@@ -298,20 +287,6 @@ class Hub:
 
     async def _write_loop(self, peer: Peer) -> None:
         try:
-            await self._write_all(peer)
+            await peer.outbox.write_loop(peer.stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._cut_off_quietly(peer)  # ends the read loop too
-
-    async def _write_all(self, peer: Peer) -> None:
-        stream = peer.stream
-        while True:
-            await peer._wakeup.wait()
-            peer._wakeup = trio.Event()
-            if not peer.outbox:
-                continue
-            chunks, peer.outbox = peer.outbox, []
-            peer.writing = True
-            size = await send_chunks(stream, chunks)
-            peer.writing = False
-            peer.pending_bytes -= size
-            peer.bytes_out += size

@@ -2,27 +2,28 @@
 
 The master passes the worker's end of its hub connection as the file descriptor named by
 ``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
-The worker's trio loop runs four things: the app's ``serve``, the hub reader, the hub writer (with
-heartbeats) and the signal handler. The end of the hub connection ends the worker: that is how a
+The worker's trio loop runs the app's ``serve``, the hub reader (into the worker's
+:class:`~stereo.worker.inbox.Inbox`), the hub writer (its :class:`~stereo.outbox.Outbox`'s write
+loop), heartbeats and the signal handler; the :class:`~stereo.worker.api.Worker` the app receives
+only holds the inbox and outbox. The end of the hub connection ends the worker: that is how a
 killed master leaves no orphans.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import trio
 
 from .. import exitcodes
 from ..errors import HubClosed, ProtocolError
-from ..outbox import send_chunks
+from ..outbox import Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
     PROTOCOL_VERSION,
@@ -33,45 +34,17 @@ from ..wire.protocol import (
     encode_map,
 )
 from .api import Worker
+from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
+from .loader import BootError, load_app
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
-App = Callable[[Worker], Awaitable[Any]]
-
-
-class BootError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def load_app(spec: str, app_dir: str) -> App:
-    """Import ``module:attribute`` with app_dir first on sys.path, as gunicorn and uvicorn do."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise BootError(exitcodes.APP_LOAD_ERROR, f"app {spec!r} is not MODULE:ATTRIBUTE")
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
-    try:
-        module = importlib.import_module(module_name)
-    except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        reason = f"cannot import {module_name!r}: {detail}"
-        raise BootError(exitcodes.APP_LOAD_ERROR, reason) from exc
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise BootError(
-                exitcodes.APP_LOAD_ERROR, f"module {module_name!r} has no attribute {attribute!r}"
-            ) from None
-    if not callable(target):
-        raise BootError(exitcodes.APP_LOAD_ERROR, f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
+# Broadcasts closer together than this are batched by the writer task instead of written at once:
+# a lone broadcast goes straight to the socket (saves a task switch of latency), in a burst only
+# the first does and the rest leave in one write.
+DIRECT_SEND_GAP = 50e-6
 
 
 class HubLink:
@@ -117,31 +90,18 @@ class HubLink:
         return messages
 
 
-async def read_hub(link: HubLink, worker: Worker) -> NoReturn:
+async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
     """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
     while True:
-        while worker._inbox_full():
-            worker._room = trio.Event()
-            await worker._room.wait()
-        worker._deliver(await link.receive_messages())
+        if inbox.full():  # tested first: no coroutine per batch when nothing is full
+            await inbox.wait_for_room()
+        inbox.deliver(await link.receive_messages())
 
 
-async def write_hub(link: HubLink, worker: Worker) -> NoReturn:
-    """One send_all per wake-up with everything queued since the last one."""
-    while True:
-        await worker._outbox_ready.wait()
-        frames = worker._take_outbox()
-        worker._writing = True
-        await send_chunks(link.stream, frames)
-        worker._writing = False
-        if not worker._outbox:
-            worker._flushed.set()
-
-
-async def heartbeat(worker: Worker, interval: float) -> NoReturn:
+async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
     frame = encode_frame(Kind.HEARTBEAT)
     while True:
-        worker._send_raw(frame)
+        outbox.put(frame)  # a control frame: whatever the bound
         await trio.sleep(interval)
 
 
@@ -182,14 +142,11 @@ async def run_worker(hub_fd: int) -> int:
     listeners = [
         Listener(socket.socket(fileno=fd), tracker) for fd in welcome.get("listen_fds", [])
     ]
+    outbox = Outbox(sock, int(welcome["outbox_limit"]), direct_gap=DIRECT_SEND_GAP)
+    inbox = Inbox()
     worker = Worker(
-        int(welcome["slot"]),
-        listeners,
-        tracker,
-        max_message_size=max_message_size,
-        outbox_limit=int(welcome["outbox_limit"]),
+        int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
-    worker._hub_sock = sock
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 
@@ -211,26 +168,28 @@ async def run_worker(hub_fd: int) -> int:
         async def run_app() -> None:
             # READY is queued here, so the writer task can send it only once serve() has run
             # up to its first checkpoint: the master may route work here from then on.
-            worker._send_raw(encode_frame(Kind.READY))
+            outbox.put(encode_frame(Kind.READY))
             with app_scope:
                 await app(worker)
             # What the app broadcast before it ended still goes out (bounded: the master may
             # be gone, or not reading).
             with trio.move_on_after(FLUSH_TIMEOUT):
-                await worker._wait_flushed()
+                await outbox.wait_flushed()
             nursery.cancel_scope.cancel()
 
         async def hub_tasks() -> None:
             try:
                 async with trio.open_nursery() as hub_nursery:
-                    hub_nursery.start_soon(read_hub, link, worker)
-                    hub_nursery.start_soon(write_hub, link, worker)
+                    hub_nursery.start_soon(read_hub, link, inbox)
+                    hub_nursery.start_soon(outbox.write_loop, link.stream)
                     hub_nursery.start_soon(
-                        heartbeat, worker, float(welcome.get("heartbeat_interval", 1.0))
+                        heartbeat, outbox, float(welcome.get("heartbeat_interval", 1.0))
                     )
             except* (HubClosed, trio.BrokenResourceError, ProtocolError, OSError) as group:
                 error = group.exceptions[0]
-                worker._fail(error if isinstance(error, HubClosed) else HubClosed(str(error)))
+                lost = error if isinstance(error, HubClosed) else HubClosed(str(error))
+                inbox.close(lost)
+                outbox.close(lost)
                 raise SystemExit(exitcodes.HUB_LOST) from None
 
         nursery.start_soon(handle_signals, worker, drain)

@@ -1,0 +1,158 @@
+"""Broadcasts coming in to a worker: the :class:`Inbox` the hub reader delivers to, and the
+:class:`MessageStream` iterators it fills.
+
+Delivery rule (docs/concepts.md): an iterator receives every broadcast delivered from its
+subscription on, in hub order; broadcasts delivered while no iterator exists are counted as
+discarded and dropped. A full iterator holds back the hub reader (:meth:`Inbox.wait_for_room`),
+so the master sees a slow consumer and cuts the worker off rather than letting it miss a message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+
+import trio
+
+from ..errors import HubClosed
+from ..wire.protocol import Message
+
+# Messages one iterator may hold before the worker stops reading the hub (backpressure).
+DEFAULT_INBOX_LIMIT = 65536
+# Yield to the scheduler at least this often when handing out already-buffered messages.
+CHECKPOINT_EVERY = 256
+
+
+class Inbox:
+    """The worker's subscribers, and what the runtime drives: delivery, backpressure, the end."""
+
+    def __init__(self, limit: int = DEFAULT_INBOX_LIMIT) -> None:
+        self.limit = limit
+        self.streams: set[MessageStream] = set()
+        # Set whenever an iterator drains, so the hub reader can resume after backpressure.
+        self.room = trio.Event()
+        #: Why the hub connection ended; iterators and new subscriptions raise it.
+        self.error: HubClosed | None = None
+        self.received = 0
+        self.discarded = 0
+
+    def subscribe(self, limit: int | None = None) -> MessageStream:
+        if self.error is not None:
+            raise self.error
+        stream = MessageStream(self, limit or self.limit)
+        self.streams.add(stream)
+        return stream
+
+    def deliver(self, batch: list[Message]) -> None:
+        self.received += len(batch)
+        if not self.streams:
+            self.discarded += len(batch)
+            return
+        for stream in self.streams:
+            stream._push(batch)
+
+    def full(self) -> bool:
+        return any(stream.full for stream in self.streams)
+
+    async def wait_for_room(self) -> None:
+        """Return once no iterator is full (without a checkpoint if none is)."""
+        while self.full():
+            self.room = trio.Event()
+            await self.room.wait()
+
+    def close(self, error: HubClosed) -> None:
+        """The hub connection is gone: iterators raise ``error`` once they are read empty."""
+        self.error = error
+        for stream in self.streams:
+            stream._wakeup.set()
+
+
+class MessageStream(AsyncIterator[Message]):
+    """Iterator returned by :meth:`Worker.messages`; close it (or leave its ``async for``) to
+    unsubscribe."""
+
+    def __init__(self, inbox: Inbox, limit: int) -> None:
+        self._inbox = inbox
+        self._queue: deque[Message] = deque()
+        self._limit = limit
+        self._wakeup = trio.Event()
+        self._since_checkpoint = 0
+        self._closed = False
+
+    def _push(self, batch: list[Message]) -> None:
+        self._queue.extend(batch)
+        self._wakeup.set()
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= self._limit
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        queue = self._queue
+        if queue:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= CHECKPOINT_EVERY:
+                self._since_checkpoint = 0
+                await trio.lowlevel.checkpoint()
+            message = queue.popleft()
+            if not queue:
+                self._inbox.room.set()
+            return message
+        await self._wait_for_messages()
+        return queue.popleft()
+
+    async def _wait_for_messages(self) -> None:
+        """Block until the queue holds a message; StopAsyncIteration once closed and empty."""
+        self._since_checkpoint = 0
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._inbox.error is not None:
+                raise self._inbox.error
+            self._wakeup = trio.Event()
+            self._inbox.room.set()
+            await self._wakeup.wait()
+
+    def receive_nowait(self) -> list[Message]:
+        """Take every message already queued, without waiting (for batch consumers)."""
+        batch = list(self._queue)
+        self._queue.clear()
+        self._inbox.room.set()
+        return batch
+
+    async def receive_batch(self) -> list[Message]:
+        """Wait for at least one message, then take every message queued, in order.
+
+        For consumers of high message rates: one await per batch instead of one per message.
+        Raises StopAsyncIteration once the stream is closed and empty, like ``__anext__``.
+        """
+        if self._queue:
+            await trio.lowlevel.checkpoint()  # every call yields once, as trio calls should
+        await self._wait_for_messages()
+        return self.receive_nowait()
+
+    def batches(self) -> AsyncIterator[list[Message]]:
+        """``async for batch in stream.batches()``: :meth:`receive_batch` until closed."""
+        return _Batches(self)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._inbox.streams.discard(self)
+            self._wakeup.set()
+            self._inbox.room.set()
+
+
+class _Batches(AsyncIterator[list[Message]]):
+    def __init__(self, stream: MessageStream) -> None:
+        self._stream = stream
+
+    async def __anext__(self) -> list[Message]:
+        return await self._stream.receive_batch()

@@ -1,0 +1,51 @@
+"""Finding the app a worker runs: ``MODULE:ATTRIBUTE``, imported the way gunicorn and uvicorn do.
+
+A failure is a :class:`BootError` carrying the exit code that tells the master not to restart
+(``APP_LOAD_ERROR``) and a reason for people, which the runtime sends in BOOT_ERROR.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import exitcodes
+from .api import Worker
+
+App = Callable[[Worker], Awaitable[Any]]
+
+
+class BootError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def load_app(spec: str, app_dir: str) -> App:
+    """Import ``module:attribute`` with app_dir first on sys.path, as gunicorn and uvicorn do."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise BootError(exitcodes.APP_LOAD_ERROR, f"app {spec!r} is not MODULE:ATTRIBUTE")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        reason = f"cannot import {module_name!r}: {detail}"
+        raise BootError(exitcodes.APP_LOAD_ERROR, reason) from exc
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise BootError(
+                exitcodes.APP_LOAD_ERROR, f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not callable(target):
+        raise BootError(exitcodes.APP_LOAD_ERROR, f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
