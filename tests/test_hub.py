@@ -9,6 +9,7 @@ from typing import Any
 
 import cbor2
 import trio
+import trio.testing
 
 from stereo.master.hub import Hub, Peer
 from stereo.wire.framing import encode_frame
@@ -47,6 +48,9 @@ class FakeWorker:
 
     async def hello(self) -> None:
         await self.stream.send_all(encode_map(Kind.HELLO, {"version": 1, "pid": 1}))
+        await self.hello_answered()
+
+    async def hello_answered(self) -> None:
         data = b""
         while len(data) < 5 or len(data) < 4 + int.from_bytes(data[:4], "big"):
             data += await self.stream.receive_some(4096)
@@ -180,3 +184,52 @@ async def test_a_connection_ending_inside_a_frame_drops_the_partial_frame() -> N
             await fakes[1].stream.send_all(encode_broadcast(cbor2.dumps("next"), LIMIT))
             assert await fakes[1].receive(1) == [("next", 2, 1)]  # the half frame never went out
             assert hub.statistics().broadcasts == 1
+
+
+async def test_a_hello_left_unread_by_a_stalled_master_is_not_a_timeout(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    peer = Peer(1, master_end, LIMIT, Events(1))
+    fake = FakeWorker(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.serve_peer, peer, 5.0)
+        await trio.testing.wait_all_tasks_blocked()
+        # The worker says HELLO, but the master is stopped for a minute before reading it.
+        await fake.stream.send_all(encode_map(Kind.HELLO, {"version": 1, "pid": 1}))
+        mock_clock.jump(60)
+        await fake.hello_answered()
+        await peer.welcomed.wait()
+        assert peer.cut_off_reason is None
+        nursery.cancel_scope.cancel()
+    await fake.stream.aclose()
+
+
+async def test_no_hello_within_the_handshake_window_is_cut_off(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    peer = Peer(1, master_end, LIMIT, Events(1))
+    with worker_end:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.serve_peer, peer, 5.0)
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(4.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not peer.ended.is_set()
+            mock_clock.jump(0.2)
+            await peer.ended.wait()
+            assert peer.cut_off_reason == "no HELLO within 5 s"
+
+
+async def test_a_first_frame_that_is_not_hello_is_a_protocol_error() -> None:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    peer = Peer(1, master_end, LIMIT, Events(1))
+    with trio.fail_after(10), worker_end:
+        worker_end.sendall(encode_frame(Kind.READY))
+        await hub.serve_peer(peer, 5.0)
+    assert peer.cut_off_reason == "protocol error: the first frame must be HELLO, alone"
+    assert hub.statistics().cutoffs == 1

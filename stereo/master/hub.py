@@ -8,7 +8,10 @@ cut off (never skipped), which is the "gap-free or cut off" guarantee.
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import sys
+import termios
 import traceback
 from typing import Any, Protocol
 
@@ -27,6 +30,7 @@ from ..wire.protocol import (
     encode_broadcast,
     encode_map,
 )
+from .watchdog import wait_silence
 
 RECEIVE_SIZE = 256 * 1024
 
@@ -82,6 +86,14 @@ class Peer:
     @property
     def bytes_out(self) -> int:
         return self.outbox.bytes_written
+
+    def unread_bytes(self) -> int:
+        """Bytes the worker sent that the master has not read yet (evidence not yet seen)."""
+        try:
+            raw = fcntl.ioctl(self.stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0  # closed: nothing more will be read
+        return int.from_bytes(raw, sys.byteorder)
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
@@ -176,15 +188,12 @@ class Hub:
         """Run one worker's connection until it ends; afterwards ``peer.cut_off_reason`` says
         whether the master dropped it (None: the worker closed it or exited)."""
         try:
-            with trio.fail_after(handshake_timeout):
-                await self._handshake(peer)
-        except trio.TooSlowError:
-            self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
+            if not await self._handshake_in_time(peer, handshake_timeout):
+                self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
+                return
         except BaseException as exc:
             self._connection_ended(peer, exc)
         else:
-            peer.outbox.limit = self.outbox_limit
-            self.peers[peer] = None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop, peer)
                 try:
@@ -197,6 +206,30 @@ class Hub:
             peer.outbox.clear()
             peer.stream.socket.close()
             peer.ended.set()
+
+    async def _handshake_in_time(self, peer: Peer, window: float) -> bool:
+        """The handshake, unless ``window`` seconds of the master's own running time pass
+        with no HELLO read (a HELLO still unread after a stall of the master counts). Raises
+        what the handshake raised, unwrapped, for :meth:`_connection_ended` to classify."""
+        started = trio.current_time()
+        done = False
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def expire() -> None:
+                await wait_silence(lambda: started, window, peer.unread_bytes)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(expire)
+            try:
+                await self._handshake(peer)
+                done = True
+            except Exception as exc:
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return done
 
     def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
         """Classify how a peer's connection ended; re-raise only what is not about the peer."""
@@ -236,6 +269,10 @@ class Hub:
         pid = hello.get("pid")
         peer.pid = pid if isinstance(pid, int) else None
         await peer.stream.send_all(encode_map(Kind.WELCOME, peer.events.welcome()))
+        # A relay member from its WELCOME on, with no checkpoint in between: every broadcast
+        # stamped after this reaches it.
+        peer.outbox.limit = self.outbox_limit
+        self.peers[peer] = None
         peer.welcomed.set()
 
     async def _read_loop(self, peer: Peer) -> None:

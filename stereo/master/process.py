@@ -10,13 +10,11 @@ what the hub connection reports to (:class:`stereo.master.hub.PeerEvents`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
-import termios
 import time
 from collections.abc import Callable
 from functools import partial
@@ -87,13 +85,7 @@ class WorkerProcess:
 
     def unread_bytes(self) -> int:
         """Bytes the worker sent that the master has not read yet (evidence not yet seen)."""
-        if self.peer is None:
-            return 0
-        try:
-            raw = fcntl.ioctl(self.peer.stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
-        except OSError:
-            return 0  # closed: nothing more will be read
-        return int.from_bytes(raw, sys.byteorder)
+        return 0 if self.peer is None else self.peer.unread_bytes()
 
     @property
     def killed_from_outside(self) -> bool:
