@@ -334,6 +334,29 @@ async def test_a_stop_sent_to_the_new_master_before_it_took_over_cancels_only_th
         await assert_refused(up.host, up.port)
 
 
+async def test_when_the_old_master_dies_mid_upgrade_the_new_one_takes_over_and_says_so(
+    tmp_path: Path,
+) -> None:
+    async with open_hanging_upgrade(tmp_path) as up:
+        stereo = up.stereo
+        stereo.signal(signal.SIGKILL)
+        assert await stereo.process.wait() == -signal.SIGKILL
+        await wait_all_exited(up.old_workers)  # they see their hub connection end
+        up.marker.unlink()
+        match = await stereo.wait_for(rf"took over from master pid {stereo.pid}\b.*")
+        assert match[0][0] == (
+            f"took over from master pid {stereo.pid}, which had already exited:"
+            " 2 workers ready; this master serves alone"
+        )
+        await assert_accepted(up.host, up.port)
+        assert control_socket_owner(up.control) == up.new_master
+        os.kill(up.new_master, signal.SIGTERM)
+        await wait_exited(up.new_master)
+        await wait_all_exited(up.new_workers)
+        await assert_refused(up.host, up.port)
+        assert not up.control.exists()
+
+
 async def test_a_stop_after_the_handover_only_hurries_the_old_master(tmp_path: Path) -> None:
     control = tmp_path / "control" / "stereo.sock"
     new_master: psutil.Process | None = None

@@ -24,6 +24,9 @@ A stop (SIGTERM, SIGINT, SIGQUIT, ``shutdown``) is never lost on the way:
   master has (killed past its --graceful-timeout and 10 s more), so no master is left holding a
   socket. Told after "ready", it is stepping aside already: the stop concerns its own drain only.
 - the new master, told to stop before it took over, cancels the upgrade: EOF, as above.
+- a dead old master (SIGKILL) tells nothing: the new master finds the pipe without a reader when it
+  takes over and serves alone, as it would have a moment later (the old workers follow their master
+  out), and says so.
 
 The sockets are never closed in between: the kernel queues connections on them whichever master's
 workers accept, and the old workers only stop accepting once the new ones are ready. The new master
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -138,7 +142,13 @@ class Handover:
                     self._take_control_path(control_path)
                     return True
                 await supervisor.changed.wait()
-        master.log(f"upgrade abandoned: {reason}; master pid {self.old_pid} serves on")
+        if self._old_master_gone():
+            master.log(
+                f"upgrade abandoned: {reason}; master pid {self.old_pid} has exited, so no"
+                " master serves any more"
+            )
+        else:
+            master.log(f"upgrade abandoned: {reason}; master pid {self.old_pid} serves on")
         self._close_notify()  # EOF without "ready": the old master knows
         master.shutdown(graceful=True)
         return False
@@ -155,15 +165,29 @@ class Handover:
         for bound in master.sockets:
             if isinstance(bound.bind, UnixBind):
                 bound.created_path = bound.bind.path
-        if self.notify_fd is not None:
-            with contextlib.suppress(OSError):  # the old master is gone already: nothing to tell
+        alone = self._old_master_gone()
+        if self.notify_fd is not None and not alone:
+            with contextlib.suppress(OSError):  # it died just now: nothing to tell
                 os.write(self.notify_fd, READY)
         self._close_notify()
         self.done = True
-        master.log(
-            f"took over from master pid {self.old_pid}:"
-            f" {len(master.supervisor.slots)} workers ready"
-        )
+        ready = f"{len(master.supervisor.slots)} workers ready"
+        if alone:
+            master.log(
+                f"took over from master pid {self.old_pid}, which had already exited: {ready};"
+                " this master serves alone"
+            )
+        else:
+            master.log(f"took over from master pid {self.old_pid}: {ready}")
+
+    def _old_master_gone(self) -> bool:
+        """True once the old master exited (killed, say): nobody holds the pipe's read end any
+        more, and the write end polls as an error. Nothing else tells us: we never read."""
+        if self.notify_fd is None:
+            return False
+        poller = select.poll()
+        poller.register(self.notify_fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
 
     def _close_notify(self) -> None:
         if self.notify_fd is not None:
