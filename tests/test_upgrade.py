@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -21,6 +24,7 @@ from loadgen import LoadGenerator
 from test_faults import current_pids, measure, started
 
 from stereo.control.server import peer_uid
+from stereo.master.upgrade import Upgrader
 
 TEMPLATE = (APPS / "httpd.py").read_text()
 VERSION_LINE = 'VERSION = os.environ.get("HTTPD_VERSION", "1")'
@@ -396,3 +400,60 @@ async def test_a_stop_after_the_handover_only_hurries_the_old_master(tmp_path: P
                 await assert_refused(host, port)
     finally:
         kill_tree(new_master)
+
+
+class _Supervisor:
+    stopping = False
+
+    def active_count(self) -> int:
+        return 1
+
+
+class _Host:
+    """Just what an Upgrader reads of its master; no sockets to hand over."""
+
+    def __init__(self) -> None:
+        self.sockets: list[object] = []
+        self.supervisor = _Supervisor()
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def shutdown(self, graceful: bool = True) -> None:
+        raise AssertionError("the old master steps aside only after the new one's 'ready'")
+
+
+async def test_a_stop_while_the_new_master_is_spawned_is_passed_on_and_the_wait_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stop lands while the new master's fork/exec is under way (held open here); the stand-in
+    # new master ignores SIGTERM, so only the bound can end the old master's wait for it.
+    spawning, go = trio.Event(), trio.Event()
+    real_open_process = trio.lowlevel.open_process
+
+    async def held_open_process(command: list[str], **options: Any) -> trio.Process:
+        spawning.set()
+        await go.wait()
+        ignore_term = partial(signal.signal, signal.SIGTERM, signal.SIG_IGN)  # from its start
+        return await real_open_process(["sleep", "60"], preexec_fn=ignore_term, **options)
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", held_open_process)
+    host = _Host()
+    upgrader = Upgrader(host, ["run", "app:serve"], stop_timeout=0.5)  # type: ignore[arg-type]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upgrader.run)
+            await spawning.wait()
+            host.supervisor.stopping = True
+            upgrader.stop(graceful=True)  # no process yet: passed on once there is one
+            go.set()
+            began = trio.current_time()
+            await upgrader.wait()
+            assert trio.current_time() - began >= 0.5
+    pid = int(re.search(r"new master pid (\d+)", host.lines[0])[1])  # type: ignore[index]
+    assert host.lines[1:] == [
+        f"upgrade cancelled: stopping new master pid {pid} too (SIGTERM)",
+        f"upgrade: new master pid {pid} still running 0.5 s after it was told to stop; killing it",
+        f"upgrade cancelled: new master pid {pid} ended (killed by SIGKILL)",
+    ]
