@@ -30,6 +30,9 @@ from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
 
 FINAL_FLUSH_TIMEOUT = 2.0
+# A new master told to stop before it took over drains like this one; past its own
+# --graceful-timeout and this much more (its start-up, its exit), it is killed.
+UPGRADE_STOP_MARGIN = 10.0
 
 HANDLED_SIGNALS = (
     signal.SIGTERM,
@@ -72,9 +75,14 @@ class Master:
         self.interrupts = 0
         self._nursery: trio.Nursery | None = None
         self.control: ControlServer  # set in run(), once the supervisor can take orders
-        # Master upgrade (SIGUSR2, see _upgrade.py): ``argv`` starts the new master; a master
+        # Master upgrade (SIGUSR2, see upgrade.py): ``argv`` starts the new master; a master
         # that is the new one takes over through ``handover``.
-        self.upgrader = Upgrader(self, argv, handover)
+        self.upgrader = Upgrader(
+            self,
+            argv,
+            handover,
+            stop_timeout=settings.graceful_timeout + UPGRADE_STOP_MARGIN,
+        )
         self.handover = handover
 
     def snapshot(self) -> MasterSnapshot:
@@ -170,6 +178,7 @@ class Master:
         # too, new connections are refused instead of waiting in a backlog nobody accepts from.
         close_sockets(self.sockets)
         self.supervisor.stop(graceful)
+        self.upgrader.stop(graceful)  # a new master still starting stops too
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -214,6 +223,8 @@ class Master:
                         )
                 task_status.started()
                 await self.supervisor.idle.wait()
+                # A new master told to stop with us ends first: none is left holding the port.
+                await self.upgrader.wait()
                 self.sink.log("all workers stopped; bye")
                 # Let the output task print the last lines (bounded: stdout may be stuck, e.g. a
                 # paused pager), then end the other tasks.

@@ -1,10 +1,12 @@
-"""Hangs at import (never becomes ready) while the file named by HANGBOOT_MARKER exists."""
+"""Hangs at import (never becomes ready) while the file named by HANGBOOT_MARKER exists. Says
+`booting pid=P` first, so a test knows the process is there and hanging."""
 
 import os
 import time
 
 import trio
 
+print(f"booting pid={os.getpid()}", flush=True)
 while os.path.exists(os.environ["HANGBOOT_MARKER"]):
     time.sleep(0.05)  # an import that waits on something that never comes
 
