@@ -13,6 +13,7 @@ from .errors import StereoError
 from .master.binds import parse_bind
 from .master.config import (
     DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_MAX_WORKERS,
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_TIMEOUT,
     Settings,
@@ -21,11 +22,16 @@ from .master.config import (
 from .wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str) -> int:
+    """Syntax only: the ranges are :meth:`Settings.check`'s, in one place for every caller."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
     return value
@@ -67,9 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-w",
         "--workers",
-        type=_positive_int,
-        default=default_workers(),
-        help="number of worker processes (default: CPUs available, here %(default)s)",
+        type=_whole,
+        default=None,
+        help=f"number of worker processes (default: CPUs available, here {default_workers()})",
+    )
+    run.add_argument(
+        "--max-workers",
+        type=_whole,
+        default=DEFAULT_MAX_WORKERS,
+        metavar="N",
+        help="most workers at once, draining ones included: -w, add, scale and SIGTTIN are"
+        " refused past it (default: %(default)s)",
     )
     run.add_argument(
         "-b",
@@ -162,10 +176,14 @@ _CONTROL_HELP = (
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .master.master import run_master
 
+    workers = args.workers
+    if workers is None:  # as many as CPUs, within the ceiling
+        workers = min(default_workers(), max(args.max_workers, 1))
     settings = Settings(
         app=args.app,
         app_dir=args.app_dir,
-        workers=args.workers,
+        workers=workers,
+        max_workers=args.max_workers,
         binds=args.binds,
         max_message_size=args.max_message_size,
         outbox_limit=args.outbox_limit,
@@ -176,6 +194,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
     )
     try:
+        settings.check()
         trio.run(run_master, settings, argv)  # argv: for a master upgrade (SIGUSR2)
     except StereoError as exc:
         print(f"stereo: {exc}", file=sys.stderr)

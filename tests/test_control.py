@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -163,6 +164,31 @@ async def test_ctl_without_a_master(tmp_path: Path) -> None:
     assert code == 3
     assert json.loads(out)["ok"] is False
     assert "no master is listening on" in err and "Traceback" not in err
+
+
+async def test_a_huge_add_or_scale_is_refused_at_once_and_the_master_serves_on(
+    tmp_path: Path,
+) -> None:
+    # Unbounded, `add 100000000` froze the master: no relaying, no SIGTERM, ctl waiting forever.
+    path = str(tmp_path / "ctl.sock")
+    with trio.fail_after(40):
+        async with open_stereo("control_app:serve", "-w", "1", "--control", path) as stereo:
+            await started(stereo, 1)
+            code, out, err = await ctl("--control", path, "add", "100000000")
+            assert (code, out) == (1, "")
+            assert err == (
+                "stereo ctl: add: 100000001 workers would be over the limit of 1024"
+                " (--max-workers)\n"
+            )
+            code, _, err = await ctl("--control", path, "scale", "5000")
+            assert code == 1 and "scale: 5000 workers would be over the limit of 1024" in err
+            code, out, _ = await ctl("--control", path, "status", "--json")
+            assert code == 0 and [row["slot"] for row in json.loads(out)] == [1]
+            code, _, _ = await ctl("--control", path, "broadcast", "7")
+            assert code == 0
+            await stereo.wait_for(r"^\[worker 1\] received 7 from 0$")
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
 
 
 async def raw_exchange(path: str, data: bytes, half_close: bool = False) -> list[dict[str, Any]]:

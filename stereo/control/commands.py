@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ControlError, StereoError
+from ..errors import ControlError, StereoError, TooManyWorkers
 from ..snapshot import MasterSnapshot, ProcessSnapshot, SlotSnapshot
 from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
@@ -35,7 +35,8 @@ class Target(Protocol):
     def snapshot(self) -> MasterSnapshot: ...
 
     def add(self, count: int) -> list[int]:
-        """Start ``count`` workers in new slots (lowest free ids); returns their ids."""
+        """Start ``count`` workers in new slots (lowest free ids); returns their ids. Raises
+        TooManyWorkers, starting none, past --max-workers."""
         ...
 
     def remove(self, slot_ids: list[int]) -> list[int]:
@@ -47,7 +48,8 @@ class Target(Protocol):
         ...
 
     def scale(self, workers: int) -> tuple[list[int], list[int]]:
-        """Add or remove slots until there are ``workers``; returns (added, removed)."""
+        """Add or remove slots until there are ``workers``; returns (added, removed). Raises
+        TooManyWorkers, changing nothing, past --max-workers."""
         ...
 
     async def restart(self, slot_ids: list[int] | None) -> list[int]:
@@ -229,7 +231,10 @@ def add(ctx: Context, count: int = 1) -> dict[str, Any]:
     if count < 1:
         raise ControlError("add: the count must be at least 1")
     _running(ctx)
-    return {"added": ctx.target.add(count)}
+    try:
+        return {"added": ctx.target.add(count)}
+    except TooManyWorkers as exc:
+        raise ControlError(f"add: {exc}") from None
 
 
 def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None) -> dict[str, Any]:
@@ -256,7 +261,10 @@ def scale(ctx: Context, workers: int) -> dict[str, Any]:
     if workers < 0:
         raise ControlError("scale: the number of workers cannot be negative")
     _running(ctx)
-    added, removed = ctx.target.scale(workers)
+    try:
+        added, removed = ctx.target.scale(workers)
+    except TooManyWorkers as exc:
+        raise ControlError(f"scale: {exc}") from None
     return {"added": added, "removed": removed}
 
 

@@ -155,7 +155,8 @@ COMMANDS: dict[str, Command] = {
             "add",
             "add [N]",
             "start N more workers (default 1)",
-            "New workers take the lowest free ids.",
+            "New workers take the lowest free ids. Refused, adding none, past the master's"
+            " --max-workers (draining workers count).",
             _parse_add,
         ),
         Command(
@@ -171,7 +172,8 @@ COMMANDS: dict[str, Command] = {
             "scale",
             "scale N",
             "add or remove workers until there are N",
-            "Removal is graceful and takes the highest ids first.",
+            "Removal is graceful and takes the highest ids first. Refused, changing nothing,"
+            " past the master's --max-workers.",
             _parse_scale,
         ),
         Command(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from ..wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from .binds import Bind
 
@@ -12,6 +13,9 @@ DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 DEFAULT_WORKER_OUTBOX_LIMIT = 4 * 1024 * 1024
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 DEFAULT_TIMEOUT = 30.0
+# Slots at once (draining ones included): a typo such as `add 100000000` is refused, not run.
+DEFAULT_MAX_WORKERS = 1024
+MAX_WORKERS_CEILING = 65536  # the largest --max-workers
 
 
 def default_workers() -> int:
@@ -23,6 +27,8 @@ class Settings:
     app: str
     app_dir: str = "."
     workers: int = field(default_factory=default_workers)
+    # The most worker slots at once (draining ones included), for -w, add, scale and SIGTTIN.
+    max_workers: int = DEFAULT_MAX_WORKERS
     binds: list[Bind] = field(default_factory=list)
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # Bytes the master may hold for one worker before cutting it off as a slow consumer.
@@ -48,3 +54,16 @@ class Settings:
         # an idle master near 0.03 % CPU (every 1 s it was 0.11 %) and still gives the watchdog
         # six beats per timeout.
         return max(0.05, min(5.0, self.timeout / 4))
+
+    def check(self) -> None:
+        """Raise ConfigError, naming the option, for the first setting out of its range."""
+        check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
+        check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
+
+
+def check_whole(option: str, value: int, low: int, high: int, high_name: str = "") -> None:
+    """``value`` is a whole number from ``low`` to ``high`` (named ``high_name``, if it is an
+    option of its own), else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bound = f"{high} ({high_name})" if high_name else f"{high}"
+        raise ConfigError(f"{option} {value}: must be a whole number from {low} to {bound}")
