@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import trio
 
-from .control.client import default_control_path
+from .control.client import DEFAULT_REQUEST_TIMEOUT, default_control_path
 from .errors import StereoError
 from .master.binds import parse_bind
 from .master.config import (
@@ -52,6 +52,16 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
     return value
+
+
+def _ctl_timeout(text: str) -> float:
+    from .control.cli import parse_timeout
+    from .control.syntax import UsageError
+
+    try:
+        return parse_timeout(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bind(text: str) -> object:
@@ -157,10 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         "ctl",
         help="run one console command in a master and exit",
         description="Run one console command (see `stereo ctl help`) and exit: 0 when it"
-        " succeeded, 1 when it failed, 2 for bad usage, 3 when no master could be reached.",
+        " succeeded, 1 when it failed, 2 for bad usage, 3 when no master could be reached,"
+        " 4 when the master did not answer within --timeout.",
     )
     ctl.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
     ctl.add_argument("--json", action="store_true", help="print the result as JSON")
+    ctl.add_argument(
+        "--timeout",
+        type=_ctl_timeout,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="give up waiting for the answer after this long (default: %(default)g)",
+    )
     ctl.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]", help="e.g. status, add 2"
     )
@@ -214,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "top":
         sys.exit(_console_cli.top(path, once=args.once))
     if args.command == "ctl":
-        sys.exit(_console_cli.ctl(args.control, args.words, as_json=args.json))
+        sys.exit(
+            _console_cli.ctl(args.control, args.words, as_json=args.json, timeout=args.timeout)
+        )
 
 
 if __name__ == "__main__":

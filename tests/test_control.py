@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pwd
 import shutil
@@ -18,7 +19,13 @@ import pytest
 import trio
 from conftest import Stereo, open_stereo, stereo_command
 
-from stereo.control.client import ControlClient, ControlUnreachable, default_control_path
+from stereo.control.client import (
+    DEFAULT_REQUEST_TIMEOUT,
+    ControlClient,
+    ControlTimeout,
+    ControlUnreachable,
+    default_control_path,
+)
 from stereo.control.server import bind_control_socket
 from stereo.errors import ControlError, ProtocolError
 from stereo.wire.control import decode_reply, decode_request, encode_request
@@ -189,6 +196,33 @@ async def test_a_huge_add_or_scale_is_refused_at_once_and_the_master_serves_on(
             await stereo.wait_for(r"^\[worker 1\] received 7 from 0$")
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
+
+
+async def test_a_hung_master_costs_its_clients_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    path = str(tmp_path / "ctl.sock")
+    with trio.fail_after(40):
+        async with open_stereo("control_app:serve", "-w", "1", "--control", path) as stereo:
+            await started(stereo, 1)
+            client = ControlClient.connect(path, request_timeout=0.5)
+            with client:
+                with ControlClient.connect(path) as default:
+                    assert default.request_timeout == DEFAULT_REQUEST_TIMEOUT
+                assert math.isfinite(DEFAULT_REQUEST_TIMEOUT)
+                stereo.signal(signal.SIGSTOP)  # the master hangs: the kernel still accepts
+                try:
+                    code, out, err = await ctl("--control", path, "--timeout", "1", "status")
+                    assert (code, out) == (4, "")
+                    assert err == (
+                        "stereo ctl: the master did not answer 'status' within 1 s (it may be"
+                        " hung, or still carrying it out)\n"
+                    )
+                    with pytest.raises(ControlTimeout, match=r"'stats' within 0\.5 s"):
+                        await trio.to_thread.run_sync(client.request, "stats")
+                finally:
+                    stereo.signal(signal.SIGCONT)
+                # The late answer to `stats` is skipped, not taken for the answer to `status`.
+                rows = await trio.to_thread.run_sync(client.request, "status")
+                assert [row["slot"] for row in rows] == [1]
 
 
 async def raw_exchange(path: str, data: bytes, half_close: bool = False) -> list[dict[str, Any]]:
