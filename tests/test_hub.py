@@ -179,3 +179,15 @@ async def test_a_connection_ending_inside_a_frame_drops_the_partial_frame() -> N
             await fakes[1].stream.send_all(encode_broadcast(cbor2.dumps("next"), LIMIT))
             assert await fakes[1].receive(1) == [("next", 2, 1)]  # the half frame never went out
             assert hub.statistics().broadcasts == 1
+
+
+async def test_a_first_frame_over_the_limit_is_cut_off_for_what_it_is() -> None:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    peer = Peer(1, master_end, LIMIT, Events(1))
+    with trio.fail_after(10), worker_end:
+        worker_end.sendall(encode_map(Kind.HELLO, {"version": 1, "pid": 1, "pad": "x" * LIMIT}))
+        await hub.serve_peer(peer, 5.0)
+    assert peer.cut_off_reason == (
+        f"protocol error: frame of {LIMIT + 22} bytes announced; the limit is {LIMIT + 12}"
+    )

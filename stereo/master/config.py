@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..wire.protocol import BROADCAST_HEADER_SIZE, DEFAULT_MAX_MESSAGE_SIZE, LARGEST_MESSAGE_SIZE
 from .binds import Bind
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
@@ -16,6 +17,11 @@ DEFAULT_TIMEOUT = 30.0
 # Slots at once (draining ones included): a typo such as `add 100000000` is refused, not run.
 DEFAULT_MAX_WORKERS = 1024
 MAX_WORKERS_CEILING = 65536  # the largest --max-workers
+# A worker's HELLO (and its report of a boot error) travel under --max-message-size too: below
+# this, every worker would be cut off in its handshake.
+MIN_MAX_MESSAGE_SIZE = 1024
+MAX_SECONDS = 86400.0  # --timeout and --graceful-timeout: beyond a day, "never" was meant
+MIN_TIMEOUT = 0.2  # four heartbeats per --timeout at their fastest (every 0.05 s)
 
 
 def default_workers() -> int:
@@ -56,14 +62,49 @@ class Settings:
         return max(0.05, min(5.0, self.timeout / 4))
 
     def check(self) -> None:
-        """Raise ConfigError, naming the option, for the first setting out of its range."""
+        """Raise ConfigError, naming the option, for the first setting out of its range (NaN,
+        infinities and bools included): the master must refuse them before it starts, not
+        trip on them later."""
         check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
         check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
+        check_whole(
+            "--max-message-size",
+            self.max_message_size,
+            MIN_MAX_MESSAGE_SIZE,
+            LARGEST_MESSAGE_SIZE,
+        )
+        check_whole(
+            "--outbox-limit",
+            self.outbox_limit,
+            self.max_message_size + BROADCAST_HEADER_SIZE,
+            None,
+            "one broadcast of --max-message-size",
+        )
+        check_seconds("--graceful-timeout", self.graceful_timeout)
+        check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
 
 
-def check_whole(option: str, value: int, low: int, high: int, high_name: str = "") -> None:
-    """``value`` is a whole number from ``low`` to ``high`` (named ``high_name``, if it is an
-    option of its own), else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        bound = f"{high} ({high_name})" if high_name else f"{high}"
-        raise ConfigError(f"{option} {value}: must be a whole number from {low} to {bound}")
+def check_whole(option: str, value: int, low: int, high: int | None, why: str = "") -> None:
+    """``value`` is a whole number from ``low`` to ``high`` (None: no upper bound), else
+    ConfigError; ``why`` explains the bound."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f"of at least {low}" if high is None else f"from {low} to {high}"
+        reason = f" ({why})" if why else ""
+        raise ConfigError(f"{option} {value}: must be a whole number {bound}{reason}")
+
+
+def check_seconds(option: str, value: float, low: float = 0.0) -> None:
+    """``value`` is a finite number of seconds above 0, from ``low`` and at most a day, else
+    ConfigError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and 0 < value <= MAX_SECONDS and value >= low)
+    ):
+        bound = f"from {low:g} to" if low else "above 0 and at most"
+        raise ConfigError(f"{option} {value}: must be a number of seconds {bound} {MAX_SECONDS:g}")
