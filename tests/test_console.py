@@ -183,7 +183,7 @@ def test_console_in_place(tmp_path: Path) -> None:
         term.command("frobnicate")
         term.expect(r"^unknown command 'frobnicate'; type `help` for the list$")
         term.command("inspect 9")
-        term.expect(r"^error: there is no worker 9 \(workers: 1, 2, 3\)$")
+        term.expect(r"^error: there is no worker 9 \(workers: 1-3\)$")
         term.command("broadcast {oops")
         term.expect(r"^broadcast: '\{oops' is not JSON")
         term.command("help kill")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ControlError
-from ..wire.control import parse_signal
+from ..wire.control import parse_signal, shown
 
 #: The words after the command name (and the raw rest of the line) -> wire arguments.
 ArgParser = Callable[[list[str], str], dict[str, Any]]
@@ -52,7 +52,7 @@ def _word_int(word: str, what: str) -> int:
     try:
         value = int(word)
     except ValueError:
-        raise UsageError(f"{what} must be a whole number, not {word!r}") from None
+        raise UsageError(f"{what} must be a whole number, not {shown(word)}") from None
     return value
 
 
