@@ -6,6 +6,7 @@ trio loop (real worker processes, no control socket) and call the functions dire
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -98,12 +99,24 @@ def test_parse_line_empty() -> None:
         ("status now", "status takes no arguments"),
         ("shutdown later", "usage: shutdown [graceful|quick]"),
         ("remove -n", "usage: remove -n N"),
+        # Values that JSON reads but that cannot be sent: one line each, never a traceback.
+        ('broadcast "\\ud800"', "broadcast: the value cannot be sent: cannot encode str as CBOR"),
+        ("broadcast " + "[" * 5000 + "]" * 5000, "the value is nested more than 256 levels deep"),
+        ("broadcast " + "[" * 257 + "]" * 257, "the value is nested more than 256 levels deep"),
+        ("broadcast " + "1" * 5000, "broadcast: cannot read the value: Exceeds the limit (4300"),
+        ("inspect " + "1" * 5000, "a worker id must be a whole number, not '1111"),
     ],
 )
 def test_parse_line_errors_are_sentences(line: str, message: str) -> None:
     with pytest.raises(UsageError, match=None) as info:
         parse_line(line)
     assert message in str(info.value)
+
+
+def test_broadcast_values_up_to_the_nesting_limit_are_sent() -> None:
+    deepest = "[" * 256 + "]" * 256
+    value = json.loads(deepest)
+    assert parse_line(f"broadcast {deepest}") == (syntax.COMMANDS["broadcast"], {"value": value})
 
 
 def test_parse_signal() -> None:

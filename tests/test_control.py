@@ -11,7 +11,8 @@ import signal
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,15 @@ async def ctl(*args: str) -> tuple[int, str, str]:
 async def started(stereo: Stereo, workers: int) -> None:
     await stereo.wait_for(LISTENING)
     await stereo.wait_for(READY, count=workers)
+
+
+@asynccontextmanager
+async def control_master(tmp_path: Path, workers: int = 1) -> AsyncIterator[tuple[Stereo, str]]:
+    """``stereo run control_app:serve`` with a control socket, once its workers are ready."""
+    path = str(tmp_path / "ctl.sock")
+    async with open_stereo("control_app:serve", "-w", str(workers), "--control", path) as stereo:
+        await started(stereo, workers)
+        yield stereo, path
 
 
 def worker_pids(stereo: Stereo) -> set[int]:
@@ -177,10 +187,8 @@ async def test_a_huge_add_or_scale_is_refused_at_once_and_the_master_serves_on(
     tmp_path: Path,
 ) -> None:
     # Unbounded, `add 100000000` froze the master: no relaying, no SIGTERM, ctl waiting forever.
-    path = str(tmp_path / "ctl.sock")
     with trio.fail_after(40):
-        async with open_stereo("control_app:serve", "-w", "1", "--control", path) as stereo:
-            await started(stereo, 1)
+        async with control_master(tmp_path) as (stereo, path):
             code, out, err = await ctl("--control", path, "add", "100000000")
             assert (code, out) == (1, "")
             assert err == (
@@ -199,10 +207,8 @@ async def test_a_huge_add_or_scale_is_refused_at_once_and_the_master_serves_on(
 
 
 async def test_a_hung_master_costs_its_clients_a_timeout_not_a_hang(tmp_path: Path) -> None:
-    path = str(tmp_path / "ctl.sock")
     with trio.fail_after(40):
-        async with open_stereo("control_app:serve", "-w", "1", "--control", path) as stereo:
-            await started(stereo, 1)
+        async with control_master(tmp_path) as (stereo, path):
             client = ControlClient.connect(path, request_timeout=0.5)
             with client:
                 with ControlClient.connect(path) as default:
@@ -223,6 +229,30 @@ async def test_a_hung_master_costs_its_clients_a_timeout_not_a_hang(tmp_path: Pa
                 # The late answer to `stats` is skipped, not taken for the answer to `status`.
                 rows = await trio.to_thread.run_sync(client.request, "status")
                 assert [row["slot"] for row in rows] == [1]
+
+
+async def test_ctl_broadcast_of_a_value_that_cannot_be_sent_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with control_master(tmp_path) as (stereo, path):
+            for value, message in [
+                ('"\\ud800"', "the value cannot be sent: cannot encode str as CBOR: 'utf-8' codec"),
+                ("[" * 5000 + "]" * 5000, "the value is nested more than 256 levels deep"),
+                ("1" * 5000, "cannot read the value: Exceeds the limit (4300 digits)"),
+            ]:
+                code, out, err = await ctl("--control", path, "broadcast", value, "--json")
+                assert code == 2, err
+                assert json.loads(out)["ok"] is False
+                assert err.startswith(f"stereo ctl: broadcast: {message}") and err.count("\n") == 1
+            # The client refuses what it cannot encode, whoever calls it.
+            with ControlClient.connect(path) as client:
+                with pytest.raises(ControlError, match="cannot send 'broadcast': cannot encode"):
+                    client.request("broadcast", {"value": "\ud800"})
+                assert [row["slot"] for row in client.request("status")] == [1]
+            code, _, _ = await ctl("--control", path, "broadcast", "[" * 256 + "]" * 256)
+            assert code == 0
+            await stereo.wait_for(r"^\[worker 1\] received \[\[\[")
 
 
 async def raw_exchange(path: str, data: bytes, half_close: bool = False) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from ..errors import ControlError, ProtocolError
+from ..errors import ControlError, EncodeError, ProtocolError
 from ..wire.control import MAX_REPLY_SIZE, decode_reply, encode_request
 from ..wire.framing import Frame, FrameReader
 
@@ -108,8 +108,12 @@ class ControlClient:
         deadline = time.monotonic() + limit
         request_id = next(self._ids)
         try:
+            request = encode_request(request_id, command, args)
+        except EncodeError as exc:
+            raise ControlError(f"cannot send {command!r}: {exc}") from None
+        try:
             self.sock.settimeout(limit)
-            self.sock.sendall(encode_request(request_id, command, args))
+            self.sock.sendall(request)
             reply = self._receive_reply(request_id, deadline)
         except TimeoutError:
             raise ControlTimeout(
