@@ -114,6 +114,8 @@ def test_bind_modes_stale_and_in_use(tmp_path: Path) -> None:
         bind_control_socket(path)
     with pytest.raises(ControlUnreachable, match="no master is listening"):
         ControlClient.connect(str(tmp_path / "none.sock"))
+    with pytest.raises(ControlError, match=r": AF_UNIX path too long$"):  # not ": None"
+        bind_control_socket(str(tmp_path / ("x" * 200)))
 
 
 # -- against a real master ----------------------------------------------------------------------
