@@ -66,6 +66,8 @@ def test_systemd_fds_only_for_this_pid() -> None:
     assert systemd_fds(env, os.getpid()) == [3, 4]
     assert systemd_fds(env, os.getpid() + 1) == []
     assert systemd_fds({}, os.getpid()) == []
+    for nonsense in ("\u00b2", "9" * 5000, "-1"):  # ignored, as any malformed value
+        assert systemd_fds({**env, "LISTEN_FDS": nonsense}, os.getpid()) == []
 
 
 def test_unix_socket_is_created_then_removed_and_a_stale_file_is_replaced(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import ControlError
+from ..wire.control import shown
 from .client import (
     DEFAULT_REQUEST_TIMEOUT,
     ControlClient,
@@ -40,7 +41,7 @@ def parse_timeout(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
         raise UsageError(
             f"the timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g},"
-            f" not {text!r}"
+            f" not {shown(text)}"
         )
     return value
 

@@ -88,7 +88,7 @@ def systemd_fds(environ: dict[str, str] | os._Environ[str], pid: int) -> list[in
     if environ.get("LISTEN_PID") != str(pid):
         return []
     count = environ.get("LISTEN_FDS", "")
-    if not count.isdigit():
+    if not (count.isdecimal() and len(count) <= 6):  # not isdigit(): int('²') raises
         return []
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
 
