@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 import trio
 
-from .control.client import default_control_path
+from .control.client import DEFAULT_REQUEST_TIMEOUT, default_control_path
 from .errors import StereoError
 from .master.binds import parse_bind
 from .master.config import (
     DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_MAX_WORKERS,
     DEFAULT_OUTBOX_LIMIT,
     DEFAULT_TIMEOUT,
     Settings,
@@ -21,31 +22,32 @@ from .master.config import (
 from .wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str) -> int:
+    """Syntax only: every range is :meth:`Settings.check`'s, in one place for every caller."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
+        digits = text.strip().lstrip("+-").isdecimal()
+        problem = "is far too large" if digits else "is not a whole number"
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} {problem}") from None
 
 
-def _size(text: str) -> int:
-    value = _positive_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("a size must be at least 1 byte")
-    return value
-
-
-def _seconds(text: str) -> float:
+def _number(text: str) -> float:
+    """Syntax only, as :func:`_whole` (NaN and infinities parse; the check refuses them)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+
+
+def _ctl_timeout(text: str) -> float:
+    from .control.cli import parse_timeout
+    from .control.syntax import UsageError
+
+    try:
+        return parse_timeout(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bind(text: str) -> object:
@@ -67,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-w",
         "--workers",
-        type=_positive_int,
-        default=default_workers(),
-        help="number of worker processes (default: CPUs available, here %(default)s)",
+        type=_whole,
+        default=None,
+        help=f"number of worker processes (default: CPUs available, here {default_workers()})",
+    )
+    run.add_argument(
+        "--max-workers",
+        type=_whole,
+        default=DEFAULT_MAX_WORKERS,
+        metavar="N",
+        help="most workers at once, draining ones included: -w, add, scale and SIGTTIN are"
+        " refused past it (default: %(default)s)",
     )
     run.add_argument(
         "-b",
@@ -86,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-message-size",
-        type=_size,
+        type=_whole,
         default=DEFAULT_MAX_MESSAGE_SIZE,
         metavar="BYTES",
         help="largest encoded broadcast (default: %(default)s)",
     )
     run.add_argument(
         "--outbox-limit",
-        type=_size,
+        type=_whole,
         default=DEFAULT_OUTBOX_LIMIT,
         metavar="BYTES",
         help="bytes the master buffers for one worker before cutting it off as a slow consumer"
@@ -101,14 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--graceful-timeout",
-        type=_seconds,
+        type=_number,
         default=DEFAULT_GRACEFUL_TIMEOUT,
         metavar="SECONDS",
         help="how long a stopping worker may drain before it is killed (default: %(default)s)",
     )
     run.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_number,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="kill a ready worker whose event loop sends no heartbeat for this long"
@@ -143,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         "ctl",
         help="run one console command in a master and exit",
         description="Run one console command (see `stereo ctl help`) and exit: 0 when it"
-        " succeeded, 1 when it failed, 2 for bad usage, 3 when no master could be reached.",
+        " succeeded, 1 when it failed, 2 for bad usage, 3 when no master could be reached,"
+        " 4 when the master did not answer within --timeout.",
     )
     ctl.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
     ctl.add_argument("--json", action="store_true", help="print the result as JSON")
+    ctl.add_argument(
+        "--timeout",
+        type=_ctl_timeout,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="give up waiting for the answer after this long (default: %(default)g)",
+    )
     ctl.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]", help="e.g. status, add 2"
     )
@@ -162,10 +180,14 @@ _CONTROL_HELP = (
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .master.master import run_master
 
+    workers = args.workers
+    if workers is None:  # as many as CPUs, within the ceiling
+        workers = min(default_workers(), max(args.max_workers, 1))
     settings = Settings(
         app=args.app,
         app_dir=args.app_dir,
-        workers=args.workers,
+        workers=workers,
+        max_workers=args.max_workers,
         binds=args.binds,
         max_message_size=args.max_message_size,
         outbox_limit=args.outbox_limit,
@@ -176,6 +198,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
     )
     try:
+        settings.check()
         trio.run(run_master, settings, argv)  # argv: for a master upgrade (SIGUSR2)
     except StereoError as exc:
         print(f"stereo: {exc}", file=sys.stderr)
@@ -195,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "top":
         sys.exit(_console_cli.top(path, once=args.once))
     if args.command == "ctl":
-        sys.exit(_console_cli.ctl(args.control, args.words, as_json=args.json))
+        sys.exit(
+            _console_cli.ctl(args.control, args.words, as_json=args.json, timeout=args.timeout)
+        )
 
 
 if __name__ == "__main__":

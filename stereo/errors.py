@@ -27,5 +27,13 @@ class BindError(StereoError, ValueError):
     """A --bind specification is malformed or cannot be bound."""
 
 
+class TooManyWorkers(StereoError, ValueError):
+    """Adding the workers asked for would pass --max-workers; nothing was added."""
+
+
+class ConfigError(StereoError, ValueError):
+    """A setting is out of its range (the message names the option and the range)."""
+
+
 class ControlError(StereoError):
     """A control command failed; the message is meant for the operator."""

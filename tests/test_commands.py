@@ -6,6 +6,7 @@ trio loop (real worker processes, no control socket) and call the functions dire
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -98,12 +99,24 @@ def test_parse_line_empty() -> None:
         ("status now", "status takes no arguments"),
         ("shutdown later", "usage: shutdown [graceful|quick]"),
         ("remove -n", "usage: remove -n N"),
+        # Values that JSON reads but that cannot be sent: one line each, never a traceback.
+        ('broadcast "\\ud800"', "broadcast: the value cannot be sent: cannot encode str as CBOR"),
+        ("broadcast " + "[" * 5000 + "]" * 5000, "the value is nested more than 256 levels deep"),
+        ("broadcast " + "[" * 257 + "]" * 257, "the value is nested more than 256 levels deep"),
+        ("broadcast " + "1" * 5000, "broadcast: cannot read the value: Exceeds the limit (4300"),
+        ("inspect " + "1" * 5000, "a worker id must be a whole number, not '1111"),
     ],
 )
 def test_parse_line_errors_are_sentences(line: str, message: str) -> None:
     with pytest.raises(UsageError, match=None) as info:
         parse_line(line)
     assert message in str(info.value)
+
+
+def test_broadcast_values_up_to_the_nesting_limit_are_sent() -> None:
+    deepest = "[" * 256 + "]" * 256
+    value = json.loads(deepest)
+    assert parse_line(f"broadcast {deepest}") == (syntax.COMMANDS["broadcast"], {"value": value})
 
 
 def test_parse_signal() -> None:
@@ -411,6 +424,22 @@ async def test_commands_act_through_the_target() -> None:
             refused()
 
 
+def test_id_lists_are_deduplicated_checked_whole_and_errors_stay_short() -> None:
+    target = FakeMaster(*(slot(i, "running") for i in range(1, 1025)))
+    ctx = Context(target)
+    assert commands.remove(ctx, [3, 5, 3]) == {"removed": [3, 5]}
+    with pytest.raises(ControlError, match=r"^remove: the list of worker ids is empty$"):
+        commands.remove(ctx, [])
+    with pytest.raises(ControlError) as info:
+        commands.remove(ctx, [2, *range(2000, 2020)])
+    assert str(info.value) == (
+        "remove: no running worker 2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009"
+        " and 10 more (workers: 1-1024)"
+    )
+    assert target.calls == [("remove", [3, 5])]  # nothing removed on a refusal
+    assert commands._id_ranges([1, 2, 4, 5, 6, 9]) == "1, 2, 4-6, 9"
+
+
 def test_sampler_rates() -> None:
     target = FakeMaster()
     sampler = Sampler()
@@ -484,7 +513,7 @@ async def test_commands_on_a_real_master() -> None:
             assert commands.scale(ctx, 2) == {"added": [], "removed": [3]}
 
             mistakes: list[tuple[Callable[[], object], str]] = [
-                (lambda: commands.inspect(ctx, 9), "there is no worker 9 (workers: 1, 2, 3)"),
+                (lambda: commands.inspect(ctx, 9), "there is no worker 9 (workers: 1-3)"),
                 (lambda: commands.remove(ctx, [7]), "no running worker 7"),
                 (lambda: commands.kill(ctx, 1, "NOPE"), "unknown signal 'NOPE'"),
                 (lambda: commands.add(ctx, 0), "at least 1"),
@@ -512,11 +541,23 @@ async def test_execute_checks_wire_arguments() -> None:
                 ("remove", {"ids": [1, "x"]}, "'ids' must be a list of integers"),
                 ("broadcast", {}, "'value' is missing"),
                 ("top", {}, "unknown command 'top'"),  # client-side commands do not exist here
+                # An empty list is a mistake, not "the default choice" (it removed worker 1).
+                ("remove", {"ids": []}, "remove: the list of worker ids is empty"),
+                ("restart", {"ids": []}, "restart: the list of worker ids is empty"),
+                # CBOR bignums: out of range, said as such (some crashed the command).
+                ("inspect", {"id": 2**64}, "'id' must be an integer (of 64 bits at most)"),
+                ("add", {"count": -(2**70)}, "'count' must be an integer (of 64 bits at most)"),
+                ("remove", {"ids": [10**5000]}, "'ids' must be a list of integers (of 64 bits"),
+                ("kill", {"id": 1, "signal": 10**5000}, "'signal' must be a name or a number"),
+                ("kill", {"id": 1, "signal": "9" * 5000}, "unknown signal '99999"),
+                ("kill", {"id": 1, "signal": "x" * 10**6}, "unknown signal 'xxxx"),
             ]:
                 with pytest.raises(ControlError, match=None) as info:
                     await commands.execute(ctx, name, args)
                 assert message in str(info.value)
             assert (await commands.execute(ctx, "status", None))[0]["slot"] == 1
+            # Repeated ids are one request for that worker, not three.
+            assert await commands.execute(ctx, "restart", {"ids": [1, 1, 1]}) == {"restarted": [1]}
             result = await commands.execute(ctx, "shutdown", {"mode": "quick"})
             assert result == {"stopping": True, "graceful": False}
             await master.supervisor.idle.wait()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,13 @@ import pytest
 import trio
 from conftest import Stereo, ctl, open_stereo
 
-from stereo.control.client import ControlClient, ControlUnreachable, default_control_path
+from stereo.control.client import (
+    DEFAULT_REQUEST_TIMEOUT,
+    ControlClient,
+    ControlTimeout,
+    ControlUnreachable,
+    default_control_path,
+)
 from stereo.control.server import bind_control_socket
 from stereo.errors import ControlError, ProtocolError
 from stereo.wire.control import decode_reply, decode_request, encode_request
@@ -31,6 +40,15 @@ LISTENING = r"^\[stereo\] control socket: "
 async def started(stereo: Stereo, workers: int) -> None:
     await stereo.wait_for(LISTENING)
     await stereo.wait_for(READY, count=workers)
+
+
+@asynccontextmanager
+async def control_master(tmp_path: Path, workers: int = 1) -> AsyncIterator[tuple[Stereo, str]]:
+    """``stereo run control_app:serve`` with a control socket, once its workers are ready."""
+    path = str(tmp_path / "ctl.sock")
+    async with open_stereo("control_app:serve", "-w", str(workers), "--control", path) as stereo:
+        await started(stereo, workers)
+        yield stereo, path
 
 
 def worker_pids(stereo: Stereo) -> set[int]:
@@ -85,6 +103,8 @@ def test_bind_modes_stale_and_in_use(tmp_path: Path) -> None:
         bind_control_socket(path)
     with pytest.raises(ControlUnreachable, match="no master is listening"):
         ControlClient.connect(str(tmp_path / "none.sock"))
+    with pytest.raises(ControlError, match=r": AF_UNIX path too long$"):  # not ": None"
+        bind_control_socket(str(tmp_path / ("x" * 200)))
 
 
 # -- against a real master ----------------------------------------------------------------------
@@ -152,6 +172,78 @@ async def test_ctl_without_a_master(tmp_path: Path) -> None:
     assert code == 3
     assert json.loads(out)["ok"] is False
     assert "no master is listening on" in err and "Traceback" not in err
+
+
+async def test_a_huge_add_or_scale_is_refused_at_once_and_the_master_serves_on(
+    tmp_path: Path,
+) -> None:
+    # Unbounded, `add 100000000` froze the master: no relaying, no SIGTERM, ctl waiting forever.
+    with trio.fail_after(40):
+        async with control_master(tmp_path) as (stereo, path):
+            code, out, err = await ctl("--control", path, "add", "100000000")
+            assert (code, out) == (1, "")
+            assert err == (
+                "stereo ctl: add: 100000001 workers would be over the limit of 1024"
+                " (--max-workers)\n"
+            )
+            code, _, err = await ctl("--control", path, "scale", "5000")
+            assert code == 1 and "scale: 5000 workers would be over the limit of 1024" in err
+            code, out, _ = await ctl("--control", path, "status", "--json")
+            assert code == 0 and [row["slot"] for row in json.loads(out)] == [1]
+            code, _, _ = await ctl("--control", path, "broadcast", "7")
+            assert code == 0
+            await stereo.wait_for(r"^\[worker 1\] received 7 from 0$")
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
+async def test_a_hung_master_costs_its_clients_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    with trio.fail_after(40):
+        async with control_master(tmp_path) as (stereo, path):
+            client = ControlClient.connect(path, request_timeout=0.5)
+            with client:
+                with ControlClient.connect(path) as default:
+                    assert default.request_timeout == DEFAULT_REQUEST_TIMEOUT
+                assert math.isfinite(DEFAULT_REQUEST_TIMEOUT)
+                stereo.signal(signal.SIGSTOP)  # the master hangs: the kernel still accepts
+                try:
+                    code, out, err = await ctl("--control", path, "--timeout", "1", "status")
+                    assert (code, out) == (4, "")
+                    assert err == (
+                        "stereo ctl: the master did not answer 'status' within 1 s (it may be"
+                        " hung, or still carrying it out)\n"
+                    )
+                    with pytest.raises(ControlTimeout, match=r"'stats' within 0\.5 s"):
+                        await trio.to_thread.run_sync(client.request, "stats")
+                finally:
+                    stereo.signal(signal.SIGCONT)
+                # The late answer to `stats` is skipped, not taken for the answer to `status`.
+                rows = await trio.to_thread.run_sync(client.request, "status")
+                assert [row["slot"] for row in rows] == [1]
+
+
+async def test_ctl_broadcast_of_a_value_that_cannot_be_sent_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with control_master(tmp_path) as (stereo, path):
+            for value, message in [
+                ('"\\ud800"', "the value cannot be sent: cannot encode str as CBOR: 'utf-8' codec"),
+                ("[" * 5000 + "]" * 5000, "the value is nested more than 256 levels deep"),
+                ("1" * 5000, "cannot read the value: Exceeds the limit (4300 digits)"),
+            ]:
+                code, out, err = await ctl("--control", path, "broadcast", value, "--json")
+                assert code == 2, err
+                assert json.loads(out)["ok"] is False
+                assert err.startswith(f"stereo ctl: broadcast: {message}") and err.count("\n") == 1
+            # The client refuses what it cannot encode, whoever calls it.
+            with ControlClient.connect(path) as client:
+                with pytest.raises(ControlError, match="cannot send 'broadcast': cannot encode"):
+                    client.request("broadcast", {"value": "\ud800"})
+                assert [row["slot"] for row in client.request("status")] == [1]
+            code, _, _ = await ctl("--control", path, "broadcast", "[" * 256 + "]" * 256)
+            assert code == 0
+            await stereo.wait_for(r"^\[worker 1\] received \[\[\[")
 
 
 async def raw_exchange(path: str, data: bytes, half_close: bool = False) -> list[dict[str, Any]]:

@@ -348,7 +348,7 @@ async def test_kills_from_outside_are_retried_however_often_they_come() -> None:
 
 async def test_a_sender_cut_off_by_its_own_echoes_is_retried_not_failed() -> None:
     with trio.fail_after(60):
-        async with open_stereo("echoflood:serve", "-w", "1", "--outbox-limit", "1048576") as stereo:
+        async with open_stereo("echoflood:serve", "-w", "1", "--outbox-limit", "2097152") as stereo:
             await stereo.wait_for(
                 r"worker 1 \(pid \d+\) exited: cut off: slow consumer: .*; restarting in", count=6
             )

@@ -233,3 +233,15 @@ async def test_a_first_frame_that_is_not_hello_is_a_protocol_error() -> None:
         await hub.serve_peer(peer, 5.0)
     assert peer.cut_off_reason == "protocol error: the first frame must be HELLO, alone"
     assert hub.statistics().cutoffs == 1
+
+
+async def test_a_first_frame_over_the_limit_is_cut_off_for_what_it_is() -> None:
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    peer = Peer(1, master_end, LIMIT, Events(1))
+    with trio.fail_after(10), worker_end:
+        worker_end.sendall(encode_map(Kind.HELLO, {"version": 1, "pid": 1, "pad": "x" * LIMIT}))
+        await hub.serve_peer(peer, 5.0)
+    assert peer.cut_off_reason == (
+        f"protocol error: frame of {LIMIT + 22} bytes announced; the limit is {LIMIT + 12}"
+    )

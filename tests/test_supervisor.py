@@ -62,3 +62,23 @@ async def test_a_replacement_that_never_gets_ready_is_given_up_and_the_old_one_s
             stereo.signal(signal.SIGHUP)
             match = (await stereo.wait_for(r"^\[worker 1\] started pid=(\d+)$", start=mark))[0]
             assert int(match[1]) != old
+
+
+async def test_max_workers_bounds_w_and_sigttin() -> None:
+    with trio.fail_after(40):
+        async with open_stereo("control_app:serve", "-w", "3", "--max-workers", "2") as stereo:
+            assert await stereo.wait() == 2
+            assert stereo.lines == [
+                "stereo: --workers 3: must be a whole number from 0 to 2 (--max-workers)"
+            ]
+        async with open_stereo("control_app:serve", "-w", "2", "--max-workers", "2") as stereo:
+            await stereo.wait_for(r"^\[worker \d\] ready$", count=2)
+            stereo.signal(signal.SIGTTIN)
+            await stereo.wait_for(
+                r"^\[stereo\] SIGTTIN: not adding a worker: 3 workers would be over the limit"
+                r" of 2 \(--max-workers\)$"
+            )
+            stereo.signal(signal.SIGTTOU)  # the master still takes signals
+            await stereo.wait_for(r"^\[stereo\] SIGTTOU: removing worker \[2\]$")
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import trio
 import trio.testing
 
 from stereo import exitcodes
+from stereo.errors import TooManyWorkers
 from stereo.master.config import Settings
 from stereo.master.process import WorkerProcess
+from stereo.master.slot import SlotIds
 from stereo.master.supervisor import Supervisor
 from stereo.master.watchdog import wait_silence
 
@@ -374,3 +377,52 @@ async def test_a_verdict_waits_for_evidence_still_unread(
         mock_clock.jump(10.0)
         await trio.testing.wait_all_tasks_blocked()
         assert returned == [pytest.approx(20.0)]
+
+
+async def test_slots_are_capped_at_max_workers_counting_draining_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with supervising(always(Behaviour()), workers=2, max_workers=3) as (supervisor, _, _):
+        with pytest.raises(TooManyWorkers, match=r"^4 workers would be over the limit of 3 \("):
+            supervisor.add(2)
+        assert sorted(supervisor.slots) == [1, 2]  # all or nothing
+        with pytest.raises(TooManyWorkers):
+            supervisor.scale(4)
+        assert sorted(supervisor.slots) == [1, 2]
+        assert supervisor.add(1) == [3]
+        assert supervisor.remove([2]) == [2]
+        # Slot 2 still drains: it still counts, so a burst of scale up/down stays bounded.
+        with pytest.raises(TooManyWorkers, match=r"; 1 of them are still draining$"):
+            supervisor.add(1)
+        while 2 in supervisor.slots:
+            await supervisor.changed.wait()
+        assert supervisor.add(1) == [2]  # the lowest free id
+
+
+async def test_adding_many_slots_costs_linear_time_and_takes_the_lowest_free_ids(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    count = 30_000  # the old scan for a free id took ~count^2 / 2 steps: many seconds here
+    async with supervising(always(Behaviour()), workers=0, max_workers=count) as (supervisor, _, _):
+        started = time.perf_counter()
+        ids = supervisor.add(count)
+        elapsed = time.perf_counter() - started
+        assert ids == list(range(1, count + 1))
+        assert elapsed < 5, f"add({count}) took {elapsed:.1f} s"
+        assert supervisor.remove([*ids[10:], 7, 3]) == [*ids[10:], 7, 3]  # no process yet
+        while len(supervisor.slots) > 8:
+            await supervisor.changed.wait()
+        assert supervisor.add(4) == [3, 7, 11, 12]
+
+
+def test_slot_ids_take_the_lowest_free_ones_within_the_limit() -> None:
+    ids = SlotIds(limit=5)
+    assert ids.take(3) == [1, 2, 3]
+    ids.release(2)
+    ids.release(1)
+    assert ids.in_use == 1
+    assert ids.take(3) == [1, 2, 4]
+    with pytest.raises(TooManyWorkers, match=r"^6 workers would be over the limit of 5 "):
+        ids.take(2)
+    assert ids.take(1) == [5]
+    assert ids.take(0) == []

@@ -5,12 +5,20 @@ socket. Only this layer (with :mod:`stereo.cli`) prints for people and picks exi
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Any
 
 from ..errors import ControlError
-from .client import ControlClient, ControlUnreachable, default_control_path
+from ..wire.control import shown
+from .client import (
+    DEFAULT_REQUEST_TIMEOUT,
+    ControlClient,
+    ControlTimeout,
+    ControlUnreachable,
+    default_control_path,
+)
 from .render import format_help, format_result
 from .syntax import UsageError, parse_words
 
@@ -19,6 +27,23 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the master refused or failed the command
 EXIT_USAGE = 2  # the command line is wrong (as argparse)
 EXIT_UNREACHABLE = 3  # no master answers at the control socket
+EXIT_TIMEOUT = 4  # connected, but no answer within --timeout (the master may still act on it)
+
+MAX_TIMEOUT = 86400.0  # a day: beyond it, "wait for ever" is what was meant, and is refused
+
+
+def parse_timeout(text: str) -> float:
+    """``ctl --timeout``: seconds, finite, above 0 and at most a day; UsageError otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise UsageError(
+            f"the timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g},"
+            f" not {shown(text)}"
+        )
+    return value
 
 
 def console(path: str) -> int:
@@ -48,30 +73,38 @@ def top(path: str, once: bool = False) -> int:
     return EXIT_OK
 
 
-def _take_options(
-    words: list[str], control: str | None, as_json: bool
-) -> tuple[list[str], str | None, bool]:
+def _take_options(words: list[str], options: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Options may also follow the command (``stereo ctl status --json``)."""
     rest: list[str] = []
+    options = dict(options)
     i = 0
     while i < len(words):
         word = words[i]
+        name, equals, value = word.partition("=")
         if word == "--json":
-            as_json = True
-        elif word == "--control" and i + 1 < len(words):
-            control = words[i + 1]
-            i += 1
-        elif word.startswith("--control="):
-            control = word.partition("=")[2]
+            options["as_json"] = True
+        elif name in ("--control", "--timeout") and (equals or i + 1 < len(words)):
+            if not equals:
+                i += 1
+                value = words[i]
+            options[name[2:]] = value
         else:
             rest.append(word)
         i += 1
-    return rest, control, as_json
+    return rest, options
 
 
-def ctl(control: str | None, words: list[str], as_json: bool = False) -> int:
-    words, control, as_json = _take_options(words, control, as_json)
-    path = control or default_control_path()
+def ctl(
+    control: str | None,
+    words: list[str],
+    as_json: bool = False,
+    timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> int:
+    words, options = _take_options(
+        words, {"control": control, "as_json": as_json, "timeout": timeout}
+    )
+    as_json = options["as_json"]
+    path = options["control"] or default_control_path()
 
     def fail(code: int, message: str) -> int:
         if as_json:
@@ -80,6 +113,8 @@ def ctl(control: str | None, words: list[str], as_json: bool = False) -> int:
         return code
 
     try:
+        if isinstance(options["timeout"], str):  # given after the command
+            options["timeout"] = parse_timeout(options["timeout"])
         command, args = parse_words(words)
     except UsageError as exc:
         return fail(EXIT_USAGE, str(exc))
@@ -90,10 +125,12 @@ def ctl(control: str | None, words: list[str], as_json: bool = False) -> int:
     if not command.in_master:
         return fail(EXIT_USAGE, f"{command.name} only makes sense in `stereo console`")
     try:
-        with ControlClient.connect(path) as client:
+        with ControlClient.connect(path, request_timeout=options["timeout"]) as client:
             result: Any = client.request(command.name, args)
     except ControlUnreachable as exc:
         return fail(EXIT_UNREACHABLE, str(exc))
+    except ControlTimeout as exc:
+        return fail(EXIT_TIMEOUT, str(exc))
     except ControlError as exc:
         return fail(EXIT_FAILED, str(exc))
     text = (

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ControlError, StereoError
+from ..errors import ControlError, StereoError, TooManyWorkers
 from ..snapshot import MasterSnapshot, ProcessSnapshot, SlotSnapshot
 from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
@@ -35,7 +35,8 @@ class Target(Protocol):
     def snapshot(self) -> MasterSnapshot: ...
 
     def add(self, count: int) -> list[int]:
-        """Start ``count`` workers in new slots (lowest free ids); returns their ids."""
+        """Start ``count`` workers in new slots (lowest free ids); returns their ids. Raises
+        TooManyWorkers, starting none, past --max-workers."""
         ...
 
     def remove(self, slot_ids: list[int]) -> list[int]:
@@ -47,7 +48,8 @@ class Target(Protocol):
         ...
 
     def scale(self, workers: int) -> tuple[list[int], list[int]]:
-        """Add or remove slots until there are ``workers``; returns (added, removed)."""
+        """Add or remove slots until there are ``workers``; returns (added, removed). Raises
+        TooManyWorkers, changing nothing, past --max-workers."""
         ...
 
     async def restart(self, slot_ids: list[int] | None) -> list[int]:
@@ -148,7 +150,38 @@ def _known(snap: MasterSnapshot) -> str:
     ids = snap.supervisor.ids
     if not ids:
         return "no workers are running"
-    return "workers: " + ", ".join(map(str, ids))
+    return "workers: " + _id_ranges(ids)
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """Sorted ids, three or more in a row as a range (``1, 2, 5-1024``): a thousand workers
+    still make a short line."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(
+        f"{a}-{b}" if b - a >= 2 else ", ".join(map(str, range(a, b + 1))) for a, b in runs
+    )
+
+
+def _chosen(
+    snap: MasterSnapshot, ids: list[int], known: list[int], what: str, missing: str
+) -> list[int]:
+    """``ids`` without repeats, in order; ControlError for an empty list (it must not fall back
+    to a default choice) or for ids not in ``known`` (``missing``: how to say so)."""
+    if not ids:
+        raise ControlError(f"{what}: the list of worker ids is empty")
+    chosen = list(dict.fromkeys(ids))
+    present = set(known)
+    unknown = [i for i in chosen if i not in present]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:10]))
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ControlError(f"{what}: {missing} {shown}{more} ({_known(snap)})")
+    return chosen
 
 
 def inspect(ctx: Context, slot_id: int) -> dict[str, Any]:
@@ -230,21 +263,18 @@ def add(ctx: Context, count: int = 1) -> dict[str, Any]:
     if count < 1:
         raise ControlError("add: the count must be at least 1")
     _running(ctx)
-    return {"added": ctx.target.add(count)}
+    try:
+        return {"added": ctx.target.add(count)}
+    except TooManyWorkers as exc:
+        raise ControlError(f"add: {exc}") from None
 
 
 def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None) -> dict[str, Any]:
     """Retire workers gracefully (they drain; they are not replaced). With neither ``ids`` nor
-    ``count``, the highest-numbered worker goes."""
+    ``count``, the highest-numbered worker goes; an empty ``ids`` is refused."""
     snap = _running(ctx)
-    if ids:
-        active = snap.supervisor.active_ids
-        unknown = [i for i in ids if i not in active]
-        if unknown:
-            raise ControlError(
-                f"remove: no running worker {', '.join(map(str, unknown))} ({_known(snap)})"
-            )
-        chosen = list(dict.fromkeys(ids))
+    if ids is not None:
+        chosen = _chosen(snap, ids, snap.supervisor.active_ids, "remove", "no running worker")
     else:
         wanted = 1 if count is None else count
         if wanted < 1:
@@ -257,7 +287,10 @@ def scale(ctx: Context, workers: int) -> dict[str, Any]:
     if workers < 0:
         raise ControlError("scale: the number of workers cannot be negative")
     _running(ctx)
-    added, removed = ctx.target.scale(workers)
+    try:
+        added, removed = ctx.target.scale(workers)
+    except TooManyWorkers as exc:
+        raise ControlError(f"scale: {exc}") from None
     return {"added": added, "removed": removed}
 
 
@@ -266,8 +299,7 @@ async def restart(ctx: Context, ids: list[int] | None = None) -> dict[str, Any]:
     old processes were asked to drain."""
     snap = _running(ctx)
     if ids is not None:
-        for slot_id in ids:
-            _slot(snap, slot_id)
+        ids = _chosen(snap, ids, snap.supervisor.ids, "restart", "there is no worker")
     return {"restarted": await ctx.target.restart(ids)}
 
 
@@ -299,12 +331,19 @@ def shutdown(ctx: Context, mode: str = "graceful") -> dict[str, Any]:
 # -- the table the server dispatches on ----------------------------------------------------------
 
 # Wire argument checks: requests may come from any program, so types are checked here again.
+# Integers must fit 64 bits: CBOR carries bigger ones as bignums of any length, which a message
+# could not even print; each command checks its own range (at least 1, --max-workers...).
+
+
+def _is_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _arg_int(args: dict[str, Any], key: str, default: int | None = None) -> int:
     value = args.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ControlError(f"argument {key!r} must be an integer")
+    if not _is_int64(value):
+        raise ControlError(f"argument {key!r} must be an integer (of 64 bits at most)")
+    assert isinstance(value, int)
     return value
 
 
@@ -312,10 +351,8 @@ def _arg_ids(args: dict[str, Any]) -> list[int] | None:
     value = args.get("ids")
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in value
-    ):
-        raise ControlError("argument 'ids' must be a list of integers")
+    if not isinstance(value, list) or not all(_is_int64(i) for i in value):
+        raise ControlError("argument 'ids' must be a list of integers (of 64 bits at most)")
     return value
 
 
@@ -332,8 +369,9 @@ def _arg_str(args: dict[str, Any], key: str, default: str) -> str:
 
 def _arg_signal(args: dict[str, Any]) -> str | int:
     value = args.get("signal", "TERM")
-    if not isinstance(value, str | int) or isinstance(value, bool):
+    if not (isinstance(value, str) or _is_int64(value)):
         raise ControlError("argument 'signal' must be a name or a number")
+    assert isinstance(value, str | int)
     return value
 
 

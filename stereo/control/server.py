@@ -49,7 +49,7 @@ def _prepare_directory(directory: str) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         info = os.lstat(directory)
     except OSError as exc:
-        raise ControlError(f"cannot create {directory}: {exc.strerror}") from None
+        raise ControlError(f"cannot create {directory}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ControlError(f"{directory} is not a directory")
     if info.st_uid != os.geteuid():
@@ -89,7 +89,7 @@ def bind_control_socket(path: str) -> socket.socket:
         sock.listen(16)
     except OSError as exc:
         sock.close()
-        raise ControlError(f"cannot listen on {path}: {exc.strerror}") from None
+        raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
     sock.setblocking(False)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ControlError
-from ..wire.control import parse_signal
+from ..errors import ControlError, EncodeError
+from ..wire.control import parse_signal, shown
+from ..wire.protocol import encode_cbor
 
 #: The words after the command name (and the raw rest of the line) -> wire arguments.
 ArgParser = Callable[[list[str], str], dict[str, Any]]
@@ -52,7 +53,7 @@ def _word_int(word: str, what: str) -> int:
     try:
         value = int(word)
     except ValueError:
-        raise UsageError(f"{what} must be a whole number, not {word!r}") from None
+        raise UsageError(f"{what} must be a whole number, not {shown(word)}") from None
     return value
 
 
@@ -105,17 +106,49 @@ def _parse_kill(words: list[str], rest: str) -> dict[str, Any]:
     return args
 
 
+#: The deepest nesting of lists and maps a broadcast value may have. CBOR decoders stop at 400
+#: levels (the master decodes the request, two levels more than the value, and every worker the
+#: payload), and Python's JSON reader fails near a thousand.
+MAX_NESTING = 256
+
+
 def _parse_broadcast(words: list[str], rest: str) -> dict[str, Any]:
+    """The rest of the line as one JSON value that can be sent: anything that would fail later,
+    in the encoder or on the way, is a usage error now."""
     text = rest.strip()
     if not text:
         raise UsageError('usage: broadcast VALUE (a JSON literal, e.g. {"reload": true})')
+    too_deep = f"broadcast: the value is nested more than {MAX_NESTING} levels deep"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"broadcast: {text!r} is not JSON: {exc.msg} at column {exc.colno}"
+            f"broadcast: {shown(text)} is not JSON: {exc.msg} at column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise UsageError(too_deep) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise UsageError(f"broadcast: cannot read the value: {str(exc).split(';')[0]}") from None
+    if _nesting(value) > MAX_NESTING:
+        raise UsageError(too_deep)
+    try:
+        encode_cbor(value)
+    except EncodeError as exc:  # a lone surrogate ("\ud800") has no UTF-8 form
+        raise UsageError(f"broadcast: the value cannot be sent: {exc}") from None
     return {"value": value}
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and maps nest in ``value`` (0 for a scalar), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _parse_shutdown(words: list[str], rest: str) -> dict[str, Any]:
@@ -155,7 +188,8 @@ COMMANDS: dict[str, Command] = {
             "add",
             "add [N]",
             "start N more workers (default 1)",
-            "New workers take the lowest free ids.",
+            "New workers take the lowest free ids. Refused, adding none, past the master's"
+            " --max-workers (draining workers count).",
             _parse_add,
         ),
         Command(
@@ -171,7 +205,8 @@ COMMANDS: dict[str, Command] = {
             "scale",
             "scale N",
             "add or remove workers until there are N",
-            "Removal is graceful and takes the highest ids first.",
+            "Removal is graceful and takes the highest ids first. Refused, changing nothing,"
+            " past the master's --max-workers.",
             _parse_scale,
         ),
         Command(

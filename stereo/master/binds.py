@@ -19,6 +19,7 @@ from ..errors import BindError
 
 BACKLOG = 2048
 SD_LISTEN_FDS_START = 3
+MAX_FD = 2**31 - 1  # a C int: socket(fileno=) overflows beyond it
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +59,11 @@ def parse_bind(spec: str) -> Bind:
         return UnixBind(path)
     if spec.startswith("fd://"):
         text = spec[len("fd://") :]
-        if not text.isdigit():
-            raise BindError(f"--bind {spec!r}: fd:// needs a file descriptor number")
+        # Length first: int() of thousands of digits raises, and a huge fd overflows later.
+        if not (text.isdecimal() and len(text.lstrip("0")) <= 10 and int(text) <= MAX_FD):
+            raise BindError(
+                f"--bind {spec[:60]!r}: fd:// needs a file descriptor number (0 to {MAX_FD})"
+            )
         return FdBind(int(text))
     if spec.startswith("["):
         host, sep, rest = spec[1:].partition("]")
@@ -72,8 +76,8 @@ def parse_bind(spec: str) -> Bind:
             raise BindError(
                 f"--bind {spec!r}: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
             )
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise BindError(f"--bind {spec!r}: port must be a number from 0 to 65535")
+    if not (port_text.isdecimal() and len(port_text) <= 5 and int(port_text) <= 65535):
+        raise BindError(f"--bind {spec[:60]!r}: port must be a number from 0 to 65535")
     if not host:
         raise BindError(f"--bind {spec!r}: the host is missing (use 0.0.0.0 to mean every address)")
     return TcpBind(host, int(port_text))
@@ -84,7 +88,7 @@ def systemd_fds(environ: dict[str, str] | os._Environ[str], pid: int) -> list[in
     if environ.get("LISTEN_PID") != str(pid):
         return []
     count = environ.get("LISTEN_FDS", "")
-    if not count.isdigit():
+    if not (count.isdecimal() and len(count) <= 6):  # not isdigit(): int('²') raises
         return []
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
 
@@ -119,7 +123,7 @@ def _tcp_socket(bind: TcpBind, reuse_port: bool = False) -> socket.socket:
     try:
         return _bound_tcp(family, address, reuse_port=reuse_port, listen=not reuse_port)
     except OSError as exc:
-        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+        raise BindError(f"--bind {bind}: {_reason(exc)}") from None
 
 
 def _bound_tcp(family: int, address: Any, *, reuse_port: bool, listen: bool) -> socket.socket:
@@ -156,19 +160,41 @@ def slot_listener(anchor: socket.socket) -> socket.socket:
     return _bound_tcp(anchor.family, anchor.getsockname(), reuse_port=True, listen=True)
 
 
+def _reason(exc: OSError) -> str:
+    # Some OSErrors carry no strerror ("AF_UNIX path too long"): their text is the reason.
+    return exc.strerror or str(exc)
+
+
 def _unix_socket(bind: UnixBind) -> socket.socket:
-    path = bind.path
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            _remove_if_stale(path)
+    _clear_unix_path(bind)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
+        sock.bind(bind.path)
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+        raise BindError(f"--bind {bind}: {_reason(exc)}") from None
     return sock
+
+
+def _clear_unix_path(bind: UnixBind) -> None:
+    """Remove a stale socket file at the path; refuse anything else there (a regular file, a
+    directory, a dangling symbolic link), for which bind() would only say "Address already in
+    use"."""
+    path = bind.path
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise BindError(
+                f"--bind {bind}: {path} is a symbolic link to nothing; not replacing it"
+            ) from None
+        return
+    except OSError as exc:
+        raise BindError(f"--bind {bind}: {_reason(exc)}") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise BindError(f"--bind {bind}: {path} exists and is not a socket; not replacing it")
+    _remove_if_stale(path)
 
 
 def _remove_if_stale(path: str) -> None:
@@ -180,7 +206,7 @@ def _remove_if_stale(path: str) -> None:
         os.unlink(path)
     except OSError as exc:
         if exc.errno != errno.ENOENT:
-            raise BindError(f"--bind unix:{path}: {exc.strerror}") from None
+            raise BindError(f"--bind unix:{path}: {_reason(exc)}") from None
     else:
         raise BindError(f"--bind unix:{path}: another process is listening there")
     finally:
@@ -191,7 +217,7 @@ def _fd_socket(fd: int, bind: Bind) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+        raise BindError(f"--bind {bind}: {_reason(exc)}") from None
     try:
         if sock.type != socket.SOCK_STREAM:
             raise BindError(f"--bind {bind}: not a stream socket")
@@ -199,7 +225,7 @@ def _fd_socket(fd: int, bind: Bind) -> socket.socket:
             sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise BindError(f"--bind {bind}: {exc.strerror}") from None
+        raise BindError(f"--bind {bind}: {_reason(exc)}") from None
     except BindError:
         sock.close()
         raise

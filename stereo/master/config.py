@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
-from ..wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..errors import ConfigError
+from ..wire.protocol import BROADCAST_HEADER_SIZE, DEFAULT_MAX_MESSAGE_SIZE, LARGEST_MESSAGE_SIZE
 from .binds import Bind
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 DEFAULT_WORKER_OUTBOX_LIMIT = 4 * 1024 * 1024
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 DEFAULT_TIMEOUT = 30.0
+# Slots at once (draining ones included): a typo such as `add 100000000` is refused, not run.
+DEFAULT_MAX_WORKERS = 1024
+MAX_WORKERS_CEILING = 65536  # the largest --max-workers
+# A worker's HELLO (and its report of a boot error) travel under --max-message-size too: below
+# this, every worker would be cut off in its handshake.
+MIN_MAX_MESSAGE_SIZE = 1024
+MAX_SECONDS = 86400.0  # --timeout and --graceful-timeout: beyond a day, "never" was meant
+MIN_TIMEOUT = 0.2  # four heartbeats per --timeout at their fastest (every 0.05 s)
 
 
 def default_workers() -> int:
@@ -23,6 +33,8 @@ class Settings:
     app: str
     app_dir: str = "."
     workers: int = field(default_factory=default_workers)
+    # The most worker slots at once (draining ones included), for -w, add, scale and SIGTTIN.
+    max_workers: int = DEFAULT_MAX_WORKERS
     binds: list[Bind] = field(default_factory=list)
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # Bytes the master may hold for one worker before cutting it off as a slow consumer.
@@ -48,3 +60,51 @@ class Settings:
         # an idle master near 0.03 % CPU (every 1 s it was 0.11 %) and still gives the watchdog
         # six beats per timeout.
         return max(0.05, min(5.0, self.timeout / 4))
+
+    def check(self) -> None:
+        """Raise ConfigError, naming the option, for the first setting out of its range (NaN,
+        infinities and bools included): the master must refuse them before it starts, not
+        trip on them later."""
+        check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
+        check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
+        check_whole(
+            "--max-message-size",
+            self.max_message_size,
+            MIN_MAX_MESSAGE_SIZE,
+            LARGEST_MESSAGE_SIZE,
+        )
+        check_whole(
+            "--outbox-limit",
+            self.outbox_limit,
+            self.max_message_size + BROADCAST_HEADER_SIZE,
+            None,
+            "one broadcast of --max-message-size",
+        )
+        check_seconds("--graceful-timeout", self.graceful_timeout)
+        check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
+
+
+def check_whole(option: str, value: int, low: int, high: int | None, why: str = "") -> None:
+    """``value`` is a whole number from ``low`` to ``high`` (None: no upper bound), else
+    ConfigError; ``why`` explains the bound."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f"of at least {low}" if high is None else f"from {low} to {high}"
+        reason = f" ({why})" if why else ""
+        raise ConfigError(f"{option} {value}: must be a whole number {bound}{reason}")
+
+
+def check_seconds(option: str, value: float, low: float = 0.0) -> None:
+    """``value`` is a finite number of seconds above 0, from ``low`` and at most a day, else
+    ConfigError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and 0 < value <= MAX_SECONDS and value >= low)
+    ):
+        bound = f"from {low:g} to" if low else "above 0 and at most"
+        raise ConfigError(f"{option} {value}: must be a number of seconds {bound} {MAX_SECONDS:g}")

@@ -258,6 +258,8 @@ class Hub:
             if events:
                 break
         first = events[0]
+        if isinstance(first, ProtocolError):  # e.g. a HELLO over the limit: say so
+            raise CutOff(f"protocol error: {first}")
         if not isinstance(first, Frame) or first.kind != Kind.HELLO or len(events) > 1:
             raise CutOff("protocol error: the first frame must be HELLO, alone")
         try:

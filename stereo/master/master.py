@@ -19,6 +19,7 @@ from functools import partial
 import trio
 
 from ..control.server import ControlServer
+from ..errors import TooManyWorkers
 from ..snapshot import MasterSnapshot
 from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
@@ -145,7 +146,11 @@ class Master:
         self.start_soon(self.supervisor.restart)
 
     def handle_ttin(self) -> None:
-        added = self.supervisor.add(1)
+        try:
+            added = self.supervisor.add(1)
+        except TooManyWorkers as exc:
+            self.sink.log(f"SIGTTIN: not adding a worker: {exc}")
+            return
         self.sink.log(f"SIGTTIN: added worker {added}")
 
     def handle_ttou(self) -> None:
@@ -237,14 +242,15 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     """Run a master until it stops. ``argv`` (the arguments after ``stereo``) lets SIGUSR2 start
     a new master with the same command line."""
     handover = Handover.from_environ(os.environ)
+    if handover is not None and handover.workers is not None:
+        settings.workers = handover.workers
+    settings.check()  # before anything is bound or started
     if handover is None:
         sockets = open_sockets(
             settings.binds, systemd_fds(os.environ, os.getpid()), settings.reuse_port
         )
     else:
         sockets = handover.adopt_sockets(settings.binds)
-        if handover.workers is not None:
-            settings.workers = handover.workers
     try:
         master = Master(settings, sockets, OutputSink(), argv, handover)
         if handover is not None:

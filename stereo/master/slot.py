@@ -7,10 +7,12 @@ supervisor when an operation changed its state.
 
 from __future__ import annotations
 
+import heapq
 import socket
 
 import trio
 
+from ..errors import TooManyWorkers
 from ..snapshot import SlotSnapshot
 from .lifecycle import SlotLifecycle, SlotState
 from .process import WorkerProcess
@@ -55,6 +57,43 @@ class Slot:
         for sock in self.own_sockets:
             sock.close()
         self.own_sockets = []
+
+
+class SlotIds:
+    """Worker ids 1..limit, each new slot taking the lowest free one, in O(log n) per id: ids
+    below ``_next`` that were released wait in a heap; every id from ``_next`` on is free. (A scan
+    for the lowest free id made adding n slots cost n^2 / 2 steps, enough to freeze the master.)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # --max-workers
+        self._next = 1
+        self._released: list[int] = []
+
+    @property
+    def in_use(self) -> int:
+        return self._next - 1 - len(self._released)
+
+    def take(self, count: int, draining: int = 0) -> list[int]:
+        """``count`` ids, lowest first; TooManyWorkers, taking none, past the limit (``draining``:
+        how many of those in use belong to slots being removed, for the message)."""
+        if count < 0:
+            raise ValueError(f"cannot take {count} ids")
+        total = self.in_use + count
+        if total > self.limit:
+            raise TooManyWorkers(
+                f"{total} workers would be over the limit of {self.limit} (--max-workers)"
+                + (f"; {draining} of them are still draining" if draining else "")
+            )
+        ids = [heapq.heappop(self._released) for _ in range(min(count, len(self._released)))]
+        fresh = count - len(ids)
+        ids += range(self._next, self._next + fresh)
+        self._next += fresh
+        return ids
+
+    def release(self, slot_id: int) -> None:
+        """``slot_id`` (taken, not released since) is free again."""
+        heapq.heappush(self._released, slot_id)
 
 
 def slot_snapshot(slot_id: int, slot: Slot | None, procs: list[WorkerProcess]) -> SlotSnapshot:

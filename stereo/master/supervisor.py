@@ -26,7 +26,7 @@ from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
-from .slot import Slot, slot_snapshot
+from .slot import Slot, SlotIds, slot_snapshot
 from .watchdog import wait_silence
 
 
@@ -57,6 +57,7 @@ class Supervisor:
         self.log = log
         self.launch: Launch | None = launch  # set by the master when None here
         self.slots: dict[int, Slot] = {}
+        self._ids = SlotIds(settings.max_workers)
         self.stopping = False
         self.respawns = 0
         self._nursery: trio.Nursery | None = None
@@ -104,7 +105,8 @@ class Supervisor:
                 self._stop_process(proc)
         elif action is Action.RELEASE:
             slot.close_own_sockets()
-            self.slots.pop(slot.id, None)
+            if self.slots.pop(slot.id, None) is not None:
+                self._ids.release(slot.id)
             self._changed()
             self._check_idle()
         slot.nudge()
@@ -265,21 +267,20 @@ class Supervisor:
     # -- operations (signals and control commands) -------------------------------------------------
 
     def add(self, count: int = 1) -> list[int]:
-        """Open ``count`` new slots, each taking the lowest free id; returns their ids."""
+        """Open ``count`` new slots, each taking the lowest free id; returns their ids. Raises
+        TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers."""
         assert self._nursery is not None
         if self.stopping:
             return []
-        added = []
         s = self.settings
-        for _ in range(count):
-            slot_id = next(i for i in range(1, len(self.slots) + 2) if i not in self.slots)
+        added = self._ids.take(count, draining=len(self.slots) - self.active_count())
+        for slot_id in added:
             slot = Slot(
                 slot_id, SlotLifecycle(s.backoff_base, s.backoff_cap, s.backoff_limit, s.quick_exit)
             )
             self._open_own_sockets(slot)
             self.slots[slot_id] = slot
             self._nursery.start_soon(self._supervise, slot)
-            added.append(slot_id)
         return added
 
     def _open_own_sockets(self, slot: Slot) -> None:

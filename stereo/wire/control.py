@@ -75,17 +75,26 @@ def parse_signal(value: str | int) -> int:
         number = value
     elif isinstance(value, str):
         text = value.strip().upper()
-        if text.isdigit():
-            number = int(text)
+        if text.isdecimal():  # not isdigit(): '²' is a digit that int() refuses
+            # No signal number has 20 digits; int() of thousands of them would raise.
+            number = int(text) if len(text) < 20 else -1
         else:
             name = text if text.startswith("SIG") else "SIG" + text
             try:
                 return int(signal.Signals[name])
             except KeyError:
-                raise ControlError(f"unknown signal {value!r}") from None
+                raise ControlError(f"unknown signal {shown(value)}") from None
     else:
         raise ControlError(f"a signal is a name or a number, not {type(value).__name__}")
     try:
         return int(signal.Signals(number))
     except ValueError:
-        raise ControlError(f"unknown signal {value!r}") from None
+        raise ControlError(f"unknown signal {shown(value)}") from None
+
+
+def shown(value: str | int) -> str:
+    """A value quoted in an error, cut short: it may be megabytes long, or an integer too long
+    for ``str()``."""
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**20 else "(a number of over 20 digits)"
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."

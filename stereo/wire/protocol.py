@@ -49,6 +49,9 @@ STAMP: Final = struct.Struct(">QI")
 STAMP_OFFSET: Final = PREFIX_SIZE
 # Bytes a broadcast body carries besides its payload.
 BROADCAST_OVERHEAD: Final = STAMP.size  # 12
+#: The largest payload a BROADCAST frame can carry at all: its u32 length counts the kind byte
+#: and the stamp too. --max-message-size may not go above it.
+LARGEST_MESSAGE_SIZE: Final = 0xFFFFFFFF - 1 - BROADCAST_OVERHEAD
 
 
 def max_body_size(max_message_size: int) -> int:
