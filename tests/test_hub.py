@@ -78,6 +78,13 @@ class FakeWorker:
                 return True
 
 
+def lone_peer() -> tuple[Hub, Peer, socket.socket]:
+    """A hub and one peer it has not served yet, with the worker's end of its socketpair."""
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    master_end, worker_end = socket.socketpair()
+    return hub, Peer(1, master_end, LIMIT, Events(1)), worker_end
+
+
 @asynccontextmanager
 async def open_hub(
     workers: int, outbox_limit: int = 1 << 20
@@ -189,9 +196,7 @@ async def test_a_connection_ending_inside_a_frame_drops_the_partial_frame() -> N
 async def test_a_hello_left_unread_by_a_stalled_master_is_not_a_timeout(
     mock_clock: trio.testing.MockClock,
 ) -> None:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
-    master_end, worker_end = socket.socketpair()
-    peer = Peer(1, master_end, LIMIT, Events(1))
+    hub, peer, worker_end = lone_peer()
     fake = FakeWorker(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hub.serve_peer, peer, 5.0)
@@ -209,9 +214,7 @@ async def test_a_hello_left_unread_by_a_stalled_master_is_not_a_timeout(
 async def test_no_hello_within_the_handshake_window_is_cut_off(
     mock_clock: trio.testing.MockClock,
 ) -> None:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
-    master_end, worker_end = socket.socketpair()
-    peer = Peer(1, master_end, LIMIT, Events(1))
+    hub, peer, worker_end = lone_peer()
     with worker_end:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.serve_peer, peer, 5.0)
@@ -225,9 +228,7 @@ async def test_no_hello_within_the_handshake_window_is_cut_off(
 
 
 async def test_a_first_frame_that_is_not_hello_is_a_protocol_error() -> None:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
-    master_end, worker_end = socket.socketpair()
-    peer = Peer(1, master_end, LIMIT, Events(1))
+    hub, peer, worker_end = lone_peer()
     with trio.fail_after(10), worker_end:
         worker_end.sendall(encode_frame(Kind.READY))
         await hub.serve_peer(peer, 5.0)
@@ -236,9 +237,7 @@ async def test_a_first_frame_that_is_not_hello_is_a_protocol_error() -> None:
 
 
 async def test_a_first_frame_over_the_limit_is_cut_off_for_what_it_is() -> None:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
-    master_end, worker_end = socket.socketpair()
-    peer = Peer(1, master_end, LIMIT, Events(1))
+    hub, peer, worker_end = lone_peer()
     with trio.fail_after(10), worker_end:
         worker_end.sendall(encode_map(Kind.HELLO, {"version": 1, "pid": 1, "pad": "x" * LIMIT}))
         await hub.serve_peer(peer, 5.0)
