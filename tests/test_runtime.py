@@ -168,6 +168,40 @@ async def test_sigkill_of_the_master_leaves_no_worker_and_frees_the_port() -> No
             probe.close()
 
 
+def _socket_fds(pid: int) -> list[str]:
+    """The socket descriptors process ``pid`` holds, as /proc/PID/fd shows them."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    return [
+        f"{fd.name} -> {target}"
+        for fd in fd_dir.iterdir()
+        if (target := os.readlink(fd)).startswith("socket:")
+    ]
+
+
+async def test_processes_the_app_starts_hold_no_socket_once_the_master_is_killed() -> None:
+    # Children that keep every inheritable descriptor (a shell, os.system, close_fds=False):
+    # one started while the app is imported, one from serve(). Neither may keep the listening
+    # socket (the port would stay bound, accepting into a backlog nobody serves) or the hub.
+    with trio.fail_after(60):
+        async with open_stereo("forker:serve", "-w", "1", "--bind", "127.0.0.1:0") as stereo:
+            host, port = await stereo.address()
+            match = (
+                await stereo.wait_for(r"^\[worker 1\] started pid=(\d+) children=(\d+),(\d+)$")
+            )[0]
+            worker, children = int(match[1]), [int(match[2]), int(match[3])]
+            try:
+                stereo.signal(signal.SIGKILL)
+                with trio.fail_after(2):
+                    await wait_exited(worker)
+                for child in children:
+                    assert _socket_fds(child) == [], f"child {child} inherited sockets"
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((host, port), timeout=5).close()
+            finally:
+                for child in children:
+                    os.kill(child, signal.SIGKILL)
+
+
 async def test_a_worker_writing_garbage_is_cut_off_and_others_keep_receiving(
     tmp_path: Path,
 ) -> None:

@@ -113,12 +113,22 @@ async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
             drain()
 
 
+def adopt_socket(fd: int) -> socket.socket:
+    """Take over an inherited socket: the master passed it to this process only, so processes
+    the app starts must not inherit it in turn (a forgotten child would keep the port bound, or
+    the hub connection open, after the worker is gone)."""
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
 async def run_worker(hub_fd: int) -> int:
-    sock = socket.socket(fileno=hub_fd)
+    sock = adopt_socket(hub_fd)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     link = HubLink(stream)
     try:
         welcome = await link.handshake()
+        # Before the app is imported: it may start processes as it loads.
+        listen_socks = [adopt_socket(int(fd)) for fd in welcome.get("listen_fds", [])]
     except (
         ProtocolError,
         HubClosed,
@@ -139,9 +149,7 @@ async def run_worker(hub_fd: int) -> int:
         return exc.code
 
     tracker = ConnectionTracker()
-    listeners = [
-        Listener(socket.socket(fileno=fd), tracker) for fd in welcome.get("listen_fds", [])
-    ]
+    listeners = [Listener(listen_sock, tracker) for listen_sock in listen_socks]
     outbox = Outbox(sock, int(welcome["outbox_limit"]), direct_gap=DIRECT_SEND_GAP)
     inbox = Inbox()
     worker = Worker(
