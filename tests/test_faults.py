@@ -179,6 +179,25 @@ async def _fuzz(env: dict[str, str], exit_reason: str) -> None:
             assert await stereo.wait() == 0
 
 
+async def test_an_app_that_closes_its_hub_descriptor_is_reported_as_hub_lost(
+    tmp_path: Path,
+) -> None:
+    env = {"HUBCLOSE_MARKER": str(tmp_path / "closed")}
+    with trio.fail_after(60):
+        async with open_stereo("hubclose:serve", "-w", "1", env=env) as stereo:
+            first = await started(stereo, 1)
+            exited = await stereo.wait_for(rf"worker 1 \(pid {first[1]}\) exited: (.*)")
+            assert re.match(r"exit 5 \(hub connection lost\); restarting", exited[0][1])
+            await stereo.wait_for(
+                r"^\[worker 1\] stereo worker: hub connection lost: its descriptor was closed"
+                r" in this process, not by stereo \(by the app\?\)$"
+            )
+            await stereo.wait_for(STARTED, count=2)  # replaced, like any worker that lost the hub
+            assert not any("Traceback" in line for line in stereo.lines)
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
 # -- crash loops ---------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
 # a lone broadcast goes straight to the socket (saves a task switch of latency), in a burst only
 # the first does and the rest leave in one write.
 DIRECT_SEND_GAP = 50e-6
+CLOSED_UNDER_US = "its descriptor was closed in this process, not by stereo (by the app?)"
 
 
 class HubLink:
@@ -193,8 +194,19 @@ async def run_worker(hub_fd: int) -> int:
                     hub_nursery.start_soon(
                         heartbeat, outbox, float(welcome.get("heartbeat_interval", 1.0))
                     )
-            except* (HubClosed, trio.BrokenResourceError, ProtocolError, OSError) as group:
+            except* (
+                HubClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                ProtocolError,
+                OSError,
+            ) as group:
                 error = group.exceptions[0]
+                if group.subgroup(trio.ClosedResourceError) is not None:
+                    # The worker never closes the hub while it runs: someone else in this
+                    # process closed the descriptor (os.close, closerange). Not a crash of serve().
+                    error = HubClosed(CLOSED_UNDER_US)
+                    print(f"stereo worker: hub connection lost: {error}", file=sys.stderr)
                 lost = error if isinstance(error, HubClosed) else HubClosed(str(error))
                 inbox.close(lost)
                 outbox.close(lost)
