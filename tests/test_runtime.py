@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,38 @@ async def test_sigterm_drains_in_flight_connection_and_exits_clean(tmp_path: Pat
             assert await stereo.wait() == 0
             await wait_all_exited(list(pids.values()))
             assert stereo.children() == []
+
+
+async def test_a_worker_stopped_while_it_boots_exits_cleanly_without_running_the_app(
+    tmp_path: Path,
+) -> None:
+    # SIGTERM while the worker is still starting (here: importing the app, held at a gate) asks
+    # it to stop, like any SIGTERM: exit 0 (stopped) before serve() runs, never killed by it.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    env = {"GATED_FIFO": str(gate), "GATED_MARKER": str(tmp_path / "gated")}
+    with trio.fail_after(60):
+        async with open_stereo("gated:serve", "-w", "1", env=env) as stereo:
+            pid = int((await stereo.wait_for(r"^\[worker 1\] importing pid=(\d+)$"))[0][1])
+            os.kill(pid, signal.SIGTERM)
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)  # the worker holds the FIFO open
+            os.write(fd, b"go")  # the import goes on, the signal already there
+            os.close(fd)
+            exited = await stereo.wait_for(rf"worker 1 \(pid {pid}\) exited: (.*)")
+            assert exited[0][1].startswith("exit 0 (exited normally)")
+            assert f"serving pid={pid}" not in stereo.worker_lines(1)
+            await stereo.wait_for(r"^\[worker 1\] serving pid=")  # a new process serves
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
+def test_python_m_stereo_worker_defers_stop_signals_before_importing_trio() -> None:
+    # `python -m stereo.worker` imports the packages stereo and stereo.worker before its first
+    # line, which defers stop signals: they must import nothing heavy, or a SIGTERM during
+    # those imports would still kill a starting worker.
+    code = "import sys, stereo.worker; print(sorted(set(sys.modules) & {'trio', 'cbor2'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 async def test_graceful_timeout_kills_a_connection_that_never_finishes() -> None:

@@ -33,6 +33,7 @@ from ..wire.protocol import (
     decode_map,
     encode_map,
 )
+from . import stopsignals
 from .api import Worker
 from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
@@ -107,11 +108,17 @@ async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
 
 
 async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
+    def handle(signum: int) -> None:
+        if signum == signal.SIGQUIT:
+            raise SystemExit(exitcodes.STOPPED)  # quick stop: no drain
+        drain()
+
+    with trio.open_signal_receiver(*stopsignals.STOP_SIGNALS) as signals:
+        # Listening from here on; what came before was remembered (stopsignals.defer).
+        for signum in stopsignals.take():
+            handle(signum)
         async for signum in signals:
-            if signum == signal.SIGQUIT:
-                raise SystemExit(exitcodes.STOPPED)  # quick stop: no drain
-            drain()
+            handle(signum)
 
 
 def adopt_socket(fd: int) -> socket.socket:
@@ -142,12 +149,16 @@ async def run_worker(hub_fd: int) -> int:
         return exitcodes.WORKER_BOOT_ERROR
     max_message_size = int(welcome["max_message_size"])
 
+    if stopsignals.requested():  # asked to stop before the app even loaded: stopped
+        return exitcodes.STOPPED
     try:
         app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
     except BootError as exc:
         await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
         print(f"stereo worker: {exc.reason}", file=sys.stderr)
         return exc.code
+    if stopsignals.requested():  # ...or while it loaded (an import may take its time)
+        return exitcodes.STOPPED
 
     tracker = ConnectionTracker()
     listeners = [Listener(listen_sock, tracker) for listen_sock in listen_socks]
