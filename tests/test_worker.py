@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 import trio
 import trio.testing
@@ -24,10 +25,17 @@ class Runtime:
         self.outbox.close(error)
 
 
-def make_worker(outbox_limit: int = 1000, inbox_limit: int = 100) -> tuple[Worker, Runtime]:
+def make_worker(
+    outbox_limit: int = 1000, inbox_limit: int = 100, max_message_size: int = 100
+) -> tuple[Worker, Runtime]:
     hub = Runtime(outbox_limit, inbox_limit)
     worker = Worker(
-        7, [], ConnectionTracker(), max_message_size=100, outbox=hub.outbox, inbox=hub.inbox
+        7,
+        [],
+        ConnectionTracker(),
+        max_message_size=max_message_size,
+        outbox=hub.outbox,
+        inbox=hub.inbox,
     )
     return worker, hub
 
@@ -40,6 +48,31 @@ async def test_oversize_and_unencodable_values_raise_and_send_nothing() -> None:
         worker.broadcast_nowait(object())
     assert worker.statistics().outbox_bytes == 0
     assert worker.statistics().sent == 0
+
+
+def nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_value_nested_deeper_than_receivers_decode_raises_and_sends_nothing() -> None:
+    # cbor2 encodes any depth, but its decoder refuses an item inside more than 400 containers:
+    # sent, such a value would reach every receiver as an UndecodablePayload.
+    worker, hub = make_worker(outbox_limit=1_000_000, max_message_size=1_000_000)
+    deepest = nested(400)
+    assert cbor2.loads(cbor2.dumps(deepest)) == deepest
+    with pytest.raises(cbor2.CBORDecodeError):
+        cbor2.loads(cbor2.dumps(nested(401)))
+    with pytest.raises(EncodeError, match="nested more than 400 levels deep"):
+        worker.broadcast_nowait(nested(401))
+    with pytest.raises(EncodeError, match="nested more than 400 levels deep"):
+        await worker.broadcast({"k": [cbor2.CBORTag(40000, nested(398))]})  # 401 with the tag
+    assert worker.statistics().sent == 0
+    assert hub.outbox.queued_bytes == 0
+    await worker.broadcast(deepest)  # the deepest value receivers take still goes
+    assert worker.statistics().sent == 1
 
 
 async def test_broadcast_nowait_raises_wouldblock_when_the_outbox_is_full() -> None:

@@ -26,6 +26,7 @@ from .framing import (
     missing_bytes,
     prefix_error,
 )
+from .nesting import MAX_DEPTH, nesting_exceeds_py
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
@@ -271,6 +272,22 @@ def _frame_broadcast_py(payload: bytes, kind: int = Kind.BROADCAST) -> bytes:
 frame_broadcast: Callable[[bytes, int], bytes] = (
     _speedups.frame_broadcast if _speedups is not None else _frame_broadcast_py
 )
+
+
+#: Whether an encoded item nests deeper than a limit (see :mod:`.nesting`).
+nesting_exceeds: Callable[[bytes, int], bool] = (
+    _speedups.nesting_exceeds if _speedups is not None else nesting_exceeds_py
+)
+
+
+def refuse_too_deep(payload: bytes) -> None:
+    """Raise EncodeError for an encoded value the receivers' decoder would refuse for its depth
+    (a payload of at most MAX_DEPTH bytes never is: the caller may skip the call)."""
+    if nesting_exceeds(payload, MAX_DEPTH):
+        raise EncodeError(
+            f"cannot send a value nested more than {MAX_DEPTH} levels deep (arrays, maps and"
+            " tags): the receivers' CBOR decoder refuses it"
+        )
 
 
 def accelerated() -> bool:
