@@ -30,6 +30,8 @@ from .nesting import MAX_DEPTH, nesting_exceeds_py
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
+# Bytes of received broadcasts one message iterator of a worker may hold (WELCOME's inbox_limit).
+DEFAULT_INBOX_LIMIT: Final = 8 * 1024 * 1024
 
 
 class Kind(IntEnum):
@@ -304,12 +306,14 @@ class BroadcastReader:
     frames without it), so both produce the same messages and errors.
     """
 
-    __slots__ = ("_buffer", "_fast", "_max_length")
+    __slots__ = ("_buffer", "_fast", "_max_length", "last_size")
 
     def __init__(self, max_message_size: int, *, accelerate: bool = True) -> None:
         self._max_length = max_body_size(max_message_size) + 1
         self._buffer = bytearray()
         self._fast = _decode_fast if accelerate else None
+        #: Bytes of the frames the last :meth:`deliveries` decoded: what a batch weighs.
+        self.last_size = 0
 
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
@@ -363,6 +367,7 @@ class BroadcastReader:
                 if error is not None:
                     raise error
         finally:
+            self.last_size = offset
             if offset:
                 del buffer[:offset]
         return out

@@ -26,6 +26,7 @@ from ..errors import HubClosed, ProtocolError
 from ..outbox import Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
+    DEFAULT_INBOX_LIMIT,
     PROTOCOL_VERSION,
     BroadcastReader,
     Kind,
@@ -79,17 +80,16 @@ class HubLink:
         self.broadcasts.receive_data(bytes(reader.take_buffer()))
         return welcome
 
-    async def receive_messages(self) -> list[Message]:
-        assert self.broadcasts is not None
-        messages = self.broadcasts.deliveries()
-        if messages:
-            return messages
+    async def receive_messages(self) -> tuple[list[Message], int]:
+        """The next batch of broadcasts, and its size in bytes on the wire."""
+        reader = self.broadcasts
+        assert reader is not None
+        messages = reader.deliveries()
         while not messages:
             # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
-            size = max(RECEIVE_SIZE, self.broadcasts.missing)
-            self.broadcasts.receive_data(await self._receive(size))
-            messages = self.broadcasts.deliveries()
-        return messages
+            reader.receive_data(await self._receive(max(RECEIVE_SIZE, reader.missing)))
+            messages = reader.deliveries()
+        return messages, reader.last_size
 
 
 async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
@@ -97,7 +97,7 @@ async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
     while True:
         if inbox.full():  # tested first: no coroutine per batch when nothing is full
             await inbox.wait_for_room()
-        inbox.deliver(await link.receive_messages())
+        inbox.deliver(*await link.receive_messages())
 
 
 async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
@@ -163,7 +163,7 @@ async def run_worker(hub_fd: int) -> int:
     tracker = ConnectionTracker()
     listeners = [Listener(listen_sock, tracker) for listen_sock in listen_socks]
     outbox = Outbox(sock, int(welcome["outbox_limit"]), direct_gap=DIRECT_SEND_GAP)
-    inbox = Inbox()
+    inbox = Inbox(max_bytes=int(welcome.get("inbox_limit", DEFAULT_INBOX_LIMIT)))
     worker = Worker(
         int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
