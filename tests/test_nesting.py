@@ -19,7 +19,9 @@ WALKS = [pytest.param(nesting_exceeds, id="C"), pytest.param(nesting_exceeds_py,
 # Container kinds wrapped around a value, from the inside out; "set" (tag 258 and an array)
 # counts twice, a dict key needs a hashable value (else it becomes a dict value).
 KINDS = ["list", "tuple", "dict value", "dict key", "tag", "set", "list with siblings"]
-leaves = st.none() | st.integers() | st.text(max_size=5) | st.binary(max_size=5) | st.just([])
+leaves = st.one_of(
+    st.none(), st.integers(), st.text(max_size=5), st.binary(max_size=5), st.sampled_from([[], {}])
+)
 
 
 def _hashable(value: Any) -> bool:
@@ -90,8 +92,11 @@ def test_the_limit_counts_enclosing_containers(walk: Any) -> None:
     assert not walk(b"\x81" * limit + b"\x80", limit)  # an empty innermost array holds nothing
     assert walk(b"\x9f" * (limit + 1) + b"\x00" + b"\xff" * (limit + 1), limit)  # indefinite
     assert walk(b"\xd9\x9c\x40" * (limit + 1) + b"\x00", limit)  # tags
-    # The chunks of an indefinite-length string are not items of their own.
+    # The chunks of an indefinite-length string are not items of their own...
     assert not walk(b"\x81" * limit + b"\x7f\x61a\x61b\xff", limit)
+    # ...but the break that ends an indefinite-length array or map counts as an item in it.
+    assert walk(b"\x81" * limit + b"\x9f\xff", limit)
+    assert not walk(b"\x81" * (limit - 1) + b"\xbf\xff", limit)
     # Siblings: only the nesting counts, not how many items there are.
     assert not walk(b"\x99\x04\xb0" + b"\x81\x00" * 1200, 2)  # [[0], [0], ...]
 

@@ -210,8 +210,9 @@ read_argument(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, unsigned in
 }
 
 /* 1: an item of the first data item in p[0:n] is enclosed in more than `limit` containers
-   (arrays, maps, tags; not the chunks of a string of indefinite length), as cbor2's decoder
-   counts them. 0: it is not, or the data is not well-formed CBOR (not a question of depth). */
+   (arrays, maps, tags), as cbor2's decoder counts them: the break ending an array or map of
+   indefinite length counts as an item in it, the chunks of a string of indefinite length do not.
+   0: it is not, or the data is not well-formed CBOR (not a question of depth). */
 static int
 nesting_exceeds_impl(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit, uint64_t *stack)
 {
@@ -224,6 +225,9 @@ nesting_exceeds_impl(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit, uin
         if (initial == 0xff) { /* break: ends the innermost container of indefinite length */
             if (depth == 0 || stack[depth - 1] != INDEFINITE) {
                 return 0;
+            }
+            if (depth > limit) {
+                return 1; /* cbor2 reads it as one more item inside that container */
             }
             depth--;
         }

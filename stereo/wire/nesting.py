@@ -50,8 +50,9 @@ def _argument(data: bytes, pos: int, info: int) -> tuple[int, int] | None:
 
 def nesting_exceeds_py(data: bytes, limit: int) -> bool:
     """Whether an item of the first CBOR data item in ``data`` is enclosed in more than ``limit``
-    arrays, maps and tags (the chunks of a string of indefinite length do not count), as cbor2's
-    decoder counts them. False for data that is not well-formed: that is no question of depth.
+    arrays, maps and tags, as cbor2's decoder counts them: the break that ends an array or map of
+    indefinite length counts as an item in it, the chunks of a string of indefinite length do not.
+    False for data that is not well-formed: that is no question of depth.
     """
     if limit < 0:
         raise ValueError("limit must not be negative")
@@ -66,6 +67,8 @@ def nesting_exceeds_py(data: bytes, limit: int) -> bool:
         if initial == 0xFF:  # a break: ends the innermost container of indefinite length
             if not stack or stack[-1] != _INDEFINITE:
                 return False
+            if len(stack) > limit:  # cbor2 reads it as one more item inside that container
+                return True
             stack.pop()
         else:
             if len(stack) > limit:
