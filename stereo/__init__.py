@@ -1,19 +1,28 @@
-"""stereo: one network app, several worker processes, broadcasts among them via a dumb master."""
+"""stereo: one network app, several worker processes, broadcasts among them via a dumb master.
+
+The public names below are imported on first use (PEP 562), so that importing the package costs
+nothing: ``python -m stereo.worker`` imports it before its own first line, and that line must run
+before trio is imported (see :mod:`stereo.worker.stopsignals`).
+"""
 
 from __future__ import annotations
 
-from .errors import (
-    BindError,
-    ControlError,
-    EncodeError,
-    HubClosed,
-    MessageTooLarge,
-    ProtocolError,
-    StereoError,
-)
-from .wire.protocol import Message, UndecodablePayload, accelerated
-from .worker.api import MessageStream, Worker, WorkerStatistics
-from .worker.listeners import Connection, Listener
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import (
+        BindError,
+        ControlError,
+        EncodeError,
+        HubClosed,
+        MessageTooLarge,
+        ProtocolError,
+        StereoError,
+    )
+    from .wire.protocol import Message, UndecodablePayload, accelerated
+    from .worker.api import MessageStream, Worker, WorkerStatistics
+    from .worker.listeners import Connection, Listener
 
 __version__ = "0.1.0"
 
@@ -35,3 +44,35 @@ __all__ = [
     "__version__",
     "accelerated",
 ]
+
+# Where each public name is defined: the imports under TYPE_CHECKING, made on first use.
+_SOURCES = {
+    "BindError": ".errors",
+    "ControlError": ".errors",
+    "EncodeError": ".errors",
+    "HubClosed": ".errors",
+    "MessageTooLarge": ".errors",
+    "ProtocolError": ".errors",
+    "StereoError": ".errors",
+    "Message": ".wire.protocol",
+    "UndecodablePayload": ".wire.protocol",
+    "accelerated": ".wire.protocol",
+    "MessageStream": ".worker.api",
+    "Worker": ".worker.api",
+    "WorkerStatistics": ".worker.api",
+    "Connection": ".worker.listeners",
+    "Listener": ".worker.listeners",
+}
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        source = _SOURCES.get(name)
+        if source is None:  # submodules (`from stereo import exitcodes`) are found after this
+            raise AttributeError(f"module 'stereo' has no attribute {name!r}")
+        value = getattr(importlib.import_module(source, __name__), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_SOURCES})

@@ -19,7 +19,7 @@ from .master.config import (
     Settings,
     default_workers,
 )
-from .wire.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
 
 
 def _whole(text: str) -> int:
@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: %(default)s)",
     )
     run.add_argument(
+        "--inbox-limit",
+        type=_whole,
+        default=DEFAULT_INBOX_LIMIT,
+        metavar="BYTES",
+        help="bytes of received broadcasts one messages() iterator of a worker may hold before"
+        " the worker stops reading (then --outbox-limit applies) (default: %(default)s)",
+    )
+    run.add_argument(
         "--graceful-timeout",
         type=_number,
         default=DEFAULT_GRACEFUL_TIMEOUT,
@@ -191,6 +199,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         binds=args.binds,
         max_message_size=args.max_message_size,
         outbox_limit=args.outbox_limit,
+        inbox_limit=args.inbox_limit,
         graceful_timeout=args.graceful_timeout,
         timeout=args.timeout,
         reuse_port=args.reuse_port,

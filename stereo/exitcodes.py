@@ -12,7 +12,7 @@ STOPPED: Final = 0  # stopped on request, or serve() returned
 APP_CRASHED: Final = 1  # serve() raised (Python's own code for an uncaught exception)
 WORKER_BOOT_ERROR: Final = 3  # no usable hub connection: handshake failed
 APP_LOAD_ERROR: Final = 4  # the app could not be imported or found; restarting will not help
-HUB_LOST: Final = 5  # the master went away or cut this worker off
+HUB_LOST: Final = 5  # the master went away or cut this worker off, or the app closed the hub fd
 
 NAMES: Final = {
     STOPPED: "exited normally",

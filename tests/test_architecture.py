@@ -170,3 +170,12 @@ def test_layering(package: str) -> None:
 def test_the_checker_sees_cycles() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset({"a", "b", "c"})]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_public_name_resolves() -> None:
+    """stereo imports its public names on first use: each one in ``__all__`` must be found."""
+    import stereo
+
+    assert set(stereo._SOURCES) == set(stereo.__all__) - {"__version__"}
+    for name in stereo.__all__:
+        assert getattr(stereo, name) is not None, name

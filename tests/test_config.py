@@ -27,6 +27,7 @@ BAD: list[tuple[dict[str, object], str]] = [
     ({"max_message_size": 100}, "--max-message-size 100: must be a whole number from 1024 to"),
     ({"max_message_size": LARGEST_MESSAGE_SIZE + 1}, f"to {LARGEST_MESSAGE_SIZE}"),
     ({"outbox_limit": 1000}, "--outbox-limit 1000: must be a whole number of at least 1048593"),
+    ({"inbox_limit": 1000}, "--inbox-limit 1000: must be a whole number of at least 1048593"),
     ({"workers": -1}, "--workers -1: must be a whole number from 0 to 1024 (--max-workers)"),
     ({"workers": 5, "max_workers": 4}, "--workers 5: must be a whole number from 0 to 4"),
     ({"max_workers": 0}, "--max-workers 0: must be a whole number from 1 to 65536"),
@@ -52,9 +53,14 @@ def test_the_bounds_themselves_are_accepted() -> None:
         max_workers=65536,
         max_message_size=1024,
         outbox_limit=1024 + 17,
+        inbox_limit=1024 + 17,
     ).check()
     Settings(
-        app="a:b", workers=1, max_message_size=LARGEST_MESSAGE_SIZE, outbox_limit=2**32 + 4
+        app="a:b",
+        workers=1,
+        max_message_size=LARGEST_MESSAGE_SIZE,
+        outbox_limit=2**32 + 4,
+        inbox_limit=2**32 + 4,
     ).check()
 
 
@@ -74,6 +80,7 @@ def test_the_bounds_themselves_are_accepted() -> None:
             f" {LARGEST_MESSAGE_SIZE}",
         ),
         (["--outbox-limit", "1"], "stereo: --outbox-limit 1: must be a whole number of at least"),
+        (["--inbox-limit", "1"], "stereo: --inbox-limit 1: must be a whole number of at least"),
         (["-w", "-2"], "stereo: --workers -2: must be a whole number from 0 to 1024"),
     ],
 )

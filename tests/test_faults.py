@@ -143,6 +143,69 @@ async def test_a_slow_consumer_is_cut_off_while_the_others_keep_full_speed(tmp_p
     assert (peak - rss_before) * 1024 < 2 * OUTBOX_LIMIT + 16 * 1024 * 1024
 
 
+# -- a worker's own memory -----------------------------------------------------------------------
+
+BIG = 256 * 1024  # bytes per broadcast
+BIG_COUNT = 256  # 64 MiB in all: eight times the default --inbox-limit
+BIG_OUTBOX_LIMIT = 8 * 1024 * 1024
+DEFAULT_INBOX_LIMIT = 8 * 1024 * 1024
+
+
+def memory_bound(inbox_limit: int) -> int:
+    """How much a worker may grow holding ``inbox_limit`` bytes of these broadcasts: decoded,
+    byte strings take as much as their encoding; the allocator adds up to a quarter (measured),
+    and the read that passed the limit (256 KiB, or a frame) and its decoding come on top."""
+    return inbox_limit * 3 // 2 + 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("inbox_limit", [None, 4 * 1024 * 1024], ids=["default", "4MiB"])
+async def test_an_iterator_never_read_holds_inbox_limit_bytes_then_its_worker_is_cut_off(
+    tmp_path: Path, inbox_limit: int | None
+) -> None:
+    # Worker 1 keeps one iterator it never reads while 64 MiB of large broadcasts arrive: it
+    # holds at most --inbox-limit bytes of them (plus a read), stops reading, and once
+    # --outbox-limit bytes wait for it in the master it is cut off, like any slow consumer.
+    env = {
+        "BIGFLOOD_COUNT": str(BIG_COUNT),
+        "BIGFLOOD_SIZE": str(BIG),
+        "BIGFLOOD_MARKER": str(tmp_path / "held"),
+    }
+    # --timeout 4: heartbeats every second. A worker whose reader is held back notices that the
+    # master cut it off when its next heartbeat cannot be written.
+    args = ["bigflood:serve", "-w", "2", "--outbox-limit", str(BIG_OUTBOX_LIMIT), "--timeout", "4"]
+    if inbox_limit is not None:
+        args += ["--inbox-limit", str(inbox_limit)]
+    limit = inbox_limit or DEFAULT_INBOX_LIMIT
+    with trio.fail_after(60):
+        async with open_stereo(*args, env=env) as stereo:
+            first = await started(stereo, 2)
+            baseline = await stereo.wait_for(r"^\[worker 1\] subscribed hwm_kib=(\d+)$")
+            # Cut off, or (if nothing bounds it) every byte received and held.
+            await stereo.wait_for(
+                rf"worker 1 \(pid {first[1]}\) exited: |^\[worker 1\] received {BIG * BIG_COUNT} "
+            )
+            progress = [
+                (int(m[1]), int(m[2]))
+                for line in stereo.worker_lines(1)
+                if (m := re.fullmatch(r"received (\d+) hwm_kib=(\d+)", line))
+            ]
+            received, peak = max(progress)
+            # It stopped reading once the iterator held the limit (give or take a read).
+            assert limit - BIG <= received <= limit + 2 * BIG, received
+            growth = (peak - int(baseline[0][1])) * 1024
+            measure(
+                f"worker peak RSS growth, --inbox-limit {limit} (MiB)", round(growth / 2**20, 1)
+            )
+            assert growth < memory_bound(limit), f"the worker grew by {growth} bytes"
+            await stereo.wait_for(
+                rf"worker 1 \(pid {first[1]}\) exited: cut off: slow consumer: \d+ bytes waiting"
+                rf" for it, over the {BIG_OUTBOX_LIMIT}-byte outbox limit; exit 5"
+            )
+            await stereo.wait_for(STARTED, count=3)  # slot 1 is back
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
 # -- bad hub input -------------------------------------------------------------------------------
 
 
@@ -175,6 +238,25 @@ async def _fuzz(env: dict[str, str], exit_reason: str) -> None:
                     re.fullmatch(r"started pid=\d+|saw hello from \d pid=\d+", x) for x in lines
                 ), lines
             assert stereo.process.returncode is None
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
+async def test_an_app_that_closes_its_hub_descriptor_is_reported_as_hub_lost(
+    tmp_path: Path,
+) -> None:
+    env = {"HUBCLOSE_MARKER": str(tmp_path / "closed")}
+    with trio.fail_after(60):
+        async with open_stereo("hubclose:serve", "-w", "1", env=env) as stereo:
+            first = await started(stereo, 1)
+            exited = await stereo.wait_for(rf"worker 1 \(pid {first[1]}\) exited: (.*)")
+            assert re.match(r"exit 5 \(hub connection lost\); restarting", exited[0][1])
+            await stereo.wait_for(
+                r"^\[worker 1\] stereo worker: hub connection lost: its descriptor was closed"
+                r" in this process, not by stereo \(by the app\?\)$"
+            )
+            await stereo.wait_for(STARTED, count=2)  # replaced, like any worker that lost the hub
+            assert not any("Traceback" in line for line in stereo.lines)
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
 

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,38 @@ async def test_sigterm_drains_in_flight_connection_and_exits_clean(tmp_path: Pat
             assert stereo.children() == []
 
 
+async def test_a_worker_stopped_while_it_boots_exits_cleanly_without_running_the_app(
+    tmp_path: Path,
+) -> None:
+    # SIGTERM while the worker is still starting (here: importing the app, held at a gate) asks
+    # it to stop, like any SIGTERM: exit 0 (stopped) before serve() runs, never killed by it.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    env = {"GATED_FIFO": str(gate), "GATED_MARKER": str(tmp_path / "gated")}
+    with trio.fail_after(60):
+        async with open_stereo("gated:serve", "-w", "1", env=env) as stereo:
+            pid = int((await stereo.wait_for(r"^\[worker 1\] importing pid=(\d+)$"))[0][1])
+            os.kill(pid, signal.SIGTERM)
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)  # the worker holds the FIFO open
+            os.write(fd, b"go")  # the import goes on, the signal already there
+            os.close(fd)
+            exited = await stereo.wait_for(rf"worker 1 \(pid {pid}\) exited: (.*)")
+            assert exited[0][1].startswith("exit 0 (exited normally)")
+            assert f"serving pid={pid}" not in stereo.worker_lines(1)
+            await stereo.wait_for(r"^\[worker 1\] serving pid=")  # a new process serves
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
+def test_python_m_stereo_worker_defers_stop_signals_before_importing_trio() -> None:
+    # `python -m stereo.worker` imports the packages stereo and stereo.worker before its first
+    # line, which defers stop signals: they must import nothing heavy, or a SIGTERM during
+    # those imports would still kill a starting worker.
+    code = "import sys, stereo.worker; print(sorted(set(sys.modules) & {'trio', 'cbor2'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 async def test_graceful_timeout_kills_a_connection_that_never_finishes() -> None:
     with trio.fail_after(60):
         async with open_stereo(
@@ -166,6 +200,40 @@ async def test_sigkill_of_the_master_leaves_no_worker_and_frees_the_port() -> No
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))  # nothing keeps the port
             probe.close()
+
+
+def _socket_fds(pid: int) -> list[str]:
+    """The socket descriptors process ``pid`` holds, as /proc/PID/fd shows them."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    return [
+        f"{fd.name} -> {target}"
+        for fd in fd_dir.iterdir()
+        if (target := os.readlink(fd)).startswith("socket:")
+    ]
+
+
+async def test_processes_the_app_starts_hold_no_socket_once_the_master_is_killed() -> None:
+    # Children that keep every inheritable descriptor (a shell, os.system, close_fds=False):
+    # one started while the app is imported, one from serve(). Neither may keep the listening
+    # socket (the port would stay bound, accepting into a backlog nobody serves) or the hub.
+    with trio.fail_after(60):
+        async with open_stereo("forker:serve", "-w", "1", "--bind", "127.0.0.1:0") as stereo:
+            host, port = await stereo.address()
+            match = (
+                await stereo.wait_for(r"^\[worker 1\] started pid=(\d+) children=(\d+),(\d+)$")
+            )[0]
+            worker, children = int(match[1]), [int(match[2]), int(match[3])]
+            try:
+                stereo.signal(signal.SIGKILL)
+                with trio.fail_after(2):
+                    await wait_exited(worker)
+                for child in children:
+                    assert _socket_fds(child) == [], f"child {child} inherited sockets"
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection((host, port), timeout=5).close()
+            finally:
+                for child in children:
+                    os.kill(child, signal.SIGKILL)
 
 
 async def test_a_worker_writing_garbage_is_cut_off_and_others_keep_receiving(

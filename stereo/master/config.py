@@ -7,7 +7,12 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..wire.protocol import BROADCAST_HEADER_SIZE, DEFAULT_MAX_MESSAGE_SIZE, LARGEST_MESSAGE_SIZE
+from ..wire.protocol import (
+    BROADCAST_HEADER_SIZE,
+    DEFAULT_INBOX_LIMIT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    LARGEST_MESSAGE_SIZE,
+)
 from .binds import Bind
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
@@ -39,6 +44,9 @@ class Settings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # Bytes the master may hold for one worker before cutting it off as a slow consumer.
     outbox_limit: int = DEFAULT_OUTBOX_LIMIT
+    # Bytes of received broadcasts one message iterator of a worker may hold before the worker
+    # stops reading its hub connection (WELCOME's inbox_limit).
+    inbox_limit: int = DEFAULT_INBOX_LIMIT
     # Bytes a worker may queue for the master before broadcast() waits.
     worker_outbox_limit: int = DEFAULT_WORKER_OUTBOX_LIMIT
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
@@ -76,6 +84,13 @@ class Settings:
         check_whole(
             "--outbox-limit",
             self.outbox_limit,
+            self.max_message_size + BROADCAST_HEADER_SIZE,
+            None,
+            "one broadcast of --max-message-size",
+        )
+        check_whole(
+            "--inbox-limit",
+            self.inbox_limit,
             self.max_message_size + BROADCAST_HEADER_SIZE,
             None,
             "one broadcast of --max-message-size",

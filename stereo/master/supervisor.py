@@ -82,6 +82,7 @@ class Supervisor:
             "listen_fds": self.listen_fds(slot_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
+            "inbox_limit": s.inbox_limit,
             "heartbeat_interval": s.heartbeat_interval,
         }
 

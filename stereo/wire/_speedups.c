@@ -9,6 +9,9 @@
  * or one that does not decode (Python wraps it in UndecodablePayload). The caller deals with that
  * frame and calls again, so the two implementations give the same results by construction.
  *
+ * nesting_exceeds() walks an encoded CBOR item without recursion, to tell whether it nests
+ * deeper than the receivers' decoder accepts (the sender refuses such a value).
+ *
  * Frame layout (docs/protocol.md): u32 length (of what follows), u8 kind, u64 seq, u32 sender,
  * payload; all big-endian.
  */
@@ -170,7 +173,174 @@ frame_broadcast(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return frame;
 }
 
+/* A stack entry of nesting_exceeds for a container of indefinite length (closed by 0xff). */
+#define INDEFINITE UINT64_MAX
+
+/* The argument of the head at p[*pos] whose initial byte was just read (info: its low 5 bits).
+   Returns 0, or -1 when the head runs past the end or uses a reserved value; *indefinite is set
+   for info 31. */
+static inline int
+read_argument(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, unsigned info, uint64_t *arg,
+              int *indefinite)
+{
+    *indefinite = 0;
+    if (info < 24) {
+        *arg = info;
+        return 0;
+    }
+    if (info == 31) {
+        *indefinite = 1;
+        *arg = 0;
+        return 0;
+    }
+    if (info > 27) {
+        return -1;
+    }
+    Py_ssize_t size = (Py_ssize_t)1 << (info - 24);
+    if (n - *pos < size) {
+        return -1;
+    }
+    uint64_t value = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        value = (value << 8) | p[*pos + i];
+    }
+    *pos += size;
+    *arg = value;
+    return 0;
+}
+
+/* 1: an item of the first data item in p[0:n] is enclosed in more than `limit` containers
+   (arrays, maps, tags), as cbor2's decoder counts them: the break ending an array or map of
+   indefinite length counts as an item in it, the chunks of a string of indefinite length do not.
+   0: it is not, or the data is not well-formed CBOR (not a question of depth). */
+static int
+nesting_exceeds_impl(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit, uint64_t *stack)
+{
+    Py_ssize_t pos = 0;
+    Py_ssize_t depth = 0; /* containers open around the next item */
+    uint64_t arg;
+    int indefinite;
+    while (pos < n) {
+        unsigned char initial = p[pos++];
+        if (initial == 0xff) { /* break: ends the innermost container of indefinite length */
+            if (depth == 0 || stack[depth - 1] != INDEFINITE) {
+                return 0;
+            }
+            if (depth > limit) {
+                return 1; /* cbor2 reads it as one more item inside that container */
+            }
+            depth--;
+        }
+        else {
+            if (depth > limit) {
+                return 1;
+            }
+            unsigned major = initial >> 5;
+            if (read_argument(p, n, &pos, initial & 0x1f, &arg, &indefinite) < 0 ||
+                (indefinite && (major < 2 || major > 5))) {
+                return 0; /* only strings, arrays and maps have an indefinite length */
+            }
+            if (major == 2 || major == 3) {
+                if (indefinite) { /* chunks of the same major type, up to a break */
+                    for (;;) {
+                        if (pos >= n) {
+                            return 0;
+                        }
+                        unsigned char chunk = p[pos++];
+                        if (chunk == 0xff) {
+                            break;
+                        }
+                        if (chunk >> 5 != major ||
+                            read_argument(p, n, &pos, chunk & 0x1f, &arg, &indefinite) < 0 ||
+                            indefinite || arg > (uint64_t)(n - pos)) {
+                            return 0;
+                        }
+                        pos += (Py_ssize_t)arg;
+                    }
+                }
+                else if (arg > (uint64_t)(n - pos)) {
+                    return 0;
+                }
+                else {
+                    pos += (Py_ssize_t)arg;
+                }
+            }
+            else if (major == 4 || major == 5 || major == 6) {
+                if (major == 6) {
+                    arg = 1; /* a tag encloses one item */
+                }
+                else if (indefinite) {
+                    arg = INDEFINITE;
+                }
+                else {
+                    /* Every item takes a byte at least: more than that cannot be well-formed
+                       (and the doubling for a map's keys cannot overflow). */
+                    if (arg > (uint64_t)(n - pos)) {
+                        return 0;
+                    }
+                    if (major == 5) {
+                        arg *= 2;
+                    }
+                }
+                if (arg != 0) {
+                    stack[depth++] = arg;
+                    continue; /* its first item comes next */
+                }
+            }
+        }
+        /* An item is complete: count it in its container, and close every container it
+           completes in turn. */
+        while (depth > 0 && stack[depth - 1] != INDEFINITE) {
+            if (--stack[depth - 1] > 0) {
+                break;
+            }
+            depth--;
+        }
+        if (depth == 0) {
+            return 0;
+        }
+    }
+    return 0; /* truncated */
+}
+
+PyDoc_STRVAR(nesting_exceeds_doc,
+"nesting_exceeds(data, limit) -> bool\n"
+"\n"
+"Whether an item of the CBOR data item ``data`` is enclosed in more than ``limit`` arrays,\n"
+"maps and tags, as cbor2's decoder counts them (False for data that is not well-formed).");
+
+static PyObject *
+nesting_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "nesting_exceeds(data: bytes, limit: int)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "limit must not be negative");
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    if (n <= limit) { /* every container takes a byte: too short to nest that deep */
+        Py_RETURN_FALSE;
+    }
+    uint64_t *stack = PyMem_New(uint64_t, (size_t)limit + 1);
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    int result =
+        nesting_exceeds_impl((const unsigned char *)PyBytes_AS_STRING(args[0]), n, limit, stack);
+    PyMem_Free(stack);
+    return PyBool_FromLong(result);
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"nesting_exceeds", (PyCFunction)(void (*)(void))nesting_exceeds, METH_FASTCALL,
+     nesting_exceeds_doc},
     {"frame_broadcast", (PyCFunction)(void (*)(void))frame_broadcast, METH_FASTCALL,
      frame_broadcast_doc},
     {"decode_broadcasts", (PyCFunction)(void (*)(void))decode_broadcasts, METH_FASTCALL,

@@ -26,9 +26,12 @@ from .framing import (
     missing_bytes,
     prefix_error,
 )
+from .nesting import MAX_DEPTH, nesting_exceeds_py
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_SIZE: Final = 1024 * 1024
+# Bytes of received broadcasts one message iterator of a worker may hold (WELCOME's inbox_limit).
+DEFAULT_INBOX_LIMIT: Final = 8 * 1024 * 1024
 
 
 class Kind(IntEnum):
@@ -276,6 +279,22 @@ frame_broadcast: Callable[[bytes, int], bytes] = (
 )
 
 
+#: Whether an encoded item nests deeper than a limit (see :mod:`.nesting`).
+nesting_exceeds: Callable[[bytes, int], bool] = (
+    _speedups.nesting_exceeds if _speedups is not None else nesting_exceeds_py
+)
+
+
+def refuse_too_deep(payload: bytes) -> None:
+    """Raise EncodeError for an encoded value the receivers' decoder would refuse for its depth
+    (a payload of at most MAX_DEPTH bytes never is: the caller may skip the call)."""
+    if nesting_exceeds(payload, MAX_DEPTH):
+        raise EncodeError(
+            f"cannot send a value nested more than {MAX_DEPTH} levels deep (arrays, maps and"
+            " tags): the receivers' CBOR decoder refuses it"
+        )
+
+
 def accelerated() -> bool:
     """True when workers decode broadcasts with the C accelerator (stereo.wire._speedups)."""
     return _decode_fast is not None
@@ -290,12 +309,14 @@ class BroadcastReader:
     frames without it), so both produce the same messages and errors.
     """
 
-    __slots__ = ("_buffer", "_fast", "_max_length")
+    __slots__ = ("_buffer", "_fast", "_max_length", "last_size")
 
     def __init__(self, max_message_size: int, *, accelerate: bool = True) -> None:
         self._max_length = max_body_size(max_message_size) + 1
         self._buffer = bytearray()
         self._fast = _decode_fast if accelerate else None
+        #: Bytes of the frames the last :meth:`deliveries` decoded: what a batch weighs.
+        self.last_size = 0
 
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
@@ -349,6 +370,7 @@ class BroadcastReader:
                 if error is not None:
                     raise error
         finally:
+            self.last_size = offset
             if offset:
                 del buffer[:offset]
         return out

@@ -15,7 +15,8 @@ import cbor2
 import trio
 
 from ..outbox import Outbox
-from ..wire.protocol import Kind, encode_broadcast, encode_cbor, frame_broadcast
+from ..wire.nesting import MAX_DEPTH
+from ..wire.protocol import Kind, encode_broadcast, encode_cbor, frame_broadcast, refuse_too_deep
 from .inbox import CHECKPOINT_EVERY, Inbox, MessageStream
 from .listeners import ConnectionTracker, Listener
 
@@ -54,6 +55,9 @@ class Worker:
         self.id = worker_id
         self.listeners = listeners
         self.max_message_size = max_message_size
+        # Payloads up to this size need no check: under the size limit, and too short to nest
+        # deeper than the receivers decode.
+        self._check_above = min(max_message_size, MAX_DEPTH)
         #: Set when the master asked this worker to stop (graceful drain has begun).
         self.stopping = trio.Event()
         self._tracker = tracker
@@ -75,8 +79,10 @@ class Worker:
             payload = dumps(value)
         except Exception:
             payload = encode_cbor(value)  # raises EncodeError with the reason
-        if len(payload) > self.max_message_size:
-            encode_broadcast(payload, self.max_message_size)  # raises MessageTooLarge
+        if len(payload) > self._check_above:
+            if len(payload) > self.max_message_size:
+                encode_broadcast(payload, self.max_message_size)  # raises MessageTooLarge
+            refuse_too_deep(payload)  # raises EncodeError
         return _frame(payload, _BROADCAST)
 
     def broadcast_nowait(self, value: Any) -> None:

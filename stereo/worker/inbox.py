@@ -5,6 +5,12 @@ Delivery rule (docs/concepts.md): an iterator receives every broadcast delivered
 subscription on, in hub order; broadcasts delivered while no iterator exists are counted as
 discarded and dropped. A full iterator holds back the hub reader (:meth:`Inbox.wait_for_room`),
 so the master sees a slow consumer and cuts the worker off rather than letting it miss a message.
+
+An iterator is full when it holds ``limit`` messages or ``max_bytes`` bytes (as they came over the
+wire). Every iterator holds the same message objects, a suffix of what was delivered, so the
+longest one bounds the worker's memory: ``max_bytes`` plus the batch that passed it. Bytes are
+counted per batch, the unit the hub reader delivers, not per message: the message path stays
+as it was, and a batch stops counting once its last message is taken.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from collections.abc import AsyncIterator
 import trio
 
 from ..errors import HubClosed
-from ..wire.protocol import Message
+from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
 
-# Messages one iterator may hold before the worker stops reading the hub (backpressure).
-DEFAULT_INBOX_LIMIT = 65536
+# Messages one iterator may hold before the worker stops reading the hub (backpressure); the
+# bytes it may hold come from WELCOME (--inbox-limit).
+DEFAULT_MESSAGE_LIMIT = 65536
 # Yield to the scheduler at least this often when handing out already-buffered messages.
 CHECKPOINT_EVERY = 256
 
@@ -26,8 +33,11 @@ CHECKPOINT_EVERY = 256
 class Inbox:
     """The worker's subscribers, and what the runtime drives: delivery, backpressure, the end."""
 
-    def __init__(self, limit: int = DEFAULT_INBOX_LIMIT) -> None:
+    def __init__(
+        self, limit: int = DEFAULT_MESSAGE_LIMIT, *, max_bytes: int = DEFAULT_INBOX_LIMIT
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.streams: set[MessageStream] = set()
         # Set whenever an iterator drains, so the hub reader can resume after backpressure.
         self.room = trio.Event()
@@ -39,17 +49,18 @@ class Inbox:
     def subscribe(self, limit: int | None = None) -> MessageStream:
         if self.error is not None:
             raise self.error
-        stream = MessageStream(self, limit or self.limit)
+        stream = MessageStream(self, limit or self.limit, self.max_bytes)
         self.streams.add(stream)
         return stream
 
-    def deliver(self, batch: list[Message]) -> None:
+    def deliver(self, batch: list[Message], size: int) -> None:
+        """Hand ``batch`` (``size`` bytes on the wire) to every iterator."""
         self.received += len(batch)
         if not self.streams:
             self.discarded += len(batch)
             return
         for stream in self.streams:
-            stream._push(batch)
+            stream._push(batch, size)
 
     def full(self) -> bool:
         return any(stream.full for stream in self.streams)
@@ -71,21 +82,39 @@ class MessageStream(AsyncIterator[Message]):
     """Iterator returned by :meth:`Worker.messages`; close it (or leave its ``async for``) to
     unsubscribe."""
 
-    def __init__(self, inbox: Inbox, limit: int) -> None:
+    def __init__(self, inbox: Inbox, limit: int, max_bytes: int) -> None:
         self._inbox = inbox
         self._queue: deque[Message] = deque()
         self._limit = limit
+        self._max_bytes = max_bytes
+        # Bytes of the batches not yet taken entirely (what the queue holds, counted per batch),
+        # and for each such batch: the pushed count at its end, and its size.
+        self._bytes = 0
+        self._batches: deque[tuple[int, int]] = deque()
+        self._pushed = 0
         self._wakeup = trio.Event()
         self._since_checkpoint = 0
         self._closed = False
 
-    def _push(self, batch: list[Message]) -> None:
+    def _push(self, batch: list[Message], size: int) -> None:
         self._queue.extend(batch)
+        self._pushed += len(batch)
+        self._batches.append((self._pushed, size))
+        self._bytes += size
         self._wakeup.set()
 
     @property
     def full(self) -> bool:
-        return len(self._queue) >= self._limit
+        if len(self._queue) >= self._limit:
+            return True
+        if self._bytes < self._max_bytes:
+            return False
+        # Over the bytes: forget the batches taken entirely since, then judge again.
+        taken = self._pushed - len(self._queue)
+        batches = self._batches
+        while batches and batches[0][0] <= taken:
+            self._bytes -= batches.popleft()[1]
+        return self._bytes >= self._max_bytes
 
     def __aiter__(self) -> MessageStream:
         return self
@@ -120,6 +149,8 @@ class MessageStream(AsyncIterator[Message]):
         """Take every message already queued, without waiting (for batch consumers)."""
         batch = list(self._queue)
         self._queue.clear()
+        self._batches.clear()
+        self._bytes = 0
         self._inbox.room.set()
         return batch
 

@@ -26,6 +26,7 @@ from ..errors import HubClosed, ProtocolError
 from ..outbox import Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
+    DEFAULT_INBOX_LIMIT,
     PROTOCOL_VERSION,
     BroadcastReader,
     Kind,
@@ -33,6 +34,7 @@ from ..wire.protocol import (
     decode_map,
     encode_map,
 )
+from . import stopsignals
 from .api import Worker
 from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
@@ -45,6 +47,7 @@ FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
 # a lone broadcast goes straight to the socket (saves a task switch of latency), in a burst only
 # the first does and the rest leave in one write.
 DIRECT_SEND_GAP = 50e-6
+CLOSED_UNDER_US = "its descriptor was closed in this process, not by stereo (by the app?)"
 
 
 class HubLink:
@@ -77,17 +80,16 @@ class HubLink:
         self.broadcasts.receive_data(bytes(reader.take_buffer()))
         return welcome
 
-    async def receive_messages(self) -> list[Message]:
-        assert self.broadcasts is not None
-        messages = self.broadcasts.deliveries()
-        if messages:
-            return messages
+    async def receive_messages(self) -> tuple[list[Message], int]:
+        """The next batch of broadcasts, and its size in bytes on the wire."""
+        reader = self.broadcasts
+        assert reader is not None
+        messages = reader.deliveries()
         while not messages:
             # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
-            size = max(RECEIVE_SIZE, self.broadcasts.missing)
-            self.broadcasts.receive_data(await self._receive(size))
-            messages = self.broadcasts.deliveries()
-        return messages
+            reader.receive_data(await self._receive(max(RECEIVE_SIZE, reader.missing)))
+            messages = reader.deliveries()
+        return messages, reader.last_size
 
 
 async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
@@ -95,7 +97,7 @@ async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
     while True:
         if inbox.full():  # tested first: no coroutine per batch when nothing is full
             await inbox.wait_for_room()
-        inbox.deliver(await link.receive_messages())
+        inbox.deliver(*await link.receive_messages())
 
 
 async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
@@ -106,19 +108,35 @@ async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
 
 
 async def handle_signals(worker: Worker, drain: Callable[[], None]) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) as signals:
+    def handle(signum: int) -> None:
+        if signum == signal.SIGQUIT:
+            raise SystemExit(exitcodes.STOPPED)  # quick stop: no drain
+        drain()
+
+    with trio.open_signal_receiver(*stopsignals.STOP_SIGNALS) as signals:
+        # Listening from here on; what came before was remembered (stopsignals.defer).
+        for signum in stopsignals.take():
+            handle(signum)
         async for signum in signals:
-            if signum == signal.SIGQUIT:
-                raise SystemExit(exitcodes.STOPPED)  # quick stop: no drain
-            drain()
+            handle(signum)
+
+
+def adopt_socket(fd: int) -> socket.socket:
+    """Take over an inherited socket: the master passed it to this process only, so processes
+    the app starts must not inherit it in turn (a forgotten child would keep the port bound, or
+    the hub connection open, after the worker is gone)."""
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
 
 
 async def run_worker(hub_fd: int) -> int:
-    sock = socket.socket(fileno=hub_fd)
+    sock = adopt_socket(hub_fd)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     link = HubLink(stream)
     try:
         welcome = await link.handshake()
+        # Before the app is imported: it may start processes as it loads.
+        listen_socks = [adopt_socket(int(fd)) for fd in welcome.get("listen_fds", [])]
     except (
         ProtocolError,
         HubClosed,
@@ -131,19 +149,21 @@ async def run_worker(hub_fd: int) -> int:
         return exitcodes.WORKER_BOOT_ERROR
     max_message_size = int(welcome["max_message_size"])
 
+    if stopsignals.requested():  # asked to stop before the app even loaded: stopped
+        return exitcodes.STOPPED
     try:
         app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
     except BootError as exc:
         await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
         print(f"stereo worker: {exc.reason}", file=sys.stderr)
         return exc.code
+    if stopsignals.requested():  # ...or while it loaded (an import may take its time)
+        return exitcodes.STOPPED
 
     tracker = ConnectionTracker()
-    listeners = [
-        Listener(socket.socket(fileno=fd), tracker) for fd in welcome.get("listen_fds", [])
-    ]
+    listeners = [Listener(listen_sock, tracker) for listen_sock in listen_socks]
     outbox = Outbox(sock, int(welcome["outbox_limit"]), direct_gap=DIRECT_SEND_GAP)
-    inbox = Inbox()
+    inbox = Inbox(max_bytes=int(welcome.get("inbox_limit", DEFAULT_INBOX_LIMIT)))
     worker = Worker(
         int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
@@ -185,8 +205,19 @@ async def run_worker(hub_fd: int) -> int:
                     hub_nursery.start_soon(
                         heartbeat, outbox, float(welcome.get("heartbeat_interval", 1.0))
                     )
-            except* (HubClosed, trio.BrokenResourceError, ProtocolError, OSError) as group:
+            except* (
+                HubClosed,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                ProtocolError,
+                OSError,
+            ) as group:
                 error = group.exceptions[0]
+                if group.subgroup(trio.ClosedResourceError) is not None:
+                    # The worker never closes the hub while it runs: someone else in this
+                    # process closed the descriptor (os.close, closerange). Not a crash of serve().
+                    error = HubClosed(CLOSED_UNDER_US)
+                    print(f"stereo worker: hub connection lost: {error}", file=sys.stderr)
                 lost = error if isinstance(error, HubClosed) else HubClosed(str(error))
                 inbox.close(lost)
                 outbox.close(lost)
