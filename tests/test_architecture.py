@@ -179,3 +179,19 @@ def test_every_public_name_resolves() -> None:
     assert set(stereo._SOURCES) == set(stereo.__all__) - {"__version__"}
     for name in stereo.__all__:
         assert getattr(stereo, name) is not None, name
+
+
+def test_packages_import_one_way() -> None:
+    """Between stereo's packages and top-level modules (cli, master, control, worker, wire,
+    outbox, snapshot, ...), counting every import, late ones included: no cycle, so each layer
+    can be read, and changed, knowing only what is below it."""
+    edges: dict[str, set[str]] = {}
+    for source, targets in graph(top_level_only=False).items():
+        unit = ".".join(source.split(".")[:2])
+        for target in targets:
+            other = ".".join(target.split(".")[:2])
+            if target.startswith("stereo.") and other != unit:
+                edges.setdefault(unit, set()).add(other)
+    assert [sorted(cycle) for cycle in cycles(edges)] == []
+    assert "stereo.master" not in edges.get("stereo.control", set())
+    assert "stereo.control" in edges["stereo.master"]  # the master runs the control server
