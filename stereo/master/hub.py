@@ -13,6 +13,7 @@ import socket
 import sys
 import termios
 import traceback
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -30,7 +31,7 @@ from ..wire.protocol import (
     encode_broadcast,
     encode_map,
 )
-from .watchdog import wait_silence
+from .watchdog import run_within
 
 RECEIVE_SIZE = 256 * 1024
 
@@ -188,7 +189,10 @@ class Hub:
         """Run one worker's connection until it ends; afterwards ``peer.cut_off_reason`` says
         whether the master dropped it (None: the worker closed it or exited)."""
         try:
-            if not await self._handshake_in_time(peer, handshake_timeout):
+            # A HELLO left unread by a master that was not running is not late (watchdog.py).
+            if not await run_within(
+                handshake_timeout, peer.unread_bytes, partial(self._handshake, peer)
+            ):
                 self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
                 return
         except BaseException as exc:
@@ -206,30 +210,6 @@ class Hub:
             peer.outbox.clear()
             peer.stream.socket.close()
             peer.ended.set()
-
-    async def _handshake_in_time(self, peer: Peer, window: float) -> bool:
-        """The handshake, unless ``window`` seconds of the master's own running time pass
-        with no HELLO read (a HELLO still unread after a stall of the master counts). Raises
-        what the handshake raised, unwrapped, for :meth:`_connection_ended` to classify."""
-        started = trio.current_time()
-        done = False
-        failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-
-            async def expire() -> None:
-                await wait_silence(lambda: started, window, peer.unread_bytes)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(expire)
-            try:
-                await self._handshake(peer)
-                done = True
-            except Exception as exc:
-                failure = exc
-            nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return done
 
     def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
         """Classify how a peer's connection ended; re-raise only what is not about the peer."""

@@ -15,6 +15,7 @@ import os
 import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -27,7 +28,7 @@ from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
 from .slot import Slot, SlotIds, slot_snapshot
-from .watchdog import wait_silence
+from .watchdog import run_within, wait_silence
 
 
 class Launch(Protocol):
@@ -344,12 +345,10 @@ class Supervisor:
         except OSError as exc:
             self.log(f"restart of worker {slot.id}: cannot start a process: {exc}")
             return False
-        async with trio.open_nursery() as nursery:
-            # Ready, ended, or boot_timeout of the master's running time with nothing unread.
-            nursery.start_soon(_set_then_cancel, new.ready_event, nursery.cancel_scope)
-            nursery.start_soon(_set_then_cancel, new.ended, nursery.cancel_scope)
-            await wait_silence(lambda: new.started_at, self.boot_timeout, new.unread_bytes)
-            nursery.cancel_scope.cancel()
+        # Ready, ended, or boot_timeout of the master's running time with nothing unread.
+        await run_within(
+            self.boot_timeout, new.unread_bytes, partial(_either, new.ready_event, new.ended)
+        )
         if not new.ready_event.is_set() and not new.ended.is_set():
             self.log(
                 f"restart of worker {slot.id}: the replacement (pid {new.pid}) was not"
@@ -432,6 +431,13 @@ class Supervisor:
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _either(first: trio.Event, second: trio.Event) -> None:
+    """Return once either event is set."""
+    async with trio.open_nursery() as nursery:
+        for event in (first, second):
+            nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
 
 
 async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

@@ -11,7 +11,7 @@ the master has not read yet (they may be the evidence).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -46,3 +46,30 @@ async def sleep_running(duration: float) -> None:
     """Sleep ``duration`` seconds of the master's own running time: a stall restarts it."""
     start = trio.current_time()
     await wait_silence(lambda: start, duration, lambda: 0)
+
+
+async def run_within(
+    window: float, unread: Callable[[], int], operation: Callable[[], Awaitable[object]]
+) -> bool:
+    """Run ``operation`` unless ``window`` seconds of the master's own running time pass first
+    with nothing unread (``unread()`` bytes may hold what it waits for). True if it finished;
+    what it raised is raised as is, not wrapped in a group."""
+    started = trio.current_time()
+    finished = False
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def expire() -> None:
+            await wait_silence(lambda: started, window, unread)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(expire)
+        try:
+            await operation()
+            finished = True
+        except Exception as exc:
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return finished
