@@ -54,7 +54,6 @@ class ProcessSnapshot:
 class SlotSnapshot:
     id: int
     state: str  # a SlotState value: running, backoff, failed, retiring, removed
-    retiring: bool
     restarts: int
     last_exit: str | None
     failed_reason: str | None
@@ -65,6 +64,11 @@ class SlotSnapshot:
     @property
     def current_pid(self) -> int | None:
         return next((p.pid for p in self.processes if p.current), None)
+
+    @property
+    def retiring(self) -> bool:
+        """Being removed, or gone: its workers are not replaced."""
+        return self.state in ("retiring", "removed")
 
     @property
     def removed(self) -> bool:

@@ -290,7 +290,6 @@ def slot(slot_id: int, state: str, *processes: ProcessSnapshot) -> SlotSnapshot:
     return SlotSnapshot(
         id=slot_id,
         state=state,
-        retiring=state == "removed",
         restarts=1,
         last_exit="exit 1",
         failed_reason="it keeps crashing" if state == "failed" else None,

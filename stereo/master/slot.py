@@ -103,7 +103,6 @@ def slot_snapshot(slot_id: int, slot: Slot | None, procs: list[WorkerProcess]) -
     return SlotSnapshot(
         id=slot_id,
         state=slot.state.value if slot is not None else SlotState.REMOVED.value,
-        retiring=slot.retiring if slot is not None else True,
         restarts=slot.restarts if slot is not None else 0,
         last_exit=slot.last_exit if slot is not None else None,
         failed_reason=slot.failed_reason if slot is not None else None,
