@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..checks import check_seconds, check_whole
 from ..wire.protocol import (
     BROADCAST_HEADER_SIZE,
     DEFAULT_INBOX_LIMIT,
@@ -25,7 +24,6 @@ MAX_WORKERS_CEILING = 65536  # the largest --max-workers
 # A worker's HELLO (and its report of a boot error) travel under --max-message-size too: below
 # this, every worker would be cut off in its handshake.
 MIN_MAX_MESSAGE_SIZE = 1024
-MAX_SECONDS = 86400.0  # --timeout and --graceful-timeout: beyond a day, "never" was meant
 MIN_TIMEOUT = 0.2  # four heartbeats per --timeout at their fastest (every 0.05 s)
 
 
@@ -97,29 +95,3 @@ class Settings:
         )
         check_seconds("--graceful-timeout", self.graceful_timeout)
         check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
-
-
-def check_whole(option: str, value: int, low: int, high: int | None, why: str = "") -> None:
-    """``value`` is a whole number from ``low`` to ``high`` (None: no upper bound), else
-    ConfigError; ``why`` explains the bound."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"of at least {low}" if high is None else f"from {low} to {high}"
-        reason = f" ({why})" if why else ""
-        raise ConfigError(f"{option} {value}: must be a whole number {bound}{reason}")
-
-
-def check_seconds(option: str, value: float, low: float = 0.0) -> None:
-    """``value`` is a finite number of seconds above 0, from ``low`` and at most a day, else
-    ConfigError."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and 0 < value <= MAX_SECONDS and value >= low)
-    ):
-        bound = f"from {low:g} to" if low else "above 0 and at most"
-        raise ConfigError(f"{option} {value}: must be a number of seconds {bound} {MAX_SECONDS:g}")
