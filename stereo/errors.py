@@ -37,3 +37,9 @@ class ConfigError(StereoError, ValueError):
 
 class ControlError(StereoError):
     """A control command failed; the message is meant for the operator."""
+
+
+class AppStartError(StereoError):
+    """The app cannot start in this worker, and restarting will not help (an ASGI lifespan
+    startup that failed, an ASGI app with nothing to listen on): a boot error, as a failed
+    import is."""
