@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import trio
 from conftest import ROOT, Stereo, open_stereo
@@ -12,8 +13,8 @@ EXAMPLES = ROOT / "examples"
 WORKERS = 4
 
 
-def example_args(app: str, *, bind: bool = True) -> list[str]:
-    args = [app, "-w", str(WORKERS), "--app-dir", str(EXAMPLES), "--graceful-timeout", "10"]
+def example_args(app: str, *, bind: bool = True, app_dir: Path = EXAMPLES) -> list[str]:
+    args = [app, "-w", str(WORKERS), "--app-dir", str(app_dir), "--graceful-timeout", "10"]
     return [*args, "--bind", "127.0.0.1:0"] if bind else args
 
 
