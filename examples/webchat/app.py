@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,9 @@ async def forward_events(websocket: WebSocket, subscription: stereo.Subscription
     try:
         async for event in subscription:
             line: Any = event.message
-            if isinstance(line, dict):  # anything else on the channel is not a chat line
+            # A Mapping: a map arrives read-only (cbor2's frozendict inside the topic's tag);
+            # anything else on the channel is not a chat line.
+            if isinstance(line, Mapping):
                 await websocket.send_json(
                     {
                         "type": "line",
