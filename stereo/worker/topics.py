@@ -2,7 +2,8 @@
 ``async with stereo.subscribe(channel) as sub: async for event in sub``.
 
 Shaped like encode/broadcaster so its users feel at home, with stereo's guarantees: a topic
-event is one broadcast (``[channel tagged TOPIC_TAG, message]``), so every subscriber of a channel, on every worker, sees that channel's events in the one hub order.
+event is one broadcast (``[channel tagged TOPIC_TAG, message]``), so every subscriber of a
+channel, on every worker, sees that channel's events in the one hub order.
 
 A subscription never holds back its worker: unlike a ``messages()`` iterator (whose backlog
 stops the worker reading, until the master cuts the whole worker off), a subscriber that falls
