@@ -87,9 +87,7 @@ async def forward_events(websocket: WebSocket, subscription: stereo.Subscription
     try:
         async for event in subscription:
             line: Any = event.message
-            # A Mapping: a map arrives read-only (cbor2's frozendict inside the topic's tag);
-            # anything else on the channel is not a chat line.
-            if isinstance(line, Mapping):
+            if isinstance(line, Mapping):  # anything else on the channel is not a chat line
                 await websocket.send_json(
                     {
                         "type": "line",
