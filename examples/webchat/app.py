@@ -57,21 +57,26 @@ async def chat(websocket: WebSocket) -> None:
     name = f"w{worker.id}.{next(_numbers)}"
     await websocket.accept()
     # Subscribed before the welcome: a client that has seen it will see every later line.
-    async with stereo.subscribe(CHANNEL) as subscription, anyio.create_task_group() as tasks:
+    async with stereo.subscribe(CHANNEL) as subscription:
+        welcome = {"type": "welcome", "worker": worker.id, "pid": os.getpid(), "name": name}
+        try:
+            await websocket.send_json(welcome)
+        except WebSocketDisconnect:
+            return  # gone already
+        # Two directions, two tasks; whichever ends first (the client left, or its
+        # subscription was cut off) ends the other.
+        async with anyio.create_task_group() as tasks:
 
-        async def forward() -> None:
-            await forward_events(websocket, subscription)
+            async def forward() -> None:
+                await forward_lines(websocket, subscription)
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(forward)
+            await publish_lines(websocket, name)
             tasks.cancel_scope.cancel()
 
-        tasks.start_soon(forward)
-        await websocket.send_json(
-            {"type": "welcome", "worker": worker.id, "pid": os.getpid(), "name": name}
-        )
-        await publish_lines(websocket, name, worker.id)
-        tasks.cancel_scope.cancel()
 
-
-async def publish_lines(websocket: WebSocket, name: str, worker_id: int) -> None:
+async def publish_lines(websocket: WebSocket, name: str) -> None:
     """Publish each text line the client sends, until it goes away."""
     while True:
         message = await websocket.receive()
@@ -79,10 +84,10 @@ async def publish_lines(websocket: WebSocket, name: str, worker_id: int) -> None
             return
         text = (message.get("text") or "").strip()[:MAX_LINE]  # binary frames are ignored
         if text:
-            await stereo.publish(CHANNEL, {"name": name, "worker": worker_id, "text": text})
+            await stereo.publish(CHANNEL, {"name": name, "text": text})
 
 
-async def forward_events(websocket: WebSocket, subscription: stereo.Subscription) -> None:
+async def forward_lines(websocket: WebSocket, subscription: stereo.Subscription) -> None:
     """Send the client every chat line; close with 1013 if it fell too far behind."""
     try:
         async for event in subscription:
@@ -93,7 +98,7 @@ async def forward_events(websocket: WebSocket, subscription: stereo.Subscription
                         "type": "line",
                         "seq": event.seq,
                         "name": str(line.get("name")),
-                        "worker": event.sender,
+                        "worker": event.sender,  # the worker that published it
                         "text": str(line.get("text")),
                     }
                 )
