@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .idle import IdleConnections
 from .settings import AsgiSettings
 from .types import ASGIApp
 
@@ -35,6 +36,10 @@ class ServerContext:
         #: Called once each when the drain begins; a connection adds one while it can be told.
         self.drain_hooks: set[Callable[[], None]] = set()
         self.open_connections = 0
+        #: Keep-alive connections waiting for a request: the timeout's sweep and the drain
+        #: close them (one hook for all, so a request costs no set operations).
+        self.idle = IdleConnections(settings.timeout_keep_alive)
+        self.drain_hooks.add(self.idle.cancel_all)
         self._log = log if log is not None else sys.stderr
 
     def begin_drain(self) -> None:
