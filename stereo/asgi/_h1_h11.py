@@ -8,6 +8,8 @@ h11 itself never allows).
 
 from __future__ import annotations
 
+import re
+
 import h11
 
 from .h1 import (
@@ -25,11 +27,21 @@ from .h1 import (
 from .h1 import inspect_head as _inspect_head
 from .scope import RequestHead
 
+# The methods llhttp knows; it refuses any other, so the fallback does too.
+_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH "
+    b"SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY "
+    b"SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE QUERY".split()
+)
+# Control characters (but tab) in a header value: llhttp refuses them, h11 lets them through.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
 
 class H11Parser:
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._conn = self._new_connection()
+        self._at_start = True  # h11 has no byte of the next request yet
         self._stopped = False
         self._error: RequestError | None = None
         self._keep_alive = True
@@ -42,6 +54,15 @@ class H11Parser:
 
     def feed(self, data: bytes) -> None:
         if not self._stopped:
+            self._give(data)
+
+    def _give(self, data: bytes) -> None:
+        if self._at_start:
+            # Empty lines before a request line are ignored (RFC 9112, 2.2), as llhttp does;
+            # h11 refuses them.
+            data = data.lstrip(b"\r\n")
+        if data:  # (h11 takes b"" for the end of the stream)
+            self._at_start = False
             self._conn.receive_data(data)
 
     def next_event(self) -> Event | _NeedData:
@@ -84,8 +105,8 @@ class H11Parser:
                 # Also where an upgrade we do not speak (h2c, ...) ends: served as plain HTTP.
                 leftover, _ = self._conn.trailing_data
                 self._conn = self._new_connection()
-                if leftover:  # (receiving b"" would mean EOF)
-                    self._conn.receive_data(leftover)
+                self._at_start = True
+                self._give(bytes(leftover))
             else:
                 self._stopped = True
             return END
@@ -97,12 +118,16 @@ class H11Parser:
         return NEED_DATA  # ConnectionClosed: we never feed an EOF
 
     def _request(self, event: h11.Request) -> Event | None:
+        if event.method not in _METHODS:
+            raise RequestError(400, "malformed request: unknown method")
         head = RequestHead(
             event.method.decode("ascii"),
             event.target,
             event.http_version.decode("ascii"),
             list(event.headers),
         )
+        if any(_CONTROL.search(value) for _, value in head.headers):
+            raise RequestError(400, "malformed request: control character in a header value")
         info = _inspect_head(head, self._limits, head_size(head.method, head.target, head.headers))
         self._keep_alive = info.keep_alive
         self._chunked = info.chunked

@@ -87,7 +87,7 @@ class HttptoolsParser:
     def on_message_begin(self) -> None:
         self._target = b""
         self._headers = []
-        self._counted = 13  # what the request line and the final CRLF add, beyond the target
+        self._counted = 14  # what the request line and the final CRLF add, but the target
         self._in_head = True
         self._raw_head = 0
 

@@ -103,7 +103,7 @@ class HeadInfo(NamedTuple):
 def head_size(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     """The head's size as sent with single spaces: request line, ``name: value`` lines, CRLFs.
     Both backends judge --max-header-size by it, so they agree to the byte."""
-    size = len(method) + len(target) + 13  # "GET /x HTTP/1.1\r\n" and the final "\r\n"
+    size = len(method) + len(target) + 14  # "GET /x HTTP/1.1\r\n" and the final "\r\n"
     for name, value in headers:
         size += len(name) + len(value) + 4
     return size
