@@ -197,11 +197,14 @@ class ResponseWriter:
                 raise ResponseError(f"invalid Content-Length {length!r}")
             self._declared = int(length)
             self._chunked = False
-        elif self._head_only or self.status in _NO_BODY_STATUSES or self.status < 200:
+        elif self.status in _NO_BODY_STATUSES or self.status < 200:
             pass
         elif not more and not self._chunked:
+            # (for HEAD too: the length a GET would get, if the app gave the body to match)
             self._declared = first
             append(b"content-length: %d\r\n" % first)
+        elif self._head_only:
+            pass
         elif self._version == b"1.1":
             self._chunked = True
         else:

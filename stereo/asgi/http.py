@@ -161,7 +161,7 @@ class _HttpConnection:
         writer = ResponseWriter(
             head.http_version, head_only=head.method == "HEAD", keep_alive=request.keep_alive
         )
-        exchange = _Exchange(self, request, writer)
+        exchange = _Exchange(self, request, writer, scope["client"])
         try:
             await ctx.app(scope, exchange.receive, exchange.send)
         except ClientDisconnected:
@@ -174,6 +174,8 @@ class _HttpConnection:
             await self.fail(exchange)
             return False
         if not writer.complete:
+            if exchange.disconnected:
+                return False  # the client left: nothing to finish, no one to tell
             if writer.started:
                 ctx.log(f"ASGI app returned before its response to {_target(head)} was complete")
             else:
@@ -205,15 +207,15 @@ class _HttpConnection:
             response, status = _refusal(error), error.status
         else:
             response, status = simple_response(500, b"Internal Server Error\n", close=True), 500
-        self.access(exchange.request.head, status)
+        self.access(exchange.client, exchange.request.head, status)
         try:
             await self.send(response)
         except ClientDisconnected:
             pass
 
-    def access(self, head: RequestHead, status: int) -> None:
+    def access(self, client: Address | None, head: RequestHead, status: int) -> None:
         if self.access_log:
-            self.ctx.access(self.client, head.method, _target(head), head.http_version, status)
+            self.ctx.access(client, head.method, _target(head), head.http_version, status)
 
 
 def _target(head: RequestHead) -> str:
@@ -226,6 +228,7 @@ class _Exchange:
 
     __slots__ = (
         "body_done",
+        "client",
         "conn",
         "disconnected",
         "error",
@@ -234,8 +237,15 @@ class _Exchange:
         "writer",
     )
 
-    def __init__(self, conn: _HttpConnection, request: Request, writer: ResponseWriter) -> None:
+    def __init__(
+        self,
+        conn: _HttpConnection,
+        request: Request,
+        writer: ResponseWriter,
+        client: Address | None,
+    ) -> None:
         self.conn = conn
+        self.client = client  # as the scope says (a trusted proxy's X-Forwarded-For)
         self.request = request
         self.writer = writer
         self.body_done = False
@@ -302,7 +312,7 @@ class _Exchange:
             if data:
                 await conn.send(data)
             if writer.complete and conn.access_log:
-                conn.access(self.request.head, writer.status)
+                conn.access(self.client, self.request.head, writer.status)
         elif kind == "http.response.start":
             writer.start(message["status"], message.get("headers", ()))
         else:
