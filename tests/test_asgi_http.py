@@ -408,6 +408,7 @@ async def test_refuse_busy_answers_503() -> None:
             response = await peer.response()
             assert response.status == 503 and response.headers[b"connection"] == b"close"
             await peer.closed()
+            await peer.stream.aclose()  # ends refuse_busy's lingering read
         assert (await client.response()).status == 200
 
 
