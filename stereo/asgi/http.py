@@ -28,9 +28,9 @@ RECEIVE_SIZE = 65536
 # While the app streams a response after reading the whole request, we read on to notice a
 # disconnect; bytes of the next request are kept, up to this much, then reading stops.
 MAX_READ_AHEAD = 256 * 1024
-# After refusing a request, read (and drop) what the client still sends for this long before
-# closing: closing with unread bytes makes the kernel reset the connection, which can destroy
-# our answer before the client reads it.
+# Before closing, read (and drop) what the client still sends for this long: closing with
+# unread bytes makes the kernel reset the connection, which can destroy our last answer before
+# the client reads it, or turn the close of an idle connection into an error for the client.
 LINGER_SECONDS = 2.0
 
 _DISCONNECT = {"type": "http.disconnect"}
@@ -67,11 +67,20 @@ async def refuse_busy(stream: Any) -> None:
 async def _refuse(stream: Any, response: bytes) -> None:
     try:
         await stream.send_all(response)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    await _linger(stream)
+
+
+async def _linger(stream: Any) -> None:
+    """End the connection with a FIN the client can read, not a reset: send our end of stream,
+    then read and drop what the client still sends until it closes too (bounded)."""
+    try:
         await stream.send_eof()
         with trio.move_on_after(LINGER_SECONDS):
             while await stream.receive_some(RECEIVE_SIZE):
                 pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     await stream.aclose()
 
@@ -115,8 +124,9 @@ class _HttpConnection:
         idle = ctx.idle
         timer = trio.CancelScope()  # cancelled by the keep-alive sweep or the drain, when idle
         stop = timer.cancel
-        if ctx.draining:
-            return
+        refusal: RequestError | None = None
+        # A connection accepted as the drain began is served too (its request may be on its
+        # way already), once: the drain only closes connections idle when it begins.
         idle.enter(stop)
         try:
             with timer:
@@ -124,21 +134,20 @@ class _HttpConnection:
                     try:
                         event = parser.next_event()
                     except RequestError as exc:
-                        idle.leave(stop)
-                        await _refuse(self.stream, _refusal(exc))
-                        return
+                        refusal = exc
+                        break
                     if event is NEED_DATA:
                         data = await self.receive()
                         if not data:
-                            return
+                            return  # the client closed: nothing left to read, none to linger
                         parser.feed(data)
                     elif type(event) is Request:
                         idle.leave(stop)
                         if timer.cancel_called:
-                            return  # the timeout or the drain won the race: nothing started
+                            break  # the timeout or the drain won the race: nothing started
                         self.read_ahead = 0
                         if not await self.serve(event) or ctx.draining:
-                            return
+                            break
                         idle.enter(stop)
                         self.io.expect_reply()
                     elif type(event) is Upgrade:
@@ -147,6 +156,10 @@ class _HttpConnection:
                         return
         finally:
             idle.leave(stop)
+        if refusal is not None:
+            await _refuse(self.stream, _refusal(refusal))
+        else:
+            await _linger(self.stream)
 
     async def upgrade(self, head: RequestHead, leftover: bytes) -> None:
         from .websocket import serve_websocket
