@@ -1,0 +1,466 @@
+"""One ASGI WebSocket session (asgiref's specs/www.rst) on a connection the HTTP driver hands
+over after reading an upgrade request.
+
+Two tasks per session and none per message: the app's, and the caller's, which reads frames
+into an inbox that the app's ``receive()`` takes from. Reading apart from the app keeps pings
+answered and a close or a drop seen while the app only sends, and lets a ``receive()`` parked
+in one of the app's tasks sit beside a ``send()`` in another. Frames go out under one write lock
+from whichever task writes them (the app's sends, the reader's pongs and close replies), each
+in one ``send_all``. wsproto's ``FrameProtocol`` does framing, masking, UTF-8 checks and
+permessage-deflate; the session's state is here.
+
+Back-pressure: the reader stops reading while the app has more than INBOX_BYTES unread, so a
+client cannot make the server buffer more than that (plus one message of at most ws_max_size).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from enum import Enum
+from typing import Any, cast
+
+import trio
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
+
+from .context import ServerContext
+from .scope import RequestHead, make_scope
+from .types import ASGIMessage
+from .wshandshake import Handshake, Rejection, accept_response, check_request, http_response
+
+#: How long a close waits for the peer's reply; after a drain, how long the app then gets.
+CLOSE_TIMEOUT = 5.0
+RECEIVE_SIZE = 64 * 1024
+#: Unread bytes past which the reader pauses until the app catches up.
+INBOX_BYTES = 256 * 1024
+#: A receive() served from the inbox checkpoints only if cancelled, but yields every Nth time.
+YIELD_EVERY = 64
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_PING = Opcode.PING
+_CLOSE = Opcode.CLOSE
+SERVICE_RESTART = 1012
+ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)  # 1006: no close frame (only ever reported)
+
+
+class ClientDisconnected(OSError):
+    """Raised in the app by ``send()`` once the client has gone (as uvicorn does)."""
+
+
+class _Stage(Enum):
+    """Where the app is in the ASGI flow."""
+
+    CONNECTING = "connecting"  # neither accepted nor refused yet
+    RESPONDING = "responding"  # refusing with its own response (websocket.http.response)
+    OPEN = "open"  # accepted
+    CLOSED = "closed"  # closed, refused, or its response finished
+
+
+async def serve_websocket(
+    stream: trio.abc.Stream,
+    head: RequestHead,
+    leftover: bytes,
+    ctx: ServerContext,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+) -> None:
+    """Run one WebSocket session to its end; the caller closes ``stream`` afterwards."""
+    handshake = check_request(head)
+    if isinstance(handshake, Rejection):
+        _access(ctx, client, head, 400)
+        try:
+            await stream.send_all(handshake.response)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return
+    scope = make_scope("websocket", head, ctx.settings, ctx.state, client, server)
+    scope["extensions"] = {"websocket.http.response": {}}
+    session = _Session(stream, ctx, scope, head, handshake, leftover, client)
+    ctx.drain_hooks.add(session.drain)
+    try:
+        await session.run()
+    finally:
+        ctx.drain_hooks.discard(session.drain)
+
+
+def _access(
+    ctx: ServerContext, client: tuple[str, int] | None, head: RequestHead, status: int
+) -> None:
+    if ctx.settings.access_log:
+        ctx.access(client, head.method, head.target.decode("latin-1"), head.http_version, status)
+
+
+def _disconnect(code: int, reason: str = "") -> ASGIMessage:
+    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
+
+class _Session:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ctx: ServerContext,
+        scope: dict[str, Any],
+        head: RequestHead,
+        handshake: Handshake,
+        leftover: bytes,
+        client: tuple[str, int] | None,
+    ) -> None:
+        self._stream = stream
+        self._ctx = ctx
+        self._scope = scope
+        self._head = head
+        self._handshake = handshake
+        self._leftover = leftover
+        self._client = client
+        self._max_size = ctx.settings.ws_max_size
+        self._stage = _Stage.CONNECTING
+        self._proto: FrameProtocol | None = None  # once accepted
+        self._decided = trio.Event()  # the app accepted, refused, or returned
+        self._write_lock = trio.Lock()
+        # Received messages the app has not taken yet, with their sizes; then the final one.
+        self._inbox: deque[tuple[ASGIMessage, int]] = deque()
+        self._inbox_bytes = 0
+        self._final: ASGIMessage | None = None
+        self._arrival = trio.lowlevel.ParkingLot()  # receive() waits here
+        self._room = trio.lowlevel.ParkingLot()  # the reader waits here while the inbox is full
+        self._connect_sent = False
+        self._served = 0
+        self._parts: list[Any] = []  # a fragmented message so far
+        self._parts_size = 0
+        self._close_sent = False
+        self._peer_gone = False  # its close frame came, or EOF, or the stream broke
+        self._discarding = False  # after a protocol failure: read only to see EOF
+        self._draining = ctx.draining
+        self._drained = False
+        # Around the reading; given a deadline once a close is sent, cancelled if the stream breaks.
+        self._closing = trio.CancelScope()
+        self._wake: trio.CancelScope | None = None  # around one wait of the reader
+
+    # -- the drain hook (sync: flags and a cancel; the reader does the I/O) --
+
+    def drain(self) -> None:
+        self._draining = True
+        if self._wake is not None:
+            self._wake.cancel()
+
+    # -- the session's task --
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_app)
+            await self._decided.wait()
+            if self._proto is not None:
+                with self._closing:
+                    await self._read()
+                if self._drained:
+                    # The app was told (disconnect 1012); past this it is cancelled.
+                    nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+
+    async def _read(self) -> None:
+        stream = self._stream
+        while not self._peer_gone:
+            if self._draining and not self._close_sent:
+                self._drained = True
+                self._inbox.clear()  # the app's next receive() is the disconnect
+                self._inbox_bytes = 0
+                self._finish(_disconnect(SERVICE_RESTART))
+                await self._send_close(SERVICE_RESTART, "service restart")
+                continue
+            data: bytes | bytearray | None = None
+            with trio.CancelScope() as self._wake:
+                if self._inbox_bytes >= INBOX_BYTES and not self._close_sent:
+                    await self._room.park()
+                else:
+                    try:
+                        data = await stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+            self._wake = None
+            if data is None:  # woken: a drain began, or the app made room
+                continue
+            if not data:
+                self._peer_gone = True
+                self._finish(_disconnect(ABNORMAL))
+            elif not self._discarding:
+                await self._take(data)
+
+    async def _take(self, data: bytes | bytearray) -> None:
+        """Handle every frame ``data`` completes, then wake the app once for all of them."""
+        assert self._proto is not None
+        proto = self._proto
+        proto.receive_bytes(data)  # type: ignore[arg-type]  # a bytearray is only appended
+        inbox = self._inbox
+        try:
+            for frame in proto.received_frames():
+                opcode = frame.opcode
+                if opcode is _TEXT or opcode is _BINARY:
+                    if self._close_sent:
+                        continue  # nobody listens any more
+                    payload: Any = frame.payload
+                    if not frame.message_finished or self._parts:
+                        payload = self._assemble(payload, frame.message_finished)
+                        if payload is None:
+                            continue
+                    size = len(payload)
+                    if size > self._max_size or (opcode is _TEXT and self._text_too_big(payload)):
+                        # The parser still works: drop the rest, wait for the close reply.
+                        self._parts = []
+                        self._finish(_disconnect(1009, "message too big"))
+                        await self._send_close(1009, "message too big")
+                        continue
+                    key = "text" if opcode is _TEXT else "bytes"
+                    inbox.append(({"type": "websocket.receive", key: payload}, size))
+                    self._inbox_bytes += size
+                elif opcode is _PING:
+                    await self._send_control(proto.pong, frame.payload)
+                elif opcode is _CLOSE:
+                    code, reason = cast("tuple[int, str]", frame.payload)
+                    self._peer_gone = True
+                    self._finish(_disconnect(int(code), reason))
+                    await self._send_close(code, "")  # echo its code, unless we closed first
+                    return
+        except ParseFailed as exc:
+            await self._fail(exc.code, str(exc))
+        finally:
+            if self._arrival:
+                self._arrival.unpark_all()
+
+    def _assemble(self, piece: Any, finished: bool) -> Any:
+        """Collect a fragmented message; the whole message once ``finished``, else None (or
+        the pieces so far once they are over the limit, for the caller's check)."""
+        self._parts.append(piece)
+        self._parts_size += len(piece)
+        if not finished and self._parts_size <= self._max_size:
+            return None
+        whole = ("" if isinstance(piece, str) else b"").join(self._parts)
+        self._parts = []
+        self._parts_size = 0
+        return whole
+
+    def _text_too_big(self, text: str) -> bool:
+        # len() counts characters; UTF-8 takes up to 4 bytes each, so encode only if it can matter.
+        return len(text) * 4 > self._max_size and len(text.encode()) > self._max_size
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7) on a frame wsproto cannot parse: tell the
+        app, send the close, half-close, and read on only to see EOF (the parser is spent, and
+        closing with unread bytes would reset the connection, losing our close frame)."""
+        self._discarding = True
+        self._finish(_disconnect(int(code), reason))
+        await self._send_close(code, reason)
+        if isinstance(self._stream, trio.abc.HalfCloseableStream):
+            async with self._write_lock:
+                try:
+                    await self._stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._lost()
+
+    def _finish(self, message: ASGIMessage) -> None:
+        """Set the message receive() returns once the inbox is empty (the first one counts)."""
+        if self._final is None:
+            self._final = message
+            if self._arrival:
+                self._arrival.unpark_all()
+
+    def _lost(self) -> None:
+        """The stream broke (or a write was cut off halfway): nothing more can be sent."""
+        self._close_sent = self._peer_gone = True
+        self._finish(_disconnect(ABNORMAL))
+        self._closing.cancel()
+
+    # -- writing: every frame under the lock, encoded there (deflate's context is ordered) --
+
+    async def _send_control(self, build: Any, payload: Any) -> None:
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            if not self._close_sent:
+                await self._stream.send_all(build(payload))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._lost()
+        except trio.Cancelled:
+            self._lost()
+            raise
+        finally:
+            lock.release()
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        """Send our close frame (once), then give the peer CLOSE_TIMEOUT to answer."""
+        if self._close_sent:
+            return
+        assert self._proto is not None
+        proto = self._proto
+
+        def close_frame(_: None) -> bytearray:
+            self._close_sent = True
+            return proto.close(code, reason)
+
+        # Set first: the reader may be the one sending, to a peer that does not read.
+        self._closing.deadline = min(self._closing.deadline, trio.current_time() + CLOSE_TIMEOUT)
+        self._room.unpark_all()  # the reader must not wait for room to see the reply
+        await self._send_control(close_frame, None)
+
+    async def _send_message(self, payload: str | bytes | bytearray) -> None:
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            if self._close_sent:
+                raise ClientDisconnected("the WebSocket is closed")
+            assert self._proto is not None
+            await self._stream.send_all(self._proto.send_data(payload))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._lost()
+            raise ClientDisconnected("the client has gone") from exc
+        except trio.Cancelled:
+            self._lost()  # part of the frame may be out: the stream cannot be used again
+            raise
+        finally:
+            lock.release()
+
+    async def _send_raw(self, data: bytes) -> None:
+        """HTTP bytes before the handshake is done (101, refusals)."""
+        async with self._write_lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._lost()
+                raise ClientDisconnected("the client has gone") from exc
+
+    # -- the ASGI callables --
+
+    async def receive(self) -> ASGIMessage:
+        if not self._connect_sent:
+            self._connect_sent = True
+            await trio.lowlevel.checkpoint()
+            return {"type": "websocket.connect"}
+        inbox = self._inbox
+        while True:
+            if inbox:
+                self._served += 1
+                if self._served % YIELD_EVERY:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                else:
+                    await trio.lowlevel.checkpoint()
+                if not inbox:  # a drain emptied it meanwhile
+                    continue
+                message, size = inbox.popleft()
+                self._inbox_bytes -= size
+                if self._room and self._inbox_bytes < INBOX_BYTES:
+                    self._room.unpark_all()
+                return message
+            if self._final is not None:
+                await trio.lowlevel.checkpoint()
+                return self._final
+            await self._arrival.park()
+
+    async def send(self, message: ASGIMessage) -> None:
+        kind = message["type"]
+        stage = self._stage
+        if stage is _Stage.OPEN:
+            if kind == "websocket.send":
+                text = message.get("text")
+                payload = message.get("bytes") if text is None else text
+                if not isinstance(payload, str | bytes | bytearray):
+                    raise TypeError("websocket.send needs 'text' (str) or 'bytes' (bytes)")
+                await self._send_message(payload)
+            elif kind == "websocket.close":
+                self._stage = _Stage.CLOSED
+                code = message.get("code")
+                code = 1000 if code is None else int(code)
+                reason = message.get("reason") or ""
+                self._finish(_disconnect(code, reason))
+                self._inbox.clear()
+                self._inbox_bytes = 0
+                await self._send_close(code, reason)
+            else:
+                raise RuntimeError(
+                    f"Expected 'websocket.send' or 'websocket.close', but got {kind!r}"
+                )
+        elif stage is _Stage.CONNECTING:
+            await self._send_handshake(kind, message)
+        elif stage is _Stage.RESPONDING and kind == "websocket.http.response.body":
+            more = bool(message.get("more_body", False))
+            if not more:
+                self._stage = _Stage.CLOSED
+            await self._send_raw(bytes(message.get("body", b"")))
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r}: the WebSocket is {stage.value}")
+
+    async def _send_handshake(self, kind: str, message: ASGIMessage) -> None:
+        if kind == "websocket.accept":
+            response = accept_response(
+                self._handshake, message.get("subprotocol"), message.get("headers") or ()
+            )
+            deflate = self._handshake.deflate
+            self._proto = FrameProtocol(False, [deflate] if deflate is not None else [])
+            if self._leftover:  # frames the client sent right after its request
+                self._proto.receive_bytes(self._leftover)
+            self._stage = _Stage.OPEN
+            self._decided.set()
+            _access(self._ctx, self._client, self._head, 101)
+            await self._send_raw(response)
+        elif kind == "websocket.close":
+            await self._refuse(403, http_response(403, []))
+        elif kind == "websocket.http.response.start":
+            status = int(message["status"])
+            if not 100 <= status <= 599:
+                raise RuntimeError(f"websocket.http.response.start: invalid status {status}")
+            head = http_response(status, message.get("headers") or (), complete=False)
+            self._stage = _Stage.RESPONDING
+            await self._refuse(status, head)
+        else:
+            raise RuntimeError(
+                "Expected 'websocket.accept', 'websocket.close' or "
+                f"'websocket.http.response.start', but got {kind!r}"
+            )
+
+    async def _refuse(self, status: int, response: bytes) -> None:
+        if self._stage is _Stage.CONNECTING:
+            self._stage = _Stage.CLOSED
+        self._finish(_disconnect(ABNORMAL))
+        self._decided.set()
+        _access(self._ctx, self._client, self._head, status)
+        await self._send_raw(response)
+
+    # -- the app's task --
+
+    async def _run_app(self) -> None:
+        try:
+            await self._ctx.app(self._scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except Exception:
+            self._ctx.log(
+                f"Exception in ASGI application (WebSocket {self._scope['path']}):\n"
+                + traceback.format_exc().rstrip()
+            )
+            await self._end(1011, "internal error")
+        else:
+            if self._stage is _Stage.CONNECTING:
+                self._ctx.log(
+                    f"ASGI app returned without accepting or closing the WebSocket "
+                    f"{self._scope['path']}"
+                )
+            await self._end(1000, "")
+        finally:
+            self._decided.set()
+
+    async def _end(self, code: int, reason: str) -> None:
+        """After the app: finish what it left open (500 before accepting, close after)."""
+        stage, self._stage = self._stage, _Stage.CLOSED
+        try:
+            if stage is _Stage.CONNECTING:
+                _access(self._ctx, self._client, self._head, 500)
+                body = b"Internal Server Error"
+                await self._send_raw(http_response(500, [(b"content-type", b"text/plain")], body))
+            elif stage is _Stage.OPEN:
+                await self._send_close(code, reason)
+        except ClientDisconnected:
+            pass
