@@ -9,14 +9,13 @@ from whichever task writes them (the app's sends, the reader's pongs and close r
 in one ``send_all``. wsproto's ``FrameProtocol`` does framing, masking, UTF-8 checks and
 permessage-deflate; the session's state is here.
 
-Back-pressure: the reader stops reading while the app has more than INBOX_BYTES unread, so a
-client cannot make the server buffer more than that (plus one message of at most ws_max_size).
+Back-pressure: the reader stops reading while the app has more than INBOX_BYTES unread
+(:mod:`.wsinbox`), so a client cannot make the server buffer much more than that.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections import deque
 from enum import Enum
 from typing import Any, cast
 
@@ -27,14 +26,13 @@ from .context import ServerContext
 from .scope import RequestHead, make_scope
 from .types import ASGIMessage
 from .wshandshake import Handshake, Rejection, accept_response, check_request, http_response
+from .wsinbox import MessageInbox
 
 #: How long a close waits for the peer's reply; after a drain, how long the app then gets.
 CLOSE_TIMEOUT = 5.0
 RECEIVE_SIZE = 64 * 1024
 #: Unread bytes past which the reader pauses until the app catches up.
 INBOX_BYTES = 256 * 1024
-#: A receive() served from the inbox checkpoints only if cancelled, but yields every Nth time.
-YIELD_EVERY = 64
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -118,14 +116,8 @@ class _Session:
         self._proto: FrameProtocol | None = None  # once accepted
         self._decided = trio.Event()  # the app accepted, refused, or returned
         self._write_lock = trio.Lock()
-        # Received messages the app has not taken yet, with their sizes; then the final one.
-        self._inbox: deque[tuple[ASGIMessage, int]] = deque()
-        self._inbox_bytes = 0
-        self._final: ASGIMessage | None = None
-        self._arrival = trio.lowlevel.ParkingLot()  # receive() waits here
-        self._room = trio.lowlevel.ParkingLot()  # the reader waits here while the inbox is full
+        self._inbox = MessageInbox(INBOX_BYTES)
         self._connect_sent = False
-        self._served = 0
         self._parts: list[Any] = []  # a fragmented message so far
         self._parts_size = 0
         self._close_sent = False
@@ -162,15 +154,13 @@ class _Session:
         while not self._peer_gone:
             if self._draining and not self._close_sent:
                 self._drained = True
-                self._inbox.clear()  # the app's next receive() is the disconnect
-                self._inbox_bytes = 0
-                self._finish(_disconnect(SERVICE_RESTART))
+                self._inbox.finish(_disconnect(SERVICE_RESTART), drop_queued=True)
                 await self._send_close(SERVICE_RESTART, "service restart")
                 continue
             data: bytes | bytearray | None = None
             with trio.CancelScope() as self._wake:
-                if self._inbox_bytes >= INBOX_BYTES and not self._close_sent:
-                    await self._room.park()
+                if self._inbox.full and not self._close_sent:
+                    await self._inbox.wait_for_room()
                 else:
                     try:
                         data = await stream.receive_some(RECEIVE_SIZE)
@@ -181,7 +171,7 @@ class _Session:
                 continue
             if not data:
                 self._peer_gone = True
-                self._finish(_disconnect(ABNORMAL))
+                self._inbox.finish(_disconnect(ABNORMAL))
             elif not self._discarding:
                 await self._take(data)
 
@@ -206,25 +196,23 @@ class _Session:
                     if size > self._max_size or (opcode is _TEXT and self._text_too_big(payload)):
                         # The parser still works: drop the rest, wait for the close reply.
                         self._parts = []
-                        self._finish(_disconnect(1009, "message too big"))
+                        self._inbox.finish(_disconnect(1009, "message too big"))
                         await self._send_close(1009, "message too big")
                         continue
                     key = "text" if opcode is _TEXT else "bytes"
-                    inbox.append(({"type": "websocket.receive", key: payload}, size))
-                    self._inbox_bytes += size
+                    inbox.put({"type": "websocket.receive", key: payload}, size)
                 elif opcode is _PING:
                     await self._send_control(proto.pong, frame.payload)
                 elif opcode is _CLOSE:
                     code, reason = cast("tuple[int, str]", frame.payload)
                     self._peer_gone = True
-                    self._finish(_disconnect(int(code), reason))
+                    self._inbox.finish(_disconnect(int(code), reason))
                     await self._send_close(code, "")  # echo its code, unless we closed first
                     return
         except ParseFailed as exc:
             await self._fail(exc.code, str(exc))
         finally:
-            if self._arrival:
-                self._arrival.unpark_all()
+            inbox.wake()
 
     def _assemble(self, piece: Any, finished: bool) -> Any:
         """Collect a fragmented message; the whole message once ``finished``, else None (or
@@ -247,7 +235,7 @@ class _Session:
         app, send the close, half-close, and read on only to see EOF (the parser is spent, and
         closing with unread bytes would reset the connection, losing our close frame)."""
         self._discarding = True
-        self._finish(_disconnect(int(code), reason))
+        self._inbox.finish(_disconnect(int(code), reason))
         await self._send_close(code, reason)
         if isinstance(self._stream, trio.abc.HalfCloseableStream):
             async with self._write_lock:
@@ -256,17 +244,10 @@ class _Session:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._lost()
 
-    def _finish(self, message: ASGIMessage) -> None:
-        """Set the message receive() returns once the inbox is empty (the first one counts)."""
-        if self._final is None:
-            self._final = message
-            if self._arrival:
-                self._arrival.unpark_all()
-
     def _lost(self) -> None:
         """The stream broke (or a write was cut off halfway): nothing more can be sent."""
         self._close_sent = self._peer_gone = True
-        self._finish(_disconnect(ABNORMAL))
+        self._inbox.finish(_disconnect(ABNORMAL))
         self._closing.cancel()
 
     # -- writing: every frame under the lock, encoded there (deflate's context is ordered) --
@@ -301,7 +282,7 @@ class _Session:
 
         # Set first: the reader may be the one sending, to a peer that does not read.
         self._closing.deadline = min(self._closing.deadline, trio.current_time() + CLOSE_TIMEOUT)
-        self._room.unpark_all()  # the reader must not wait for room to see the reply
+        self._inbox.release_reader()  # the reader must not wait for room to see the reply
         await self._send_control(close_frame, None)
 
     async def _send_message(self, payload: str | bytes | bytearray) -> None:
@@ -340,25 +321,7 @@ class _Session:
             self._connect_sent = True
             await trio.lowlevel.checkpoint()
             return {"type": "websocket.connect"}
-        inbox = self._inbox
-        while True:
-            if inbox:
-                self._served += 1
-                if self._served % YIELD_EVERY:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                else:
-                    await trio.lowlevel.checkpoint()
-                if not inbox:  # a drain emptied it meanwhile
-                    continue
-                message, size = inbox.popleft()
-                self._inbox_bytes -= size
-                if self._room and self._inbox_bytes < INBOX_BYTES:
-                    self._room.unpark_all()
-                return message
-            if self._final is not None:
-                await trio.lowlevel.checkpoint()
-                return self._final
-            await self._arrival.park()
+        return await self._inbox.get()
 
     async def send(self, message: ASGIMessage) -> None:
         kind = message["type"]
@@ -375,9 +338,7 @@ class _Session:
                 code = message.get("code")
                 code = 1000 if code is None else int(code)
                 reason = message.get("reason") or ""
-                self._finish(_disconnect(code, reason))
-                self._inbox.clear()
-                self._inbox_bytes = 0
+                self._inbox.finish(_disconnect(code, reason), drop_queued=True)
                 await self._send_close(code, reason)
             else:
                 raise RuntimeError(
@@ -424,7 +385,7 @@ class _Session:
     async def _refuse(self, status: int, response: bytes) -> None:
         if self._stage is _Stage.CONNECTING:
             self._stage = _Stage.CLOSED
-        self._finish(_disconnect(ABNORMAL))
+        self._inbox.finish(_disconnect(ABNORMAL))
         self._decided.set()
         _access(self._ctx, self._client, self._head, status)
         await self._send_raw(response)
