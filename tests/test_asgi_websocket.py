@@ -8,6 +8,7 @@ EOF under trio.fail_after.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsclient import Refused, WSClient
-from wsproto.frame_protocol import FrameProtocol, Opcode
+from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
 from stereo.asgi import websocket
 from stereo.asgi.context import ServerContext
@@ -142,9 +146,13 @@ class Recorder:
                 self.disconnected.set()
                 return
             if self.echo:
-                await send(
-                    {"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}}
-                )
+                reply = {k: v for k, v in message.items() if k != "type"}
+                try:
+                    await send({"type": "websocket.send", **reply})
+                except ClientDisconnected:  # the close came in the same read as the message
+                    self.received.append({"type": "send raised ClientDisconnected"})
+                    self.disconnected.set()
+                    return
 
     def disconnect(self) -> dict[str, Any]:
         assert self.disconnected.is_set()
@@ -613,3 +621,167 @@ async def test_drain_when_the_client_never_answers_the_close(monkeypatch: Any) -
             await server.done.wait()  # without our close reply: the bounded wait ran out
             await app.disconnected.wait()
     assert app.disconnect()["code"] == 1012
+
+
+# -- fuzzing the frame edges --
+
+SERVER_FAILS = {1002, 1007, 1009}
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A masked client frame, built by hand so that any opcode, flag or length can be sent."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    length = len(payload)
+    if length < 126:
+        head = bytes([first, 0x80 | length])
+    elif length < 65536:
+        head = bytes([first, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        head = bytes([first, 0x80 | 127]) + length.to_bytes(8, "big")
+    mask = b"\x12\x34\x56\x78"
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)] or [data]
+
+
+def close_codes_in(data: bytes, *, client: bool) -> list[int]:
+    """The close codes in frames as the receiving side's wsproto parses them."""
+    proto = FrameProtocol(client, [])
+    proto.receive_bytes(data)
+    codes = []
+    try:
+        for frame in proto.received_frames():
+            if frame.opcode is Opcode.CLOSE:
+                codes.append(int(frame.payload[0]))  # type: ignore[index]
+    except ParseFailed:
+        pass
+    return codes
+
+
+async def exchange(ctx: ServerContext, chunks: list[bytes]) -> bytes:
+    """Handshake, send ``chunks`` (one send_all each), EOF; everything the server sent back."""
+    async with served(ctx) as (stream, _):
+        with trio.fail_after(10):
+            client = await WSClient.open(stream)
+            try:
+                for chunk in chunks:
+                    await stream.send_all(chunk)
+                await stream.send_eof()
+            except trio.BrokenResourceError:
+                pass  # the server has already ended the session and closed
+            received = b""
+            while data := await stream.receive_some():
+                received += data
+    assert not client._events  # nothing came with the 101
+    return received
+
+
+frames = st.lists(
+    st.builds(
+        client_frame,
+        st.one_of(st.sampled_from([0, 1, 2, 8, 9, 10]), st.integers(0, 15)),
+        st.binary(max_size=140),
+        fin=st.booleans(),
+        rsv=st.sampled_from([0, 0, 0, 4, 1]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sent=st.one_of(frames.map(b"".join), st.binary(max_size=200)),
+    cuts=st.lists(st.integers(0, 2000), max_size=4),
+)
+async def test_any_bytes_after_the_handshake_end_the_session_cleanly(
+    sent: bytes, cuts: list[int]
+) -> None:
+    app = Recorder(echo=True)
+    ctx = make_ctx(app, ws_max_size=100)
+    received = await exchange(ctx, split_at(sent, cuts))
+    assert "Traceback" not in logged(ctx)
+    # One disconnect, last; the server's own frames are valid; its close code (if it sent one)
+    # is a failure it found or the echo of the client's close.
+    assert app.disconnected.is_set()
+    ends = [m for m in app.received if m["type"] != "websocket.receive"]
+    assert ends == app.received[-1:]
+    codes = close_codes_in(received, client=True)
+    assert len(codes) <= 1
+    if codes:
+        assert codes[0] in SERVER_FAILS | set(close_codes_in(sent, client=False)) | {1005}
+    told = app.received[-1].get("code")
+    if told is not None:  # the app saw the disconnect (not only a send that raised)
+        if codes and codes[0] in SERVER_FAILS:
+            assert told == codes[0]
+        if not codes:
+            assert told == 1006
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    message=st.one_of(st.text(max_size=300), st.binary(max_size=300)),
+    fragment_cuts=st.lists(st.integers(0, 1200), max_size=6),
+    write_cuts=st.lists(st.integers(0, 1500), max_size=6),
+)
+async def test_fragments_split_anywhere_reassemble(
+    message: str | bytes, fragment_cuts: list[int], write_cuts: list[int]
+) -> None:
+    """Fragment boundaries may fall inside a UTF-8 character, writes inside a frame header."""
+    payload = message.encode() if isinstance(message, str) else message
+    pieces = split_at(payload, fragment_cuts)
+    opcodes = [1 if isinstance(message, str) else 2] + [0] * (len(pieces) - 1)
+    wire = b"".join(
+        client_frame(op, piece, fin=i == len(pieces) - 1)
+        for i, (op, piece) in enumerate(zip(opcodes, pieces, strict=True))
+    )
+    wire += client_frame(8, (1000).to_bytes(2, "big"))
+    app = Recorder()
+    received = await exchange(make_ctx(app), split_at(wire, write_cuts))
+    key = "text" if isinstance(message, str) else "bytes"
+    assert app.received == [
+        {"type": "websocket.receive", key: message},
+        {"type": "websocket.disconnect", "code": 1000, "reason": ""},
+    ]
+    assert close_codes_in(received, client=True) == [1000]
+
+
+# -- back-pressure --
+
+
+async def test_a_client_faster_than_the_app_is_held_back_by_tcp_not_by_memory() -> None:
+    go = trio.Event()
+    got: list[Any] = []
+    count, size = 4000, 1024
+
+    async def app(scope: Any, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await go.wait()
+        got.extend([(await receive())["bytes"] for _ in range(count)])
+
+    ctx = make_ctx(app)
+    sent = trio.Event()
+    async with served(ctx) as (stream, _):
+        client = await WSClient.open(stream)
+
+        async def blast() -> None:
+            for i in range(count):
+                await client.send_bytes(i.to_bytes(4, "big") * (size // 4))
+            sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blast)
+            with trio.fail_after(10):
+                await trio.testing.wait_all_tasks_blocked()
+            assert not sent.is_set()  # 4 MiB: more than the inbox and the socket buffers
+            (hook,) = ctx.drain_hooks
+            unread = hook.__self__._inbox._bytes  # type: ignore[attr-defined]
+            assert 0 < unread <= websocket.INBOX_BYTES + websocket.RECEIVE_SIZE
+            go.set()
+            with trio.fail_after(10):
+                await sent.wait()
+        await client.close()
+    assert got == [i.to_bytes(4, "big") * (size // 4) for i in range(count)]

@@ -169,8 +169,8 @@ class _Session:
             self._wake = None
             if data is None:  # woken: a drain began, or the app made room
                 continue
-            if not data:
-                self._peer_gone = True
+            if not data:  # gone without a close frame: nothing more is sent to it either
+                self._peer_gone = self._close_sent = True
                 self._inbox.finish(_disconnect(ABNORMAL))
             elif not self._discarding:
                 await self._take(data)
