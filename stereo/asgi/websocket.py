@@ -1,13 +1,12 @@
 """One ASGI WebSocket session (asgiref's specs/www.rst) on a connection the HTTP driver hands
 over after reading an upgrade request.
 
-Two tasks per session and none per message: the app's, and the caller's, which reads frames
-into an inbox that the app's ``receive()`` takes from. Reading apart from the app keeps pings
-answered and a close or a drop seen while the app only sends, and lets a ``receive()`` parked
-in one of the app's tasks sit beside a ``send()`` in another. Frames go out under one write lock
-from whichever task writes them (the app's sends, the reader's pongs and close replies), each
-in one ``send_all``. wsproto's ``FrameProtocol`` does framing, masking, UTF-8 checks and
-permessage-deflate; the session's state is here.
+Two tasks per session, none per message: the app's, and the caller's, which reads frames into
+an inbox the app's ``receive()`` takes from. Reading apart from the app keeps pings answered and
+a close or a drop seen while the app only sends, and lets a ``receive()`` in one of the app's
+tasks sit beside a ``send()`` in another. Frames go out whole under one write lock, from the
+app's sends and the reader's pongs and closes. wsproto's ``FrameProtocol`` does framing,
+masking, UTF-8 checks and permessage-deflate; the session's state is here.
 
 Back-pressure: the reader stops reading while the app has more than INBOX_BYTES unread
 (:mod:`.wsinbox`), so a client cannot make the server buffer much more than that.
@@ -15,6 +14,7 @@ Back-pressure: the reader stops reading while the app has more than INBOX_BYTES 
 
 from __future__ import annotations
 
+import os
 import traceback
 from enum import Enum
 from typing import Any, cast
@@ -26,7 +26,7 @@ from .context import ServerContext
 from .scope import RequestHead, make_scope
 from .types import ASGIMessage
 from .wshandshake import Handshake, Rejection, accept_response, check_request, http_response
-from .wsinbox import MessageInbox
+from .wsinbox import YIELD_EVERY, MessageInbox
 
 #: How long a close waits for the peer's reply; after a drain, how long the app then gets.
 CLOSE_TIMEOUT = 5.0
@@ -46,9 +46,7 @@ class ClientDisconnected(OSError):
     """Raised in the app by ``send()`` once the client has gone (as uvicorn does)."""
 
 
-class _Stage(Enum):
-    """Where the app is in the ASGI flow."""
-
+class _Stage(Enum):  # where the app is in the ASGI flow
     CONNECTING = "connecting"  # neither accepted nor refused yet
     RESPONDING = "responding"  # refusing with its own response (websocket.http.response)
     OPEN = "open"  # accepted
@@ -116,6 +114,9 @@ class _Session:
         self._proto: FrameProtocol | None = None  # once accepted
         self._decided = trio.Event()  # the app accepted, refused, or returned
         self._write_lock = trio.Lock()
+        # For direct writes (see _write); a stream without a socket always goes by send_all.
+        self._socket: trio.socket.SocketType | None = getattr(stream, "socket", None)
+        self._writes = 0
         self._inbox = MessageInbox(INBOX_BYTES)
         self._connect_sent = False
         self._parts: list[Any] = []  # a fragmented message so far
@@ -260,7 +261,7 @@ class _Session:
             await lock.acquire()
         try:
             if not self._close_sent:
-                await self._stream.send_all(build(payload))
+                await self._write(build(payload))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
         except trio.Cancelled:
@@ -286,6 +287,7 @@ class _Session:
         await self._send_control(close_frame, None)
 
     async def _send_message(self, payload: str | bytes | bytearray) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # the app's send() is a cancel point
         lock = self._write_lock
         try:
             lock.acquire_nowait()
@@ -295,7 +297,7 @@ class _Session:
             if self._close_sent:
                 raise ClientDisconnected("the WebSocket is closed")
             assert self._proto is not None
-            await self._stream.send_all(self._proto.send_data(payload))
+            await self._write(self._proto.send_data(payload))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._lost()
             raise ClientDisconnected("the client has gone") from exc
@@ -304,6 +306,26 @@ class _Session:
             raise
         finally:
             lock.release()
+
+    async def _write(self, data: bytes | bytearray) -> None:
+        """Write one frame, under the lock. Straight to the socket when it takes the frame whole:
+        no scheduler round-trip per message, the fan-out's hot path (+60 % messages/s sent in
+        a micro-benchmark); what it does not take goes by send_all. Yields every YIELD_EVERY
+        writes, after the frame is out, so a sending loop cannot starve the other tasks."""
+        sent = 0
+        if self._socket is not None:
+            try:
+                sent = os.write(self._socket.fileno(), data)
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # reset, broken pipe, or closed (fileno() is -1)
+                raise trio.BrokenResourceError(str(exc)) from exc
+        if sent < len(data):
+            await self._stream.send_all(memoryview(data)[sent:])
+            return
+        self._writes += 1
+        if not self._writes % YIELD_EVERY:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_raw(self, data: bytes) -> None:
         """HTTP bytes before the handshake is done (101, refusals)."""
