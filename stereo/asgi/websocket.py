@@ -4,9 +4,10 @@ over after reading an upgrade request.
 Two tasks per session, none per message: the app's, and the caller's, which reads frames into
 an inbox the app's ``receive()`` takes from. Reading apart from the app keeps pings answered and
 a close or a drop seen while the app only sends, and lets a ``receive()`` in one of the app's
-tasks sit beside a ``send()`` in another. Frames go out whole under one write lock, from the
-app's sends and the reader's pongs and closes. wsproto's ``FrameProtocol`` does framing,
-masking, UTF-8 checks and permessage-deflate; the session's state is here.
+tasks sit beside a ``send()`` in another. Frames (the app's, and the reader's pongs and closes)
+are queued whole in an :class:`~stereo.outbox.Outbox`, written at once or batched. wsproto's
+``FrameProtocol`` does framing, masking, UTF-8 checks and permessage-deflate; the session's
+state is here.
 
 Back-pressure: the reader stops reading while the app has more than INBOX_BYTES unread
 (:mod:`.wsinbox`), so a client cannot make the server buffer much more than that.
@@ -15,6 +16,7 @@ Back-pressure: the reader stops reading while the app has more than INBOX_BYTES 
 from __future__ import annotations
 
 import os
+import socket
 import traceback
 from enum import Enum
 from typing import Any, cast
@@ -22,6 +24,7 @@ from typing import Any, cast
 import trio
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
+from ..outbox import Outbox
 from .context import ServerContext
 from .scope import RequestHead, make_scope
 from .types import ASGIMessage
@@ -33,6 +36,10 @@ CLOSE_TIMEOUT = 5.0
 RECEIVE_SIZE = 64 * 1024
 #: Unread bytes past which the reader pauses until the app catches up.
 INBOX_BYTES = 256 * 1024
+#: Unsent bytes past which the app's send() waits for the client to read.
+OUTBOX_BYTES = 256 * 1024
+#: Sends closer together than this are queued and leave in one write (stereo.worker's value).
+DIRECT_SEND_GAP = 50e-6
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
@@ -72,12 +79,17 @@ async def serve_websocket(
         return
     scope = make_scope("websocket", head, ctx.settings, ctx.state, client, server)
     scope["extensions"] = {"websocket.http.response": {}}
-    session = _Session(stream, ctx, scope, head, handshake, leftover, client)
+    # A second descriptor of the connection, for the outbox's direct (non-blocking) sends.
+    trio_socket = getattr(stream, "socket", None)
+    plain = None if trio_socket is None else socket.socket(fileno=os.dup(trio_socket.fileno()))
+    session = _Session(stream, ctx, scope, head, handshake, leftover, client, plain)
     ctx.drain_hooks.add(session.drain)
     try:
         await session.run()
     finally:
         ctx.drain_hooks.discard(session.drain)
+        if plain is not None:
+            plain.close()
 
 
 def _access(
@@ -101,6 +113,7 @@ class _Session:
         handshake: Handshake,
         leftover: bytes,
         client: tuple[str, int] | None,
+        plain: socket.socket | None,
     ) -> None:
         self._stream = stream
         self._ctx = ctx
@@ -113,10 +126,12 @@ class _Session:
         self._stage = _Stage.CONNECTING
         self._proto: FrameProtocol | None = None  # once accepted
         self._decided = trio.Event()  # the app accepted, refused, or returned
-        self._write_lock = trio.Lock()
-        # For direct writes (see _write); a stream without a socket always goes by send_all.
-        self._socket: trio.socket.SocketType | None = getattr(stream, "socket", None)
-        self._writes = 0
+        # Frames go straight to ``plain`` when nothing is queued, else the writer task sends
+        # what was queued meanwhile in one write (a burst of sends costs one system call).
+        self._outbox = Outbox(plain, OUTBOX_BYTES, direct_gap=DIRECT_SEND_GAP)
+        self._room_turn = trio.Lock()
+        self._broken = False
+        self._sends = 0
         self._inbox = MessageInbox(INBOX_BYTES)
         self._connect_sent = False
         self._parts: list[Any] = []  # a fragmented message so far
@@ -140,15 +155,22 @@ class _Session:
     # -- the session's task --
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._run_app)
-            await self._decided.wait()
-            if self._proto is not None:
-                with self._closing:
-                    await self._read()
-                if self._drained:
-                    # The app was told (disconnect 1012); past this it is cancelled.
-                    nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+        async with trio.open_nursery() as writer:
+            writer.start_soon(self._write_loop)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._run_app)
+                await self._decided.wait()
+                if self._proto is not None:
+                    with self._closing:
+                        await self._read()
+                    if self._drained:
+                        # The app was told (disconnect 1012); past this it is cancelled.
+                        nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+            # What the app and the reader queued goes out before the caller closes (bounded).
+            if not self._broken:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._outbox.wait_flushed()
+            writer.cancel_scope.cancel()
 
     async def _read(self) -> None:
         stream = self._stream
@@ -156,7 +178,7 @@ class _Session:
             if self._draining and not self._close_sent:
                 self._drained = True
                 self._inbox.finish(_disconnect(SERVICE_RESTART), drop_queued=True)
-                await self._send_close(SERVICE_RESTART, "service restart")
+                self._queue_close(SERVICE_RESTART, "service restart")
                 continue
             data: bytes | bytearray | None = None
             with trio.CancelScope() as self._wake:
@@ -198,17 +220,18 @@ class _Session:
                         # The parser still works: drop the rest, wait for the close reply.
                         self._parts = []
                         self._inbox.finish(_disconnect(1009, "message too big"))
-                        await self._send_close(1009, "message too big")
+                        self._queue_close(1009, "message too big")
                         continue
                     key = "text" if opcode is _TEXT else "bytes"
                     inbox.put({"type": "websocket.receive", key: payload}, size)
                 elif opcode is _PING:
-                    await self._send_control(proto.pong, frame.payload)
+                    if not self._close_sent:
+                        self._outbox.send(proto.pong(frame.payload))  # type: ignore[arg-type]
                 elif opcode is _CLOSE:
                     code, reason = cast("tuple[int, str]", frame.payload)
                     self._peer_gone = True
                     self._inbox.finish(_disconnect(int(code), reason))
-                    await self._send_close(code, "")  # echo its code, unless we closed first
+                    self._queue_close(code, "")  # echo its code, unless we closed first
                     return
         except ParseFailed as exc:
             await self._fail(exc.code, str(exc))
@@ -237,104 +260,63 @@ class _Session:
         closing with unread bytes would reset the connection, losing our close frame)."""
         self._discarding = True
         self._inbox.finish(_disconnect(int(code), reason))
-        await self._send_close(code, reason)
+        self._queue_close(code, reason)
+        await self._outbox.wait_flushed()  # under the close's deadline; nothing follows it
         if isinstance(self._stream, trio.abc.HalfCloseableStream):
-            async with self._write_lock:
-                try:
-                    await self._stream.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._lost()
+            try:
+                await self._stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._lost()
 
     def _lost(self) -> None:
-        """The stream broke (or a write was cut off halfway): nothing more can be sent."""
-        self._close_sent = self._peer_gone = True
+        """The stream broke: nothing more is read or sent (the app's sends raise)."""
+        self._close_sent = self._peer_gone = self._broken = True
         self._inbox.finish(_disconnect(ABNORMAL))
+        self._outbox.close(ClientDisconnected("the client has gone"))
+        self._outbox.clear()
         self._closing.cancel()
 
-    # -- writing: every frame under the lock, encoded there (deflate's context is ordered) --
+    # -- writing: a frame is encoded and queued in one synchronous step, so frames never
+    # interleave, deflate's context follows the wire's order, and no cancellation cuts a frame --
 
-    async def _send_control(self, build: Any, payload: Any) -> None:
-        lock = self._write_lock
+    async def _write_loop(self) -> None:
         try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            if not self._close_sent:
-                await self._write(build(payload))
+            await self._outbox.write_loop(cast("trio.SocketStream", self._stream))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._lost()
-        except trio.Cancelled:
-            self._lost()
-            raise
-        finally:
-            lock.release()
 
-    async def _send_close(self, code: int, reason: str) -> None:
-        """Send our close frame (once), then give the peer CLOSE_TIMEOUT to answer."""
+    def _queue_close(self, code: int, reason: str) -> None:
+        """Queue our close frame (once); the peer then has CLOSE_TIMEOUT to answer."""
         if self._close_sent:
             return
         assert self._proto is not None
-        proto = self._proto
-
-        def close_frame(_: None) -> bytearray:
-            self._close_sent = True
-            return proto.close(code, reason)
-
-        # Set first: the reader may be the one sending, to a peer that does not read.
+        self._close_sent = True
+        self._outbox.send(self._proto.close(code, reason))  # type: ignore[arg-type]
         self._closing.deadline = min(self._closing.deadline, trio.current_time() + CLOSE_TIMEOUT)
         self._inbox.release_reader()  # the reader must not wait for room to see the reply
-        await self._send_control(close_frame, None)
 
     async def _send_message(self, payload: str | bytes | bytearray) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()  # the app's send() is a cancel point
-        lock = self._write_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            if self._close_sent:
-                raise ClientDisconnected("the WebSocket is closed")
-            assert self._proto is not None
-            await self._write(self._proto.send_data(payload))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._lost()
-            raise ClientDisconnected("the client has gone") from exc
-        except trio.Cancelled:
-            self._lost()  # part of the frame may be out: the stream cannot be used again
-            raise
-        finally:
-            lock.release()
-
-    async def _write(self, data: bytes | bytearray) -> None:
-        """Write one frame, under the lock. Straight to the socket when it takes the frame whole:
-        no scheduler round-trip per message, the fan-out's hot path (+60 % messages/s sent in
-        a micro-benchmark); what it does not take goes by send_all. Yields every YIELD_EVERY
-        writes, after the frame is out, so a sending loop cannot starve the other tasks."""
-        sent = 0
-        if self._socket is not None:
-            try:
-                sent = os.write(self._socket.fileno(), data)
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # reset, broken pipe, or closed (fileno() is -1)
-                raise trio.BrokenResourceError(str(exc)) from exc
-        if sent < len(data):
-            await self._stream.send_all(memoryview(data)[sent:])
-            return
-        self._writes += 1
-        if not self._writes % YIELD_EVERY:
+        outbox = self._outbox
+        size = len(payload) + 10  # a frame's header is at most 10 bytes
+        while not outbox.fits(size) and not self._close_sent:  # a client slow to read
+            # Outbox wakes only its latest waiter: the app's sending tasks wait one at a time.
+            async with self._room_turn:
+                if not outbox.fits(size) and not self._close_sent:
+                    await outbox.wait_for_room(size)
+        if self._close_sent:
+            raise ClientDisconnected("the WebSocket is closed")
+        assert self._proto is not None
+        outbox.send(self._proto.send_data(payload))  # type: ignore[arg-type]
+        self._sends += 1
+        if not self._sends % YIELD_EVERY:  # a sending loop must not starve the other tasks
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    async def _send_raw(self, data: bytes) -> None:
-        """HTTP bytes before the handshake is done (101, refusals)."""
-        async with self._write_lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._lost()
-                raise ClientDisconnected("the client has gone") from exc
+    def _send_raw(self, data: bytes) -> None:
+        """HTTP bytes before the handshake is done (the 101, refusals)."""
+        if self._broken:
+            raise ClientDisconnected("the client has gone")
+        self._outbox.send(data)
 
     # -- the ASGI callables --
 
@@ -354,29 +336,30 @@ class _Session:
                 payload = message.get("bytes") if text is None else text
                 if not isinstance(payload, str | bytes | bytearray):
                     raise TypeError("websocket.send needs 'text' (str) or 'bytes' (bytes)")
-                await self._send_message(payload)
-            elif kind == "websocket.close":
+                return await self._send_message(payload)
+            if kind == "websocket.close":
                 self._stage = _Stage.CLOSED
                 code = message.get("code")
                 code = 1000 if code is None else int(code)
                 reason = message.get("reason") or ""
                 self._inbox.finish(_disconnect(code, reason), drop_queued=True)
-                await self._send_close(code, reason)
+                self._queue_close(code, reason)
             else:
                 raise RuntimeError(
                     f"Expected 'websocket.send' or 'websocket.close', but got {kind!r}"
                 )
         elif stage is _Stage.CONNECTING:
-            await self._send_handshake(kind, message)
+            self._answer_handshake(kind, message)
         elif stage is _Stage.RESPONDING and kind == "websocket.http.response.body":
             more = bool(message.get("more_body", False))
             if not more:
                 self._stage = _Stage.CLOSED
-            await self._send_raw(bytes(message.get("body", b"")))
+            self._send_raw(bytes(message.get("body", b"")))
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r}: the WebSocket is {stage.value}")
+        await trio.lowlevel.checkpoint()
 
-    async def _send_handshake(self, kind: str, message: ASGIMessage) -> None:
+    def _answer_handshake(self, kind: str, message: ASGIMessage) -> None:
         if kind == "websocket.accept":
             response = accept_response(
                 self._handshake, message.get("subprotocol"), message.get("headers") or ()
@@ -388,29 +371,29 @@ class _Session:
             self._stage = _Stage.OPEN
             self._decided.set()
             _access(self._ctx, self._client, self._head, 101)
-            await self._send_raw(response)
+            self._send_raw(response)
         elif kind == "websocket.close":
-            await self._refuse(403, http_response(403, []))
+            self._refuse(403, http_response(403, []))
         elif kind == "websocket.http.response.start":
             status = int(message["status"])
             if not 100 <= status <= 599:
                 raise RuntimeError(f"websocket.http.response.start: invalid status {status}")
             head = http_response(status, message.get("headers") or (), complete=False)
             self._stage = _Stage.RESPONDING
-            await self._refuse(status, head)
+            self._refuse(status, head)
         else:
             raise RuntimeError(
                 "Expected 'websocket.accept', 'websocket.close' or "
                 f"'websocket.http.response.start', but got {kind!r}"
             )
 
-    async def _refuse(self, status: int, response: bytes) -> None:
+    def _refuse(self, status: int, response: bytes) -> None:
         if self._stage is _Stage.CONNECTING:
             self._stage = _Stage.CLOSED
         self._inbox.finish(_disconnect(ABNORMAL))
         self._decided.set()
         _access(self._ctx, self._client, self._head, status)
-        await self._send_raw(response)
+        self._send_raw(response)
 
     # -- the app's task --
 
@@ -424,26 +407,26 @@ class _Session:
                 f"Exception in ASGI application (WebSocket {self._scope['path']}):\n"
                 + traceback.format_exc().rstrip()
             )
-            await self._end(1011, "internal error")
+            self._end(1011, "internal error")
         else:
             if self._stage is _Stage.CONNECTING:
                 self._ctx.log(
                     f"ASGI app returned without accepting or closing the WebSocket "
                     f"{self._scope['path']}"
                 )
-            await self._end(1000, "")
+            self._end(1000, "")
         finally:
             self._decided.set()
 
-    async def _end(self, code: int, reason: str) -> None:
+    def _end(self, code: int, reason: str) -> None:
         """After the app: finish what it left open (500 before accepting, close after)."""
         stage, self._stage = self._stage, _Stage.CLOSED
         try:
             if stage is _Stage.CONNECTING:
                 _access(self._ctx, self._client, self._head, 500)
                 body = b"Internal Server Error"
-                await self._send_raw(http_response(500, [(b"content-type", b"text/plain")], body))
+                self._send_raw(http_response(500, [(b"content-type", b"text/plain")], body))
             elif stage is _Stage.OPEN:
-                await self._send_close(code, reason)
+                self._queue_close(code, reason)
         except ClientDisconnected:
             pass
