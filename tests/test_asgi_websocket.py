@@ -785,3 +785,34 @@ async def test_a_client_faster_than_the_app_is_held_back_by_tcp_not_by_memory() 
                 await sent.wait()
         await client.close()
     assert got == [i.to_bytes(4, "big") * (size // 4) for i in range(count)]
+
+
+async def test_a_client_that_stops_reading_holds_the_app_back_and_can_still_close(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.2)  # our close reply is never read
+    sending = trio.Event()
+    ended: list[str] = []
+
+    async def app(scope: Any, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        sending.set()
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 1024})
+        except ClientDisconnected:
+            ended.append("send raised")
+
+    ctx = make_ctx(app)
+    async with served(ctx) as (stream, server):
+        client = await WSClient.open(stream)
+        with trio.fail_after(10):
+            await sending.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            (hook,) = ctx.drain_hooks
+            unsent = hook.__self__._outbox.pending_bytes  # type: ignore[attr-defined]
+            assert 0 < unsent <= 2 * websocket.OUTBOX_BYTES + 1034  # queued + being written
+            await client.send_raw(bytes(FrameProtocol(True, []).close(1001)))
+            await server.done.wait()
+    assert ended == ["send raised"]

@@ -36,7 +36,8 @@ CLOSE_TIMEOUT = 5.0
 RECEIVE_SIZE = 64 * 1024
 #: Unread bytes past which the reader pauses until the app catches up.
 INBOX_BYTES = 256 * 1024
-#: Unsent bytes past which the app's send() waits for the client to read.
+#: Queued bytes past which the app's send() waits for the client to read (a batch being
+#: written besides: at most twice this is held).
 OUTBOX_BYTES = 256 * 1024
 #: Sends closer together than this are queued and leave in one write (stereo.worker's value).
 DIRECT_SEND_GAP = 50e-6
@@ -292,6 +293,8 @@ class _Session:
         assert self._proto is not None
         self._close_sent = True
         self._outbox.send(self._proto.close(code, reason))  # type: ignore[arg-type]
+        # Sends waiting for room (behind a client that stopped reading) give up now.
+        self._outbox.close(ClientDisconnected("the WebSocket is closed"))
         self._closing.deadline = min(self._closing.deadline, trio.current_time() + CLOSE_TIMEOUT)
         self._inbox.release_reader()  # the reader must not wait for room to see the reply
 
