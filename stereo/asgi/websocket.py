@@ -194,7 +194,8 @@ class _Session:
             if data is None:  # woken: a drain began, or the app made room
                 continue
             if not data:  # gone without a close frame: nothing more is sent to it either
-                self._peer_gone = self._close_sent = True
+                self._peer_gone = True
+                self._stop_sending("the client has gone")
                 self._inbox.finish(_disconnect(ABNORMAL))
             elif not self._discarding:
                 await self._take(data)
@@ -271,9 +272,9 @@ class _Session:
 
     def _lost(self) -> None:
         """The stream broke: nothing more is read or sent (the app's sends raise)."""
-        self._close_sent = self._peer_gone = self._broken = True
+        self._peer_gone = self._broken = True
+        self._stop_sending("the client has gone")
         self._inbox.finish(_disconnect(ABNORMAL))
-        self._outbox.close(ClientDisconnected("the client has gone"))
         self._outbox.clear()
         self._closing.cancel()
 
@@ -283,18 +284,21 @@ class _Session:
     async def _write_loop(self) -> None:
         try:
             await self._outbox.write_loop(cast("trio.SocketStream", self._stream))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._lost()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._lost()  # (a gathered write raises the socket's OSError as it is)
+
+    def _stop_sending(self, why: str) -> None:
+        """No frame is queued from now on; the app's sends, waiting for room or later, raise."""
+        self._close_sent = True
+        self._outbox.close(ClientDisconnected(why))
 
     def _queue_close(self, code: int, reason: str) -> None:
         """Queue our close frame (once); the peer then has CLOSE_TIMEOUT to answer."""
         if self._close_sent:
             return
         assert self._proto is not None
-        self._close_sent = True
         self._outbox.send(self._proto.close(code, reason))  # type: ignore[arg-type]
-        # Sends waiting for room (behind a client that stopped reading) give up now.
-        self._outbox.close(ClientDisconnected("the WebSocket is closed"))
+        self._stop_sending("the WebSocket is closed")
         self._closing.deadline = min(self._closing.deadline, trio.current_time() + CLOSE_TIMEOUT)
         self._inbox.release_reader()  # the reader must not wait for room to see the reply
 
