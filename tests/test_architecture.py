@@ -30,6 +30,9 @@ FORBIDDEN = {
     "stereo.control": ("stereo.master",),
     "stereo.wire": ("stereo.master", "stereo.control", "stereo.worker", "trio"),
     "stereo.worker": ("stereo.master", "stereo.control"),
+    # The ASGI front end runs inside a worker and knows only the worker's public objects by
+    # their shape: the worker wraps it, never the other way round.
+    "stereo.asgi": ("stereo.master", "stereo.control", "stereo.worker"),
 }
 
 

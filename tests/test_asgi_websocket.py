@@ -58,6 +58,17 @@ def make_ctx(app: ASGIApp, **settings: Any) -> ServerContext:
     return ServerContext(app, AsgiSettings(access_log=False, **settings), log=io.StringIO())
 
 
+def session_hooks(ctx: ServerContext) -> list[Any]:
+    """The drain hooks the WebSocket sessions registered (the context has its own besides)."""
+    return [hook for hook in ctx.drain_hooks if hook.__qualname__ == "_Session.drain"]
+
+
+def open_session(ctx: ServerContext) -> Any:
+    """The one session open on ``ctx``, to look inside (tests only)."""
+    (hook,) = session_hooks(ctx)
+    return hook.__self__
+
+
 def logged(ctx: ServerContext) -> str:
     log = ctx._log
     assert isinstance(log, io.StringIO)
@@ -99,6 +110,7 @@ async def served(ctx: ServerContext) -> AsyncIterator[tuple[trio.SocketStream, S
         with trio.fail_after(3):
             await server.done.wait()
     assert server.error is None
+    assert not session_hooks(ctx)  # removed when the session ended
 
 
 @asynccontextmanager
@@ -578,14 +590,14 @@ async def test_drain_sends_1012_and_the_pending_receive_gets_disconnect_1012() -
     async with session(app, ctx=ctx) as client:
         await client.send_text("before")
         await client.ping()  # "before" has been read by the server
-        assert len(ctx.drain_hooks) == 1
+        assert len(session_hooks(ctx)) == 1
         ctx.begin_drain()
         assert await client.wait_closed() == (1012, "service restart")
     assert app.received == [
         {"type": "websocket.receive", "text": "before"},
         {"type": "websocket.disconnect", "code": 1012, "reason": ""},
     ]
-    assert not ctx.drain_hooks
+    assert not session_hooks(ctx)
 
 
 async def test_drain_of_an_app_that_never_returns_ends_the_session(monkeypatch: Any) -> None:
@@ -789,8 +801,7 @@ async def test_a_client_faster_than_the_app_is_held_back_by_tcp_not_by_memory() 
             with trio.fail_after(10):
                 await trio.testing.wait_all_tasks_blocked()
             assert not sent.is_set()  # 4 MiB: more than the inbox and the socket buffers
-            (hook,) = ctx.drain_hooks
-            unread = hook.__self__._inbox._bytes  # type: ignore[attr-defined]
+            unread = open_session(ctx)._inbox._bytes
             assert 0 < unread <= websocket.INBOX_BYTES + websocket.RECEIVE_SIZE
             go.set()
             with trio.fail_after(10):
@@ -822,8 +833,7 @@ async def test_a_client_that_stops_reading_holds_the_app_back_and_can_still_clos
         with trio.fail_after(10):
             await sending.wait()
             await trio.testing.wait_all_tasks_blocked()
-            (hook,) = ctx.drain_hooks
-            unsent = hook.__self__._outbox.pending_bytes  # type: ignore[attr-defined]
+            unsent = open_session(ctx)._outbox.pending_bytes
             assert 0 < unsent <= 2 * websocket.OUTBOX_BYTES + 1034  # queued + being written
             await client.send_raw(bytes(FrameProtocol(True, []).close(1001)))
             await server.done.wait()

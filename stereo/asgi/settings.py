@@ -16,6 +16,7 @@ from ..errors import ConfigError
 INTERFACES = ("auto", "asgi", "serve")
 HTTP_PARSERS = ("auto", "httptools", "h11")
 
+DEFAULT_FORWARDED_ALLOW_IPS = ("127.0.0.1", "::1")  # as uvicorn: only a proxy on this host
 DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0  # uvicorn's default
 DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024  # uvicorn's default
 # Request line plus headers: past it, 431. nginx allows 4 x 8 KiB buffers, gunicorn about 800 KiB
@@ -31,7 +32,7 @@ class AsgiSettings:
     root_path: str = ""
     # Trust X-Forwarded-Proto / X-Forwarded-For from these client addresses ("*": from any).
     proxy_headers: bool = True
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    forwarded_allow_ips: tuple[str, ...] = DEFAULT_FORWARDED_ALLOW_IPS
     timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE
     # Concurrent connections per worker past which new ones get 503 (None: no limit).
     limit_concurrency: int | None = None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..checks import check_seconds, check_whole
+from ..errors import ConfigError
 from ..wire.protocol import (
     BROADCAST_HEADER_SIZE,
     DEFAULT_INBOX_LIMIT,
@@ -59,6 +61,10 @@ class Settings:
     backoff_limit: int = 5
     # A crash within this many seconds of a start counts towards the failure limit.
     quick_exit: float = 2.0
+    # What the app is (auto, serve, asgi) and the ASGI front end's options: decided and checked
+    # by the worker and the CLI; the master only passes them on in WELCOME.
+    interface: str = "auto"
+    asgi: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -95,3 +101,5 @@ class Settings:
         )
         check_seconds("--graceful-timeout", self.graceful_timeout)
         check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
+        if self.interface not in ("auto", "serve", "asgi"):
+            raise ConfigError(f"--interface {self.interface!r}: must be auto, serve or asgi")

@@ -85,6 +85,8 @@ class Supervisor:
             "outbox_limit": s.worker_outbox_limit,
             "inbox_limit": s.inbox_limit,
             "heartbeat_interval": s.heartbeat_interval,
+            "interface": s.interface,
+            "asgi": s.asgi,
         }
 
     def listen_fds(self, slot_id: int) -> list[int]:

@@ -7,6 +7,7 @@ A failure is a :class:`BootError` carrying the exit code that tells the master n
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -49,3 +50,23 @@ def load_app(spec: str, app_dir: str) -> App:
     if not callable(target):
         raise BootError(exitcodes.APP_LOAD_ERROR, f"{spec!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def resolve_interface(target: Callable[..., Any], interface: str) -> str:
+    """ "serve" or "asgi": what ``target`` is, as ``--interface`` says or (``auto``) as uvicorn
+    guesses: a coroutine function of one parameter is a ``serve(worker)``, any other callable
+    an ASGI 3 app (a FastAPI or Starlette instance, an ``async def app(scope, receive, send)``).
+    """
+    if interface in ("serve", "asgi"):
+        return interface
+    if inspect.iscoroutinefunction(target):
+        try:
+            parameters = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):
+            return "asgi"
+        positional = [
+            p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(positional) == 1:
+            return "serve"
+    return "asgi"

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import trio
 
 from .. import exitcodes
-from ..errors import HubClosed, ProtocolError
+from ..errors import AppStartError, HubClosed, ProtocolError
 from ..outbox import Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
@@ -34,11 +34,11 @@ from ..wire.protocol import (
     decode_map,
     encode_map,
 )
-from . import stopsignals
+from . import current, stopsignals
 from .api import Worker
 from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
-from .loader import BootError, load_app
+from .loader import BootError, load_app, resolve_interface
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
@@ -153,6 +153,7 @@ async def run_worker(hub_fd: int) -> int:
         return exitcodes.STOPPED
     try:
         app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
+        interface = resolve_interface(app, str(welcome.get("interface", "auto")))
     except BootError as exc:
         await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
         print(f"stereo worker: {exc.reason}", file=sys.stderr)
@@ -167,6 +168,7 @@ async def run_worker(hub_fd: int) -> int:
     worker = Worker(
         int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
+    current.install(worker)
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 
@@ -185,12 +187,26 @@ async def run_worker(hub_fd: int) -> int:
                 worker.stopping.set()
                 nursery.start_soon(drain_then_stop)
 
-        async def run_app() -> None:
-            # READY is queued here, so the writer task can send it only once serve() has run
-            # up to its first checkpoint: the master may route work here from then on.
+        def ready() -> None:
+            # READY is queued, so the writer task sends it only once the app has run up to
+            # its next checkpoint: the master may count on this worker from then on.
             outbox.put(encode_frame(Kind.READY))
+
+        async def run_app() -> None:
             with app_scope:
-                await app(worker)
+                try:
+                    if interface == "asgi":
+                        await serve_asgi_app(app, welcome.get("asgi", {}), worker, ready)
+                    else:
+                        ready()
+                        await app(worker)
+                except* AppStartError as group:
+                    exc = group.exceptions[0]
+                    outbox.put(encode_map(Kind.BOOT_ERROR, {"reason": str(exc)}))
+                    print(f"stereo worker: {exc}", file=sys.stderr)
+                    with trio.move_on_after(FLUSH_TIMEOUT):
+                        await outbox.wait_flushed()
+                    raise SystemExit(exitcodes.APP_LOAD_ERROR) from None
             # What the app broadcast before it ended still goes out (bounded: the master may
             # be gone, or not reading).
             with trio.move_on_after(FLUSH_TIMEOUT):
@@ -227,6 +243,16 @@ async def run_worker(hub_fd: int) -> int:
         nursery.start_soon(hub_tasks)
         nursery.start_soon(run_app)
     return exitcodes.STOPPED
+
+
+async def serve_asgi_app(
+    app: Any, options: dict[str, Any], worker: Worker, ready: Callable[[], None]
+) -> None:
+    # Imported here: a serve(worker) app never pays for the HTTP stack's imports.
+    from ..asgi.server import serve_asgi
+    from ..asgi.settings import AsgiSettings
+
+    await serve_asgi(app, AsgiSettings.from_map(options), worker, ready)
 
 
 def _first_exit_code(group: BaseExceptionGroup[SystemExit]) -> int:
