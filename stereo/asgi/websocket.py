@@ -70,7 +70,7 @@ async def serve_websocket(
     server: tuple[str, int] | None,
 ) -> None:
     """Run one WebSocket session to its end; the caller closes ``stream`` afterwards."""
-    handshake = check_request(head)
+    handshake = check_request(head, ctx.settings.ws_max_size)
     if isinstance(handshake, Rejection):
         _access(ctx, client, head, 400)
         try:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 from wsproto.utilities import generate_accept_token
 
 from .scope import RequestHead
@@ -45,8 +47,9 @@ def _tokens(values: Iterable[bytes]) -> list[bytes]:
     return [token.strip().lower() for value in values for token in value.split(b",")]
 
 
-def check_request(head: RequestHead) -> Handshake | Rejection:
-    """Validate the headers RFC 6455 requires of a client's opening handshake."""
+def check_request(head: RequestHead, max_size: int) -> Handshake | Rejection:
+    """Validate the headers RFC 6455 requires of a client's opening handshake; ``max_size``
+    (--ws-max-size) bounds what one compressed message may inflate to."""
     fields: dict[bytes, list[bytes]] = {}
     for name, value in head.headers:
         fields.setdefault(name, []).append(value)
@@ -72,7 +75,7 @@ def check_request(head: RequestHead) -> Handshake | Rejection:
     subprotocols = tuple(
         token.decode("latin-1") for token in _tokens_as_sent(fields.get(b"sec-websocket-protocol"))
     )
-    deflate, header = negotiate_deflate(fields.get(b"sec-websocket-extensions", []))
+    deflate, header = negotiate_deflate(fields.get(b"sec-websocket-extensions", []), max_size)
     return Handshake(keys[0].strip(), subprotocols, deflate, header)
 
 
@@ -87,7 +90,44 @@ def _is_nonce(key: bytes) -> bool:
         return False
 
 
-def negotiate_deflate(offers: list[bytes]) -> tuple[PerMessageDeflate | None, bytes]:
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that inflates at most ``max_size`` bytes of one message.
+
+    wsproto inflates each frame whole, so a few KiB of zeros could become gigabytes before the
+    session's own size check saw the message: a message past the bound closes with 1009 as soon
+    as its inflated bytes pass it, having never held more than the bound.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+        self._inflated = 0
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        room = self.max_size - self._inflated
+        try:
+            inflated = self._decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(inflated)
+        if len(inflated) > room or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return inflated
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if fin:
+            self._inflated = 0
+        return super().frame_inbound_complete(proto, fin)
+
+
+def negotiate_deflate(offers: list[bytes], max_size: int) -> tuple[PerMessageDeflate | None, bytes]:
     """Accept the client's first valid permessage-deflate offer (RFC 7692), as uvicorn does;
     the extension object comes back configured for the session's frame layer."""
     for value in offers:
@@ -95,7 +135,7 @@ def negotiate_deflate(offers: list[bytes]) -> tuple[PerMessageDeflate | None, by
         for offer in value.decode("latin-1").split(","):
             if offer.split(";", 1)[0].strip() != PerMessageDeflate.name:
                 continue
-            extension = PerMessageDeflate()
+            extension = BoundedDeflate(max_size)
             try:
                 params = extension.accept(offer)
             except ValueError:  # a malformed parameter (wsproto parses with int()): next offer
