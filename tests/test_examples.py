@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 import trio
+import wsclient
 from conftest import ROOT, Stereo, open_stereo
 
+from stereo.worker.topics import DEFAULT_SUBSCRIBER_LIMIT
+
 EXAMPLES = ROOT / "examples"
+WEBCHAT = EXAMPLES / "webchat"
 WORKERS = 4
 
 
@@ -99,7 +106,7 @@ async def test_chat_delivers_a_line_to_clients_on_every_worker() -> None:
 async def http_get(address: tuple[str, int]) -> str:
     stream = await trio.open_tcp_stream(*address)
     async with stream:
-        await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         response = b""
         while data := await stream.receive_some(65536):
             response += data
@@ -154,3 +161,78 @@ async def test_pool_completes_every_job_exactly_once() -> None:
 
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
+
+
+async def test_webchat_page_and_a_line_to_websockets_on_every_worker() -> None:
+    with trio.fail_after(30):
+        async with open_stereo(*example_args("app:app", app_dir=WEBCHAT), cwd=WEBCHAT) as stereo:
+            host, port = await stereo.address()
+            await all_ready(stereo, "webchat")
+            head, _, body = (await http_get((host, port))).partition("\r\n\r\n")
+            assert head.startswith("HTTP/1.1 200 OK\r\n")
+            assert "<title>stereo webchat</title>" in body
+
+            async with AsyncExitStack() as stack:
+                # Connect until clients sit on two workers; the welcome names the worker.
+                clients: list[wsclient.WSClient] = []
+                welcomes: dict[int, dict[str, object]] = {}
+                while len(welcomes) < 2 and len(clients) < 32:
+                    client = await stack.enter_async_context(wsclient.connect(host, port, "/ws"))
+                    welcome = json.loads(await client.receive())
+                    assert welcome["type"] == "welcome"
+                    clients.append(client)
+                    welcomes.setdefault(welcome["worker"], welcome)
+                assert len(welcomes) == 2, f"{len(clients)} clients all on worker(s) {welcomes}"
+
+                sender = clients[0]
+                hello = welcomes[next(iter(welcomes))]
+                await sender.send_text("  hello over the hub  ")
+                # Every client, on either worker, gets the line (trimmed) with the same hub seq.
+                lines = [json.loads(await client.receive()) for client in clients]
+                assert isinstance(lines[0]["seq"], int)
+                expected = {"type": "line", "name": hello["name"], "worker": hello["worker"]}
+                assert all(
+                    line == {**expected, "text": "hello over the hub", "seq": lines[0]["seq"]}
+                    for line in lines
+                ), lines
+
+                # A graceful stop closes every chat with 1012 (service restart), then exits 0.
+                stereo.signal(signal.SIGTERM)
+                for client in clients:
+                    assert (await client.wait_closed())[0] == 1012
+            assert await stereo.wait() == 0
+
+
+async def test_webchat_closes_a_client_that_stops_reading_with_1013_after_its_lines() -> None:
+    sent = 2 * DEFAULT_SUBSCRIBER_LIMIT  # well past the limit plus what TCP buffers hold
+    padding = "x" * 900  # long lines (under MAX_LINE) fill the slow client's TCP buffers sooner
+    with trio.fail_after(60):
+        async with open_stereo(*example_args("app:app", app_dir=WEBCHAT), cwd=WEBCHAT) as stereo:
+            host, port = await stereo.address()
+            await all_ready(stereo, "webchat")
+            async with (
+                wsclient.connect(host, port, "/ws") as slow,
+                wsclient.connect(host, port, "/ws") as talker,
+            ):
+                for client in (slow, talker):
+                    assert json.loads(await client.receive())["type"] == "welcome"
+                # The talker reads its own lines back a batch at a time, so it stays well within
+                # the limit: only the slow client, which reads nothing yet, falls behind.
+                lines = [f"{n} {padding}" for n in range(sent)]
+                for start in range(0, sent, 256):
+                    batch = lines[start : start + 256]
+                    for line in batch:
+                        await talker.send_text(line)
+                    for line in batch:
+                        assert json.loads(await talker.receive())["text"] == line
+                # Now read: every line up to the cut, in order, then the close.
+                texts = []
+                with pytest.raises(wsclient.Closed) as closed:
+                    while True:
+                        texts.append(json.loads(await slow.receive())["text"])
+                assert closed.value.code == 1013, closed.value
+                assert DEFAULT_SUBSCRIBER_LIMIT <= len(texts) < sent
+                assert texts == lines[: len(texts)]
+                # The cut is the slow client's alone: the talker still chats.
+                await talker.send_text("still here")
+                assert json.loads(await talker.receive())["text"] == "still here"
