@@ -19,10 +19,13 @@ if TYPE_CHECKING:
         MessageTooLarge,
         ProtocolError,
         StereoError,
+        SubscriberCutOff,
     )
     from .wire.protocol import Message, UndecodablePayload, accelerated
     from .worker.api import MessageStream, Worker, WorkerStatistics
+    from .worker.current import current_worker
     from .worker.listeners import Connection, Listener
+    from .worker.topics import Event, Subscription, publish, subscribe
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,7 @@ __all__ = [
     "Connection",
     "ControlError",
     "EncodeError",
+    "Event",
     "HubClosed",
     "Listener",
     "Message",
@@ -38,11 +42,16 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "StereoError",
+    "SubscriberCutOff",
+    "Subscription",
     "UndecodablePayload",
     "Worker",
     "WorkerStatistics",
     "__version__",
     "accelerated",
+    "current_worker",
+    "publish",
+    "subscribe",
 ]
 
 # Where each public name is defined: the imports under TYPE_CHECKING, made on first use.
@@ -54,6 +63,7 @@ _SOURCES = {
     "MessageTooLarge": ".errors",
     "ProtocolError": ".errors",
     "StereoError": ".errors",
+    "SubscriberCutOff": ".errors",
     "Message": ".wire.protocol",
     "UndecodablePayload": ".wire.protocol",
     "accelerated": ".wire.protocol",
@@ -62,6 +72,11 @@ _SOURCES = {
     "WorkerStatistics": ".worker.api",
     "Connection": ".worker.listeners",
     "Listener": ".worker.listeners",
+    "current_worker": ".worker.current",
+    "Event": ".worker.topics",
+    "Subscription": ".worker.topics",
+    "publish": ".worker.topics",
+    "subscribe": ".worker.topics",
 }
 
 if not TYPE_CHECKING:

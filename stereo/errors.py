@@ -43,3 +43,11 @@ class AppStartError(StereoError):
     """The app cannot start in this worker, and restarting will not help (an ASGI lifespan
     startup that failed, an ASGI app with nothing to listen on): a boot error, as a failed
     import is."""
+
+
+class SubscriberCutOff(StereoError):
+    """This topic subscription fell further behind than its limit and was cut off.
+
+    Raised by the subscription's iterator after every event received before the cut: what
+    follows is a gap the subscriber never sees silently. Subscribe again to go on (from now).
+    """

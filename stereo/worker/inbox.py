@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import trio
 
@@ -30,6 +31,17 @@ DEFAULT_MESSAGE_LIMIT = 65536
 CHECKPOINT_EVERY = 256
 
 
+class Subscriber(Protocol):
+    """What the inbox delivers to: a :class:`MessageStream`, or a topic subscription."""
+
+    _wakeup: trio.Event
+
+    @property
+    def full(self) -> bool: ...
+
+    def _push(self, batch: list[Message], size: int) -> None: ...
+
+
 class Inbox:
     """The worker's subscribers, and what the runtime drives: delivery, backpressure, the end."""
 
@@ -38,7 +50,7 @@ class Inbox:
     ) -> None:
         self.limit = limit
         self.max_bytes = max_bytes
-        self.streams: set[MessageStream] = set()
+        self.streams: set[Subscriber] = set()
         # Set whenever an iterator drains, so the hub reader can resume after backpressure.
         self.room = trio.Event()
         #: Why the hub connection ended; iterators and new subscriptions raise it.
