@@ -20,9 +20,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from ._spec import emit
+from ._spec import CHANNEL_ENV, emit
 
-CHANNEL_ENV = "STEREO_BENCH_CHANNEL"
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 

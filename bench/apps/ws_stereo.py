@@ -1,36 +1,31 @@
 """Stereo's fan-out leg: ``stereo run bench.apps.ws_stereo:app -w 4``, the workers joined by
-stereo's own broadcasts through the master."""
+stereo's topics (``stereo.publish`` / ``stereo.subscribe``) through the master.
+
+A stereo subscription that falls its ``limit`` of events behind is cut off (broadcaster's queues
+have no bound). The harness lifts the limit to the leg's message count
+(``$STEREO_BENCH_SUBSCRIBER_LIMIT``), as the relay legs lift ``--outbox-limit`` to the whole
+stream: a full-speed burst measures throughput, not this safety net.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+import os
+from contextlib import AbstractAsyncContextManager
 
-from stereo.worker.current import current_worker
+import stereo
+from stereo.worker.topics import DEFAULT_SUBSCRIBER_LIMIT, Subscription
 
+from ._spec import SUBSCRIBER_LIMIT_ENV
 from .ws_fanout import make_app
 
 
-class Event(NamedTuple):
-    channel: str
-    message: Any
+class StereoTopics:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.publish = stereo.publish
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[Subscription]:
+        return stereo.subscribe(channel, limit=self.limit)
 
 
-class WorkerTopics:
-    """``stereo.publish``/``stereo.subscribe``'s shape over ``current_worker()``'s broadcasts,
-    until the topic API lands on main (then the app takes the ``stereo`` module itself)."""
-
-    async def publish(self, channel: str, message: Any) -> None:
-        await current_worker().broadcast([channel, message])
-
-    @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[Event]]:
-        stream = current_worker().messages()
-        try:
-            yield (Event(*m.data) async for m in stream if m.data[0] == channel)
-        finally:
-            await stream.aclose()
-
-
-app = make_app(WorkerTopics())
+app = make_app(StereoTopics(int(os.environ.get(SUBSCRIBER_LIMIT_ENV, DEFAULT_SUBSCRIBER_LIMIT))))
