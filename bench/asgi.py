@@ -234,7 +234,7 @@ def run_fanout_round(server: str, plan: FanoutPlan) -> list[FanoutResult]:
                 broker = _redis_process() if server == BROADCASTER else None
                 for result in results:
                     _fanout_run(group, tree, broker, port, result, plan, Path(work))
-        except (LegFailed, OSError, RuntimeError, psutil.Error) as exc:
+        except (LegFailed, OSError, RuntimeError, ValueError, psutil.Error) as exc:
             for result in results:
                 if result.error is None and not result.deliveries:
                     result.error = str(exc)

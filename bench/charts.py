@@ -123,7 +123,7 @@ def _asgi(results: Results) -> Figure | None:
     fanout = [r for r in results.fanout if r.error is None]
     if not http and not fanout:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.8), layout="constrained")
     for ax, app in zip(axes[:2], ("raw ASGI", "FastAPI"), strict=True):
         rows = [r for r in http if r.app == app]
         ax.bar(range(len(rows)), [r.rps for r in rows], 0.6)
