@@ -31,15 +31,19 @@ async def test_a_subscription_takes_its_channel_only_in_order() -> None:
             (topic_event("chat", "one"), 1),
             ("plain broadcast", 2),
             (topic_event("other", "x"), 3),
-            (CBORTag(TOPIC_TAG, "not a pair"), 4),
-            (topic_event("chat", {"two": 2}), 5),
+            ([CBORTag(TOPIC_TAG, "chat")], 4),  # not a pair: not an event
+            ([CBORTag(TOPIC_TAG + 1, "chat"), "x"], 5),  # another tag
+            (topic_event("chat", {"two": [2]}), 6),
         ),
         100,
     )
     assert not inbox.full()  # a subscription never holds the hub reader back
     with trio.fail_after(5):
         assert await sub.__anext__() == Event("chat", "one", 1, 1)
-        assert await sub.__anext__() == Event("chat", {"two": 2}, 1, 5)
+        event = await sub.__anext__()
+        assert event == Event("chat", {"two": [2]}, 1, 6)
+        # As sent: plain (mutable) dicts and lists, as broadcast delivers them.
+        assert type(event.message) is dict and type(event.message["two"]) is list
     sub.close()
     with pytest.raises(StopAsyncIteration):
         await sub.__anext__()

@@ -39,11 +39,13 @@ class Lifespan:
         answer = await self._exchange("lifespan.startup")
         if answer is None:
             return
+        if answer.get("type") == "lifespan.startup.complete":
+            return
+        self._scope.cancel()  # the app is not going to serve: its lifespan task ends here
         if answer.get("type") == "lifespan.startup.failed":
             message = answer.get("message") or "(no message)"
             raise AppStartError(f"the app's lifespan startup failed: {message}")
-        if answer.get("type") != "lifespan.startup.complete":
-            raise AppStartError(f"the app answered lifespan.startup with {answer.get('type')!r}")
+        raise AppStartError(f"the app answered lifespan.startup with {answer.get('type')!r}")
 
     async def shutdown(self) -> None:
         """Tell the app, wait for its answer (shielded, bounded), then end the task."""

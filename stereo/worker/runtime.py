@@ -200,7 +200,8 @@ async def run_worker(hub_fd: int) -> int:
                     else:
                         ready()
                         await app(worker)
-                except AppStartError as exc:
+                except* AppStartError as group:
+                    exc = group.exceptions[0]
                     outbox.put(encode_map(Kind.BOOT_ERROR, {"reason": str(exc)}))
                     print(f"stereo worker: {exc}", file=sys.stderr)
                     with trio.move_on_after(FLUSH_TIMEOUT):

@@ -2,8 +2,8 @@
 ``async with stereo.subscribe(channel) as sub: async for event in sub``.
 
 Shaped like encode/broadcaster so its users feel at home, with stereo's guarantees: a topic
-event is one broadcast (a CBOR value tagged TOPIC_TAG holding ``[channel, message]``), so every
-subscriber of a channel, on every worker, sees that channel's events in the one hub order.
+event is one broadcast (``[channel tagged TOPIC_TAG, message]``), so every subscriber of a
+channel, on every worker, sees that channel's events in the one hub order.
 
 A subscription never holds back its worker: unlike a ``messages()`` iterator (whose backlog
 stops the worker reading, until the master cuts the whole worker off), a subscriber that falls
@@ -43,9 +43,13 @@ class Event(NamedTuple):
     seq: int  # the hub's sequence number: the one order across workers
 
 
-def topic_event(channel: str, message: Any) -> CBORTag:
-    """The broadcast value that carries ``message`` on ``channel``."""
-    return CBORTag(TOPIC_TAG, [channel, message])
+def topic_event(channel: str, message: Any) -> list[Any]:
+    """The broadcast value that carries ``message`` on ``channel``.
+
+    Only the channel is tagged: cbor2 decodes whatever a tag encloses as immutable (tuples,
+    frozen dicts), and the message must reach subscribers as the lists and dicts it was sent as.
+    """
+    return [CBORTag(TOPIC_TAG, channel), message]
 
 
 async def publish(channel: str, message: Any) -> None:
@@ -103,16 +107,16 @@ class Subscription(AsyncIterator[Event]):
         for message in batch:
             data = message.data
             if (
-                type(data) is CBORTag
-                and data.tag == TOPIC_TAG
-                and type(data.value) in (list, tuple)  # cbor2 decodes a tagged array as a tuple
-                and len(data.value) == 2
-                and data.value[0] == channel
+                type(data) is list
+                and len(data) == 2
+                and type(tag := data[0]) is CBORTag
+                and tag.tag == TOPIC_TAG
+                and tag.value == channel
             ):
                 if len(queue) >= self.limit:
                     self._cut_off = True
                     break
-                queue.append(Event(channel, data.value[1], message.sender, message.seq))
+                queue.append(Event(channel, data[1], message.sender, message.seq))
         self._wakeup.set()
 
     def __aiter__(self) -> Subscription:
