@@ -101,42 +101,46 @@ class KeepAliveLoad(LoadGenerator):
     async def _client(self) -> None:
         stream: trio.SocketStream | None = None
         buffer = b""
-        while True:
-            try:
-                with trio.fail_after(self.timeout):
-                    reused = stream is not None
-                    if stream is None:
-                        stream = await trio.open_tcp_stream(self.host, self.port)
-                        buffer = b""
-                    await stream.send_all(self.request)
-                    head, body, buffer, close = await _read_response(stream, buffer)
-                    if head is None:
-                        if not reused:
-                            raise ValueError("connection closed before an answer")
-                        self.retried += 1
+        try:
+            while True:
+                try:
+                    with trio.fail_after(self.timeout):
+                        reused = stream is not None
+                        if stream is None:
+                            stream = await trio.open_tcp_stream(self.host, self.port)
+                            buffer = b""
+                        await stream.send_all(self.request)
+                        head, body, buffer, close = await _read_response(stream, buffer)
+                        if head is None:
+                            if not reused:
+                                raise ValueError("connection closed before an answer")
+                            self.retried += 1
+                            await stream.aclose()
+                            stream = None
+                            continue
+                        self.reused += reused
+                        if not head.startswith(b"HTTP/1.1 200 OK\r\n"):
+                            raise ValueError(f"bad response: {head[:80]!r}")
+                        if close:
+                            await stream.aclose()
+                            stream = None
+                except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
+                    self.failed_by_phase[self.phase] += 1
+                    self.failures.append((self.phase, f"{type(exc).__name__}: {exc}"))
+                    if stream is not None:
                         await stream.aclose()
-                        stream = None
-                        continue
-                    self.reused += reused
-                    if not head.startswith(b"HTTP/1.1 200 OK\r\n"):
-                        raise ValueError(f"bad response: {head[:80]!r}")
-                    if close:
-                        await stream.aclose()
-                        stream = None
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
-                self.failed_by_phase[self.phase] += 1
-                self.failures.append((self.phase, f"{type(exc).__name__}: {exc}"))
-                if stream is not None:
-                    await stream.aclose()
-                stream = None
-            else:
-                self.ok += 1
-                self.ok_by_phase[self.phase] += 1
-                text = body.decode().strip()
-                self.bodies[text] += 1
-                self.last_bodies = [*self.last_bodies[-(4 * self.clients) :], text]
-            self._progress.set()
-            self._progress = trio.Event()
+                    stream = None
+                else:
+                    self.ok += 1
+                    self.ok_by_phase[self.phase] += 1
+                    text = body.decode().strip()
+                    self.bodies[text] += 1
+                    self.last_bodies = [*self.last_bodies[-(4 * self.clients) :], text]
+                self._progress.set()
+                self._progress = trio.Event()
+        finally:
+            if stream is not None:  # stopped (cancelled) with a connection open
+                await stream.aclose()
 
 
 async def _read_response(

@@ -91,10 +91,18 @@ def make_scope(
     server: Address | None,
 ) -> dict[str, Any]:
     """The scope for one request (``kind`` "http") or one WebSocket session ("websocket")."""
-    raw_path, query = split_target(head.target)
-    scheme, client = apply_proxy_headers(
-        head.headers, "http" if kind == "http" else "ws", client, settings
-    )
+    target = head.target
+    if target[:1] == b"/":  # origin-form, nearly every request: split_target's fast path
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
+    scheme = "http" if kind == "http" else "ws"
+    if settings.proxy_headers and client is not None:
+        scheme, client = apply_proxy_headers(head.headers, scheme, client, settings)
+    if b"%" not in raw_path and raw_path.isascii():
+        path = raw_path.decode("ascii")
+    else:
+        path = decode_path(raw_path)
     root_path = settings.root_path
     scope: dict[str, Any] = {
         "type": kind,
@@ -102,7 +110,7 @@ def make_scope(
         "http_version": head.http_version,
         "scheme": scheme,
         # As uvicorn and Starlette read it: path and raw_path include root_path.
-        "path": root_path + decode_path(raw_path),
+        "path": root_path + path if root_path else path,
         "raw_path": root_path.encode() + raw_path if root_path else raw_path,
         "query_string": query,
         "root_path": root_path,
