@@ -24,6 +24,7 @@ def write_charts(results: Results, out: Path) -> list[Path]:
         ("relay_by_payload.png", _by_payload),
         ("latency.png", _latency),
         ("serving.png", _serving),
+        ("asgi.png", _asgi),
     ):
         fig = draw(results)
         if fig is None:
@@ -113,4 +114,37 @@ def _serving(results: Results) -> Figure | None:
     ax.set_ylabel("requests / s (split by the worker that served them)")
     ax.set_title(f"HTTP keep-alive serving, 64 connections ({rows[0].tool})")
     ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _asgi(results: Results) -> Figure | None:
+    """Req/s of each "hello" leg, the fan-out's deliveries/s and its paced latency."""
+    http = [r for r in results.asgi if r.error is None]
+    fanout = [r for r in results.fanout if r.error is None]
+    if not http and not fanout:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.8), layout="constrained")
+    for ax, app in zip(axes[:2], ("raw ASGI", "FastAPI"), strict=True):
+        rows = [r for r in http if r.app == app]
+        ax.bar(range(len(rows)), [r.rps for r in rows], 0.6)
+        ax.set_xticks(range(len(rows)), [r.server for r in rows], rotation=30, ha="right")
+        ax.set_ylabel("requests / s")
+        ax.set_title(f'{app} "hello", one worker')
+    burst = [r for r in fanout if r.mode == "burst"]
+    axes[2].bar(range(len(burst)), [r.rate for r in burst], 0.6)
+    axes[2].set_xticks(range(len(burst)), [r.server for r in burst], rotation=30, ha="right")
+    axes[2].set_ylabel("deliveries / s")
+    axes[2].set_title("WebSocket fan-out, full speed")
+    paced = [r for r in fanout if r.mode == "paced" and r.p50_us is not None]
+    width = 0.35
+    for i, (label, key) in enumerate((("p50", "p50_us"), ("p99", "p99_us"))):
+        xs = [j + (i - 0.5) * width for j in range(len(paced))]
+        axes[3].bar(xs, [getattr(r, key) for r in paced], width, label=label)
+    axes[3].set_xticks(range(len(paced)), [r.server for r in paced], rotation=30, ha="right")
+    axes[3].set_yscale("log")
+    axes[3].set_ylabel("send -> receipt, µs")
+    axes[3].set_title(f"Fan-out latency at {results.plan.get('fanout_rate', '?')} msg/s")
+    axes[3].legend()
+    for ax in axes:
+        ax.grid(True, axis="y", alpha=0.3)
     return fig

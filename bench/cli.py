@@ -11,24 +11,25 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from . import floor, machine
+from .asgi import run_asgi
 from .costs import run_costs
-from .load import tool_name
+from .load import WRK_MISSING, tool_name
 from .peers import Peer, all_peers
 from .peers.stereo_peer import installation
 from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
 from .relay import run_leg
 from .report import render, size
-from .results import BASELINE, RelayResult, Results, ServingResult
+from .results import BASELINE, RelayResult, Results, ServingResult, median_round
 from .serving import run_serving_leg
 
-WORKLOADS = ("relay", "latency", "serving", "costs")
+WORKLOADS = ("relay", "latency", "serving", "costs", "asgi")
 # Not a tracked path: a run overwrites the results, tables and charts in its output directory.
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -57,7 +58,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=5,
-        help="rounds of the relay, latency and serving legs, taken in turns by the peers;"
+        help="rounds of the relay, latency, serving and asgi legs, taken in turns by the peers;"
         " the tables show each one's median round (default: 5)",
     )
     parser.add_argument(
@@ -94,6 +95,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.only) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    # Before anything runs: the asgi legs compare servers at rates only wrk reaches.
+    if "asgi" in args.only and args.from_json is None and shutil.which("wrk") is None:
+        parser.error(WRK_MISSING)
     return args
 
 
@@ -172,22 +176,14 @@ def _run_relay_and_latency(
                 results.latency.append(_median_latency(latency[peer.name]))
 
 
-Row = TypeVar("Row")
-
-
-def _median_round(rows: list[Row], key: Callable[[Row], float]) -> Row:
-    """The round whose ``key`` is the median (its other figures come with it)."""
-    return sorted(rows, key=key)[len(rows) // 2]
-
-
 def _median(rows: list[RelayResult]) -> RelayResult:
     """The run with the median rate; a failed run counts as the slowest."""
-    return _median_round(rows, lambda row: row.rate if row.ok else -1.0)
+    return median_round(rows, lambda row: row.rate if row.ok else -1.0)
 
 
 def _median_latency(rows: list[RelayResult]) -> RelayResult:
     """The run with the median p50 (its p99 and max come with it); a failed run is the worst."""
-    return _median_round(rows, lambda row: row.p50_us if row.ok and row.p50_us else float("inf"))
+    return median_round(rows, lambda row: row.p50_us if row.ok and row.p50_us else float("inf"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,11 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rounds[workers, reuse_port].append(row)
             for leg in plan.serving_legs:
                 results.serving.append(
-                    _median_round(rounds[leg], lambda r: r.rps if r.error is None else -1.0)
+                    median_round(rounds[leg], lambda r: r.rps if r.error is None else -1.0)
                 )
         if "costs" in args.only and stereo_ok:
             _progress("costs")
             results.costs = run_costs(plan.idle_seconds, plan.kills)
+        if "asgi" in args.only:
+            results.asgi, results.fanout = run_asgi(
+                plan, max(1, args.repeat), _progress, partial(_loud, results)
+            )
         results.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if (note := machine.busy_note()) is not None:
             _loud(results, f"at the end of the run, {note}")

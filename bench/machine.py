@@ -39,6 +39,20 @@ def busy_note() -> str | None:
     return None
 
 
+# The asgi workload's peers and the libraries its apps and load generator run on.
+ASGI_DISTS = (
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "h11",
+    "hypercorn",
+    "fastapi",
+    "starlette",
+    "broadcaster",
+    "wsproto",
+)
+
+
 def describe() -> dict[str, str]:
     lscpu = _run(["lscpu"])
     model = re.search(r"Model name:\s*(.+)", lscpu)
@@ -56,6 +70,7 @@ def describe() -> dict[str, str]:
         "pyzmq": _version("pyzmq"),
         "redis-py": _version("redis"),
         "hiredis": _version("hiredis"),
+        **{name: _version(name) for name in ASGI_DISTS},
         "node": _run(["node", "--version"]),
         "redis-server": _run(["redis-server", "--version"]).split(" sha=")[0],
         "wrk": _run(["wrk", "--version"]).splitlines()[0]

@@ -36,6 +36,21 @@ class Plan:
     serving_seconds: float
     idle_seconds: float
     kills: int
+    # asgi: wrk's connections and seconds per HTTP leg (after an unrecorded warm-up), and the
+    # WebSocket fan-out's messages at full speed, then at a fixed rate for some seconds
+    asgi_connections: int
+    asgi_seconds: int  # wrk takes whole seconds
+    asgi_warmup: int
+    fanout_workers: int
+    fanout_receivers: int
+    fanout_count: int
+    fanout_rate: int
+    fanout_seconds: int
+    fanout_timeout: float
+
+    @property
+    def fanout_paced_count(self) -> int:
+        return self.fanout_rate * self.fanout_seconds
 
     @property
     def latency_count(self) -> int:
@@ -71,6 +86,15 @@ FULL = Plan(
     serving_seconds=10,
     idle_seconds=10,
     kills=8,
+    asgi_connections=64,
+    asgi_seconds=5,
+    asgi_warmup=1,
+    fanout_workers=4,
+    fanout_receivers=8,
+    fanout_count=20_000,
+    fanout_rate=500,
+    fanout_seconds=5,
+    fanout_timeout=60,
 )
 
 QUICK = Plan(
@@ -83,4 +107,13 @@ QUICK = Plan(
     serving_seconds=2,
     idle_seconds=2,
     kills=2,
+    asgi_connections=64,
+    asgi_seconds=1,
+    asgi_warmup=1,
+    fanout_workers=4,
+    fanout_receivers=8,
+    fanout_count=1_000,
+    fanout_rate=500,
+    fanout_seconds=1,
+    fanout_timeout=30,
 )

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import psutil
+
 MARKER = re.compile(r"@bench (\w+)((?: \w+=\S*)*)")
 TERM_GRACE = 10.0
 # The directory that holds the ``bench`` package: the checkout's root.
@@ -40,6 +42,18 @@ def suite_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     out = dict(os.environ if env is None else env)
     out["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, out.get("PYTHONPATH")) if p)
     return out
+
+
+def tree_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 class LegFailed(Exception):

@@ -11,7 +11,7 @@ import operator
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from .results import BASELINE, RelayResult, Results, ServingResult
+from .results import BASELINE, AsgiHttpResult, FanoutResult, RelayResult, Results, ServingResult
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -283,6 +283,174 @@ def targets_table(results: Results) -> str:
     return _table(["target (issue 5)", "this run", "verdict"], rows)
 
 
+# The asgi workload's servers, as bench/asgi.py names them (not imported: rendering a saved
+# JSON must not need the servers' packages).
+STEREO = "stereo"
+UVICORN_FAST = "uvicorn httptools+uvloop"
+HYPERCORN_TRIO = "hypercorn trio"
+BROADCASTER = "uvicorn + broadcaster"
+GENERATOR_BUSY = 0.8  # cores
+
+
+def _us(x: float | None) -> str:
+    return f"{x:,.0f}" if x is not None else "-"
+
+
+def _http_row(results: Results, app: str, server: str) -> AsgiHttpResult | None:
+    return next(
+        (r for r in results.asgi if (r.app, r.server) == (app, server) and r.error is None), None
+    )
+
+
+def asgi_http_table(results: Results) -> str:
+    """One row per (app, server): the stereo / server ratio is stereo's rate over the row's."""
+    out = []
+    for r in results.asgi:
+        if r.error is not None:
+            out.append([r.app, r.server, f"failed: {r.error[:120]}", "", "", "", "", "", ""])
+            continue
+        stereo = _http_row(results, r.app, STEREO)
+        out.append(
+            [
+                r.app,
+                r.server,
+                f"{r.rps:,.0f}",
+                _ratio(stereo.rps, r.rps) if stereo is not None and r is not stereo else "-",
+                _us(r.p50_us),
+                _us(r.p99_us),
+                f"{r.cpu_per_request_us:.0f}" if r.cpu_per_request_us else "-",
+                _cores(r.load_cpu_s / r.seconds if r.seconds else 0.0),
+                r.errors or "none",
+            ]
+        )
+    header = ["app", "server", "req/s", "stereo/server", "p50 µs", "p99 µs"]
+    header += ["server CPU µs/req", "wrk CPU", "errors"]
+    return _table(header, out)
+
+
+def _loss(r: FanoutResult) -> str:
+    text = f"{r.deliveries:,}/{r.expected:,}"
+    if r.lost:
+        text += f" (**{r.lost:,} lost**)"
+    if r.duplicates:
+        text += f" ({r.duplicates:,} duplicates)"
+    return text
+
+
+def fanout_table(results: Results) -> str:
+    bursts = {r.server: r for r in results.fanout if r.mode == "burst"}
+    paced = {r.server: r for r in results.fanout if r.mode == "paced"}
+    out = []
+    for server in dict.fromkeys(r.server for r in results.fanout):
+        b, p = bursts.get(server), paced.get(server)
+        row = [server]
+        if b is None or b.error is not None:
+            row += [f"failed: {b.error[:120]}" if b and b.error else "-", "", "", "", ""]
+        else:
+            cpu = b.cpu_per_delivery_us
+            broker = (
+                f" (redis {1e6 * b.broker_cpu_s / b.deliveries:.1f})"
+                if b.broker_cpu_s is not None and b.deliveries
+                else ""
+            )
+            row += [
+                f"{b.rate:,.0f}",
+                _loss(b),
+                f"{cpu:.1f}{broker}" if cpu is not None else "-",
+                _cores(b.load_cpu_s / b.wall_s if b.wall_s else 0.0),
+                " ".join(str(n) for n in sorted(b.spread.values())) + f" ({b.connections} conns)",
+            ]
+        if p is None or p.error is not None:
+            row += [f"failed: {p.error[:120]}" if p and p.error else "-", ""]
+        else:
+            row += [f"{_us(p.p50_us)} / {_us(p.p99_us)} / {_us(p.max_us)}", _loss(p)]
+        out.append(row)
+    header = ["server", "deliveries/s", "burst received", "server CPU µs/delivery"]
+    header += ["generator CPU", "receivers per worker", "paced p50 / p99 / max µs"]
+    header += ["paced received"]
+    return _table(header, out)
+
+
+def asgi_targets_table(results: Results) -> str:
+    """The asgi workload's targets, PASS / MISS / n.a. (ratios stereo / peer)."""
+    rows: list[list[str]] = []
+
+    def check(name: str, ratio: float | None, ok: Callable[[float], bool] | None) -> None:
+        if ratio is None:
+            rows.append([name, "-", "n.a."])
+        else:
+            verdict = "-" if ok is None else ("PASS" if ok(ratio) else "MISS")
+            rows.append([name, f"{ratio:.2f}x", verdict])
+
+    def http_ratio(app: str, peer: str) -> float | None:
+        mine, theirs = _http_row(results, app, STEREO), _http_row(results, app, peer)
+        return mine.rps / theirs.rps if mine and theirs and theirs.rps else None
+
+    check(
+        "raw ASGI req/s >= 1.0x uvicorn httptools+uvloop",
+        http_ratio("raw ASGI", UVICORN_FAST),
+        partial(operator.le, 1.0),
+    )
+    check(
+        "FastAPI req/s >= 3x hypercorn trio",
+        http_ratio("FastAPI", HYPERCORN_TRIO),
+        partial(operator.le, 3.0),
+    )
+    check(
+        "FastAPI req/s vs uvicorn httptools+uvloop (reported)",
+        http_ratio("FastAPI", UVICORN_FAST),
+        None,
+    )
+
+    def fanout(server: str, mode: str) -> FanoutResult | None:
+        return next(
+            (r for r in results.fanout if (r.server, r.mode) == (server, mode) and r.ok), None
+        )
+
+    sb, pb = fanout(STEREO, "burst"), fanout(BROADCASTER, "burst")
+    check(
+        "fan-out deliveries/s >= 2x uvicorn + broadcaster",
+        sb.rate / pb.rate if sb and pb and pb.rate else None,
+        partial(operator.le, 2.0),
+    )
+    scpu = sb.cpu_per_delivery_us if sb else None
+    pcpu = pb.cpu_per_delivery_us if pb else None
+    check(
+        "fan-out CPU per delivery <= 0.5x (peer: uvicorn + redis-server)",
+        scpu / pcpu if scpu and pcpu else None,
+        partial(operator.ge, 0.5),
+    )
+    sp, pp = fanout(STEREO, "paced"), fanout(BROADCASTER, "paced")
+    check(
+        "fan-out p99 at 500 msg/s lower (< 1.0x)",
+        sp.p99_us / pp.p99_us if sp and pp and sp.p99_us and pp.p99_us else None,
+        partial(operator.gt, 1.0),
+    )
+    # One Python process; on two shared cores it competes with the server, and near a full
+    # core it would be what sets the rate rather than the server.
+    share = sb.load_cpu_s / sb.wall_s if sb and sb.wall_s else None
+    rows.append(
+        [
+            "fan-out generator not the bottleneck (< 0.8 core during stereo's burst)",
+            f"{share:.2f} cores" if share is not None else "-",
+            "n.a." if share is None else ("PASS" if share < GENERATOR_BUSY else "MISS"),
+        ]
+    )
+    lossy = [
+        f"{r.server} {r.mode}: {r.lost} lost"
+        for r in results.fanout
+        if r.error is None and (r.lost or r.duplicates)
+    ]
+    rows.append(
+        [
+            "fan-out: every message at every receiver, both servers",
+            "; ".join(lossy) or "no loss",
+            "MISS" if lossy else "PASS",
+        ]
+    )
+    return _table(["target (asgi)", "stereo / peer", "verdict"], rows)
+
+
 def render(results: Results) -> str:
     """Every table, as Markdown, with the loud notes first."""
     parts = []
@@ -333,5 +501,24 @@ def render(results: Results) -> str:
         parts.append(f"### Shared-socket serving ({tool})\n\n" + serving_table(results))
     if results.costs is not None:
         parts.append("### Costs\n\n" + costs_table(results))
-    parts.append("### Targets\n\n" + targets_table(results))
+    if results.asgi:
+        tool = "wrk -t1, keep-alive, 64 connections"
+        parts.append(
+            f'### ASGI "hello", one worker ({tool})\n\n'
+            "stereo/server > 1: stereo serves more requests a second.\n\n"
+            + asgi_http_table(results)
+        )
+    if results.fanout:
+        f0 = results.fanout[0]
+        paced = next((r for r in results.fanout if r.mode == "paced"), f0)
+        parts.append(
+            f"### WebSocket fan-out, {f0.workers} workers, {f0.receivers} receivers\n\n"
+            f"One sender; {f0.count:,} messages at full speed (deliveries/s, CPU), then"
+            f" {paced.count:,} paced (latency, send to receipt). Server CPU covers the master and"
+            " workers, or uvicorn's processes plus redis-server's.\n\n" + fanout_table(results)
+        )
+    if results.asgi or results.fanout:
+        parts.append("### ASGI targets\n\n" + asgi_targets_table(results))
+    if results.relay or results.latency or results.serving or results.costs:
+        parts.append("### Targets\n\n" + targets_table(results))
     return "\n\n".join(parts) + "\n"

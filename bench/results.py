@@ -7,9 +7,10 @@ re-rendered from its JSON without being repeated (``--from-json``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # The peer name of ``--baseline``: another stereo installation, compared with this checkout's.
 BASELINE = "stereo-baseline"
@@ -77,6 +78,71 @@ class ServingResult:
 
 
 @dataclass
+class AsgiHttpResult:
+    """One server serving one "hello" app with one worker, driven by wrk (bench/asgi.py)."""
+
+    app: str  # "raw ASGI" or "FastAPI"
+    server: str  # "stereo", "uvicorn httptools+uvloop", "hypercorn trio", ...
+    rps: float = 0.0
+    requests: int = 0
+    seconds: float = 0.0
+    p50_us: float | None = None
+    p99_us: float | None = None
+    server_cpu_s: float = 0.0  # the server's process tree over the measured run
+    load_cpu_s: float = 0.0  # wrk's
+    errors: str | None = None  # wrk's socket error and non-2xx lines
+    error: str | None = None  # the leg failed (no figures, or answers that were not 200)
+
+    @property
+    def cpu_per_request_us(self) -> float | None:
+        return 1e6 * self.server_cpu_s / self.requests if self.requests else None
+
+
+@dataclass
+class FanoutResult:
+    """One WebSocket fan-out run: ``burst`` (full speed) or ``paced`` (fixed rate)."""
+
+    server: str  # "stereo" or "uvicorn + broadcaster"
+    mode: str
+    workers: int
+    receivers: int
+    count: int  # messages sent
+    deliveries: int = 0  # distinct messages received, summed over the receivers
+    duplicates: int = 0
+    wall_s: float = 0.0  # first send to last receipt
+    server_cpu_s: float = 0.0  # master and workers (stereo), or uvicorn's processes
+    broker_cpu_s: float | None = None  # redis-server's, for the broadcaster peer
+    load_cpu_s: float = 0.0  # the load generator's own, over the same span
+    p50_us: float | None = None
+    p99_us: float | None = None
+    max_us: float | None = None
+    spread: dict[str, int] = field(default_factory=dict)  # receivers per server pid
+    connections: int = 0  # receiver connections opened to reach that spread
+    error: str | None = None
+
+    @property
+    def expected(self) -> int:
+        return self.count * self.receivers
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.deliveries
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def cpu_per_delivery_us(self) -> float | None:
+        total = self.server_cpu_s + (self.broker_cpu_s or 0.0)
+        return 1e6 * total / self.deliveries if self.deliveries else None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.lost == 0 and self.duplicates == 0
+
+
+@dataclass
 class CostResult:
     idle_seconds: float = 0.0
     idle_cpu_pct: float | None = None
@@ -108,6 +174,8 @@ class Results:
     serving: list[ServingResult] = field(default_factory=list)
     costs: CostResult | None = None
     floor: list[HopFloor] = field(default_factory=list)
+    asgi: list[AsgiHttpResult] = field(default_factory=list)
+    fanout: list[FanoutResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
 
     def save(self, path: Path) -> None:
@@ -138,6 +206,8 @@ class Results:
             serving=[ServingResult(**r) for r in data["serving"]],
             costs=CostResult(**costs) if costs else None,
             floor=[HopFloor(**f) for f in data.get("floor", [])],
+            asgi=[AsgiHttpResult(**r) for r in data.get("asgi", [])],
+            fanout=[FanoutResult(**r) for r in data.get("fanout", [])],
             skipped=data["skipped"],
         )
 
@@ -148,6 +218,14 @@ def percentile(sorted_values: list[int], q: float) -> int:
         raise ValueError("no values")
     rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
     return sorted_values[int(rank) - 1]
+
+
+Row = TypeVar("Row")
+
+
+def median_round(rows: list[Row], key: Callable[[Row], float]) -> Row:
+    """The round whose ``key`` is the median (its other figures come with it)."""
+    return sorted(rows, key=key)[len(rows) // 2]
 
 
 def median(values: list[float]) -> float:

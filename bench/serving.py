@@ -19,7 +19,7 @@ import psutil
 from .apps.http_handler import DIR_ENV
 from .load import drive
 from .peers.stereo_peer import stereo_command, stereo_run
-from .procs import Group, LegFailed, suite_env
+from .procs import Group, LegFailed, suite_env, tree_cpu_s
 from .results import ServingResult
 
 STARTUP_TIMEOUT = 60.0
@@ -59,9 +59,9 @@ def run_serving_leg(
                 group.spawn(argv, name=leg, env=env, pass_fds=[] if reuse_port else [fd])
                 group.wait("ready", max(workers, 1), STARTUP_TIMEOUT)
                 server = psutil.Process(group.procs[-1].pid)
-                cpu_before = _tree_cpu_s(server)
+                cpu_before = tree_cpu_s(server)
                 load = drive(port, connections, seconds)
-                result.server_cpu_s = _tree_cpu_s(server) - cpu_before
+                result.server_cpu_s = tree_cpu_s(server) - cpu_before
             result.tool, result.rps, result.errors = load.tool, load.rps, load.errors
             result.seconds, result.load_cpu_s = seconds, load.cpu_s
         except (LegFailed, OSError, RuntimeError, psutil.Error) as exc:
@@ -72,18 +72,6 @@ def run_serving_leg(
             data = json.loads(path.read_text())
             result.requests[str(data["id"])] = int(data["requests"])
     return result
-
-
-def _tree_cpu_s(process: psutil.Process) -> float:
-    """CPU seconds (user + system) used so far by a process and its live descendants."""
-    total = 0.0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def _port_holder(reuse_port: bool) -> socket.socket:

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from bench.load import parse_wrk
 from bench.report import render, serving_ceiling, targets_table
-from bench.results import BASELINE, RelayResult, Results, ServingResult
+from bench.results import (
+    BASELINE,
+    AsgiHttpResult,
+    FanoutResult,
+    RelayResult,
+    Results,
+    ServingResult,
+)
+from bench.wsload import OP_BINARY, OP_PING, OP_TEXT, FrameError, Tally, data_message, parse_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +110,145 @@ def test_the_committed_results_still_load_and_render(path: Path) -> None:
     tables = render(results)
     assert "### Targets" in tables
     assert results.relay or results.serving
+
+
+WRK_OUTPUT = """\
+Running 5s test @ http://127.0.0.1:8000/
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.95ms  412.55us  12.10ms   91.20%
+    Req/Sec    21.80k   800.00     22.90k    84.00%
+  Latency Distribution
+     50%    2.87ms
+     75%    3.01ms
+     90%  850.00us
+     99%    1.02s
+  108512 requests in 5.00s, 13.66MB read
+  Socket errors: connect 0, read 0, write 0, timeout 3
+  Non-2xx or 3xx responses: 12
+Requests/sec:  21700.41
+Transfer/sec:      2.73MB
+"""
+
+
+def test_wrk_report_gives_rate_count_percentiles_in_microseconds_and_errors() -> None:
+    report = parse_wrk(WRK_OUTPUT)
+    assert report.rps == pytest.approx(21700.41)
+    assert (report.requests, report.seconds) == (108512, 5.0)
+    assert report.p50_us == pytest.approx(2870.0)
+    assert report.p99_us == pytest.approx(1.02e6)
+    assert report.non_2xx == 12
+    assert report.errors == (
+        "Socket errors: connect 0, read 0, write 0, timeout 3; Non-2xx or 3xx responses: 12"
+    )
+
+
+def test_wrk_report_without_latency_or_errors_and_garbage() -> None:
+    plain = "\n".join(
+        line
+        for line in WRK_OUTPUT.splitlines()
+        if not line.lstrip().startswith(("Socket", "Non-2xx", "50%", "99%"))
+    )
+    report = parse_wrk(plain)
+    assert (report.p50_us, report.p99_us, report.errors, report.non_2xx) == (None, None, None, 0)
+    with pytest.raises(RuntimeError, match="cannot read wrk"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def test_server_frames_split_whole_and_a_partial_one_is_left_for_later() -> None:
+    big, huge = b"b" * 300, b"h" * 70_000
+    stream = frame(OP_TEXT, b"d 0 1 x") + frame(OP_PING, b"") + frame(OP_TEXT, big)
+    stream += frame(OP_BINARY, huge)
+    frames, used = parse_frames(stream)
+    assert frames == [(OP_TEXT, b"d 0 1 x"), (OP_PING, b""), (OP_TEXT, big), (2, huge)]
+    assert used == len(stream)
+    # Cut anywhere inside the last frame (its length field included): it waits for more bytes.
+    for cut in (1, 3, 9, 500):
+        frames, used = parse_frames(stream[: len(stream) - len(huge) - 10 + cut])
+        assert len(frames) == 3
+        assert used == len(stream) - len(huge) - 10
+
+
+def test_masked_or_fragmented_server_frames_are_refused() -> None:
+    with pytest.raises(FrameError, match="masked"):
+        parse_frames(bytes([0x81, 0x80 | 1]) + b"mask" + b"x")
+    with pytest.raises(FrameError, match="fragmented"):
+        parse_frames(bytes([OP_TEXT, 1]) + b"x")  # FIN clear
+
+
+def test_a_tally_counts_each_sequence_number_once_and_the_rest_as_lost() -> None:
+    tally = Tally(4)
+    for seq in (0, 2, 2):
+        tally.add(data_message(seq, 1_000).encode(), 4_000, keep_delay=True)
+    assert len(data_message(3, 1_000)) == 64
+    assert (tally.received, tally.duplicates, tally.lost) == (2, 1, 2)
+    assert tally.delays_ns == [3_000, 3_000]
+
+
+def asgi_results() -> Results:
+    results = Results(machine={"cpus": "2"}, plan={"fanout_rate": 500})
+
+    def http(app: str, server: str, rps: float) -> AsgiHttpResult:
+        return AsgiHttpResult(
+            app, server, rps, int(rps * 5), 5.0, 1000.0, 3000.0, 5.0 * 0.9, 5.0 * 0.3
+        )
+
+    results.asgi = [
+        http("raw ASGI", "stereo", 22_000),
+        http("raw ASGI", "uvicorn httptools+uvloop", 20_000),
+        http("FastAPI", "stereo", 6_000),
+        http("FastAPI", "hypercorn trio", 1_500),
+        http("FastAPI", "uvicorn httptools+uvloop", 5_000),
+    ]
+
+    def fanout(server: str, mode: str, rate: float, cpu_s: float, p99: float) -> FanoutResult:
+        count = 20_000 if mode == "burst" else 2_500
+        row = FanoutResult(server, mode, 4, 8, count, deliveries=8 * count)
+        row.wall_s = 8 * count / rate
+        row.server_cpu_s = cpu_s
+        row.p50_us, row.p99_us, row.max_us = p99 / 4, p99, 2 * p99
+        return row
+
+    results.fanout = [
+        fanout("stereo", "burst", 60_000, 3.2, 0),  # 20 µs a delivery
+        fanout("uvicorn + broadcaster", "burst", 20_000, 9.6, 0),  # 60 µs
+        fanout("stereo", "paced", 4_000, 1.0, 900),
+        fanout("uvicorn + broadcaster", "paced", 4_000, 2.0, 8_000),
+    ]
+    return results
+
+
+def test_asgi_targets_from_a_saved_run(tmp_path: Path) -> None:
+    results = asgi_results()
+    results.fanout[0].load_cpu_s = 0.4 * results.fanout[0].wall_s
+    results.fanout[3].deliveries -= 5  # the peer lost 5 messages at 500 msg/s
+    results.save(tmp_path / "results.json")
+    tables = render(Results.load(tmp_path / "results.json"))
+    assert "| raw ASGI req/s >= 1.0x uvicorn httptools+uvloop | 1.10x | PASS |" in tables
+    assert "| FastAPI req/s >= 3x hypercorn trio | 4.00x | PASS |" in tables
+    assert "| FastAPI req/s vs uvicorn httptools+uvloop (reported) | 1.20x | - |" in tables
+    assert "| fan-out deliveries/s >= 2x uvicorn + broadcaster | 3.00x | PASS |" in tables
+    assert "| fan-out CPU per delivery <= 0.5x (peer: uvicorn + redis-server) | 0.33x | PASS |" in (
+        tables
+    )
+    assert (
+        "| fan-out generator not the bottleneck (< 0.8 core during stereo's burst) | 0.40 cores"
+        " | PASS |" in tables
+    )
+    # The peer's paced run lost messages: no p99 ratio from it, and the loss is a MISS.
+    assert "| fan-out p99 at 500 msg/s lower (< 1.0x) | - | n.a. |" in tables
+    assert "uvicorn + broadcaster paced: 5 lost | MISS |" in tables
+    assert "19,995/20,000 (**5 lost**)" in tables
+    # Issue 5's targets are not rendered for a run of the asgi workload alone.
+    assert "### Targets" not in tables

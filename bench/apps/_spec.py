@@ -24,6 +24,9 @@ from typing import Any, Literal
 
 SPEC_ENV = "STEREO_BENCH_SPEC"
 ID_ENV = "STEREO_BENCH_ID"  # set by the harness for peers that have no worker ids of their own
+# The asgi workload's fan-out apps: the run's channel, and stereo's subscriber limit for the leg.
+CHANNEL_ENV = "STEREO_BENCH_CHANNEL"
+SUBSCRIBER_LIMIT_ENV = "STEREO_BENCH_SUBSCRIBER_LIMIT"
 
 Mode = Literal["relay", "latency"]
 
