@@ -40,12 +40,14 @@ class HttptoolsParser:
         self._events: deque[Event] = deque()
         self._error: RequestError | None = None
         self._stopped = False  # an error, an upgrade or a last request: ignore the rest
-        # The request being read.
+        # The request being read (reset by _next_message: llhttp's on_message_begin would be
+        # one more call per request).
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._counted = 0  # canonical head bytes seen so far (url and complete headers)
-        self._in_head = False
-        self._raw_head = 0  # bytes fed since the head began, not counting the feed it began in
+        self._in_head = True
+        self._raw_head = 0  # bytes fed while a head was incomplete, but the feed it began in
+        self._next_message()
         self._keep_alive = True
         self._websocket: RequestHead | None = None
         self._chunked = False
@@ -83,13 +85,6 @@ class HttptoolsParser:
         return NEED_DATA
 
     # -- llhttp's callbacks
-
-    def on_message_begin(self) -> None:
-        self._target = b""
-        self._headers = []
-        self._counted = 14  # what the request line and the final CRLF add, but the target
-        self._in_head = True
-        self._raw_head = 0
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -140,6 +135,14 @@ class HttptoolsParser:
         if not self._keep_alive:
             self._stopped = True
             raise _Stop  # llhttp would read on; what follows a last request is not ours
+        self._next_message()
+
+    def _next_message(self) -> None:
+        self._target = b""
+        self._headers = []
+        self._counted = 14  # what the request line and the final CRLF add, but the target
+        self._in_head = True
+        self._raw_head = 0
 
     # -- the rest
 

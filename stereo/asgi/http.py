@@ -142,8 +142,7 @@ class _HttpConnection:
                             return  # the client closed: nothing left to read, none to linger
                         parser.feed(data)
                     elif type(event) is Request:
-                        idle.leave(stop)
-                        if timer.cancel_called:
+                        if not idle.leave(stop):
                             break  # the timeout or the drain won the race: nothing started
                         self.read_ahead = 0
                         if not await self.serve(event) or ctx.draining:
@@ -152,10 +151,12 @@ class _HttpConnection:
                         self.io.expect_reply()
                     elif type(event) is Upgrade:
                         idle.leave(stop)
+                        self.io.close()
                         await self.upgrade(event.head, event.leftover)
                         return
         finally:
             idle.leave(stop)
+            self.io.close()
         if refusal is not None:
             await _refuse(self.stream, _refusal(refusal))
         else:
