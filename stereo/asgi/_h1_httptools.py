@@ -72,7 +72,7 @@ class HttptoolsParser:
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._fail(RequestError(400, f"malformed request: {exc}"))
-        if in_head_before and self._in_head and not self._stopped:
+        if self._in_head and in_head_before and not self._stopped:
             self._raw_head += len(data)
             if self._raw_head > self._limits.raw_head_limit:
                 self._fail(RequestError(431, "request head larger than --max-header-size"))
@@ -109,15 +109,17 @@ class HttptoolsParser:
         if method is None:
             method = _METHODS[raw_method] = raw_method.decode("ascii")
         head = RequestHead(method, self._target, parser.get_http_version(), self._headers)
-        info = inspect_head(head, self._limits, self._counted + len(method))
-        self._keep_alive = info.keep_alive
-        self._chunked = info.chunked
-        if info.chunked:
+        keep_alive, expect_continue, websocket, chunked = inspect_head(
+            head, self._limits, self._counted + len(method)
+        )
+        self._keep_alive = keep_alive
+        self._chunked = chunked
+        if chunked:
             self._body = 0
-        if info.websocket:
+        if websocket:
             self._websocket = head  # its event is queued when llhttp stops at the upgrade
         else:
-            self._events.append(Request(head, info.keep_alive, info.expect_continue))
+            self._events.append(Request(head, keep_alive, expect_continue))
 
     def on_body(self, body: bytes) -> None:
         if self._websocket is not None:

@@ -97,7 +97,7 @@ class ResponseWriter:
         "status",
     )
 
-    def __init__(self, http_version: str, *, head_only: bool, keep_alive: bool) -> None:
+    def __init__(self, http_version: str, head_only: bool, keep_alive: bool) -> None:
         self._version = b"1.1" if http_version == "1.1" else b"1.0"
         self._head_only = head_only  # HEAD: headers as for GET, no body
         self.keep_alive = keep_alive  # may turn False (the app's Connection: close, no length)
