@@ -454,3 +454,28 @@ async def test_large_bodies_and_long_pipelines_are_read_whole() -> None:
             await client.send(many * 10)
             paths = [(await client.response()).body.split()[1] for _ in range(3000)]
             assert paths == [f"/{i}".encode() for i in range(300)] * 10
+
+
+async def test_a_unix_socket_has_no_client_or_server_address() -> None:
+    scopes = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await respond(send, b"unix")
+
+    ctx = ServerContext(app, AsgiSettings(), log=io.StringIO(), access_log=io.StringIO())
+    left, right = trio.socket.socketpair()
+    server_side, client = trio.SocketStream(left), Client(trio.SocketStream(right))
+
+    async def serve() -> None:
+        async with server_side:  # the caller closes the stream, as server.py does
+            await serve_connection(server_side, ctx)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, client.stream:
+            nursery.start_soon(serve)
+            await client.send(get("/u"))
+            assert (await client.response()).body == b"unix"
+            await client.stream.send_eof()
+            await client.closed()
+    assert scopes[0]["client"] is None and scopes[0]["server"] is None
