@@ -196,7 +196,8 @@ class Outbox:
                 raise self.error
             if self.fits(size):
                 return
-            self._room = trio.Event()
+            if self._room.is_set():  # a fresh event only once the last one fired: every
+                self._room = trio.Event()  # sender waiting at once shares it, none is stranded
             await self._room.wait()
 
     def close(self, error: Exception) -> None:

@@ -137,3 +137,26 @@ async def test_an_asgi_app_without_bind_says_so_and_is_not_restarted() -> None:
             )
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
+
+
+async def test_a_request_never_answered_costs_no_one_else_and_limit_concurrency_refuses() -> None:
+    args = ("asgi_httpd:app", "-w", "1", "--bind", "127.0.0.1:0", "--limit-concurrency", "2")
+    async with open_stereo(*args, "--no-access-log") as stereo:
+        with trio.fail_after(60):
+            address = await stereo.address()
+            await stereo.wait_for(r"^\[worker 1\] started pid=")
+            hung = await trio.open_tcp_stream(*address)
+            await hung.send_all(b"GET /hang HTTP/1.1\r\nhost: x\r\n\r\n")
+            await stereo.wait_for(r"^\[worker 1\] hanging$")
+            # The one worker serves another client meanwhile, on a kept-alive connection...
+            other = await trio.open_tcp_stream(*address)
+            await other.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"\n"):
+                answer += await other.receive_some()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"worker 1 pid" in answer
+            # ...and with those two open, a third connection is past --limit-concurrency.
+            status, body = await http_get(address)
+            assert (status, body) == (503, b"Service Unavailable\n")
+            await hung.aclose()
+            await other.aclose()

@@ -138,6 +138,25 @@ async def test_a_sender_waits_for_room_until_the_writer_takes_the_outbox() -> No
     assert outbox.chunks == [b"y" * 30]
 
 
+async def test_every_sender_waiting_at_once_is_woken() -> None:
+    outbox = Outbox(None, limit=100)
+    outbox.put(b"x" * 100)
+    woken: list[int] = []
+
+    async def sender(n: int) -> None:
+        await outbox.wait_for_room(10)
+        woken.append(n)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for n in range(3):
+                nursery.start_soon(sender, n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+            outbox.take()
+    assert sorted(woken) == [0, 1, 2]
+
+
 async def test_closing_wakes_waiting_senders_with_the_error() -> None:
     outbox = Outbox(None, limit=10)
     outbox.put(b"x" * 10)

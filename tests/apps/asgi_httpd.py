@@ -38,3 +38,9 @@ async def slow() -> str:
         print("slow request begins", flush=True)
     await anyio.sleep(SLOW)
     return whoami()
+
+
+@app.get("/hang")
+async def hang() -> None:
+    print("hanging", flush=True)
+    await anyio.sleep_forever()
