@@ -436,3 +436,46 @@ async def test_websocket_upgrades_are_handed_over_with_the_bytes_after_the_head(
         await client.closed()
         assert client.buf == b"switched"
     assert handed == [(b"/ws", b"\x81\x80frame", "127.0.0.1", server.port)]
+
+
+async def test_large_bodies_and_long_pipelines_are_read_whole() -> None:
+    """More than one read's worth at once: a socket watched edge-triggered must be read until
+    it is empty before waiting again, or the rest would never be noticed."""
+    with trio.fail_after(10):
+        async with serving(echo, max_body_size=1 << 20) as server:
+            client = await server.connect()
+            body = bytes(range(256)) * 1024  # 256 KiB: four reads at least
+            head = b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+            await client.send(head + body + get("/after"))
+            response = await client.response()
+            assert response.body == b"POST /big  %d " % len(body) + body
+            assert (await client.response()).body == b"GET /after  0 "
+            many = b"".join(get(f"/{i}") for i in range(300))  # about 10 KiB per 300
+            await client.send(many * 10)
+            paths = [(await client.response()).body.split()[1] for _ in range(3000)]
+            assert paths == [f"/{i}".encode() for i in range(300)] * 10
+
+
+async def test_a_unix_socket_has_no_client_or_server_address() -> None:
+    scopes = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await respond(send, b"unix")
+
+    ctx = ServerContext(app, AsgiSettings(), log=io.StringIO(), access_log=io.StringIO())
+    left, right = trio.socket.socketpair()
+    server_side, client = trio.SocketStream(left), Client(trio.SocketStream(right))
+
+    async def serve() -> None:
+        async with server_side:  # the caller closes the stream, as server.py does
+            await serve_connection(server_side, ctx)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, client.stream:
+            nursery.start_soon(serve)
+            await client.send(get("/u"))
+            assert (await client.response()).body == b"unix"
+            await client.stream.send_eof()
+            await client.closed()
+    assert scopes[0]["client"] is None and scopes[0]["server"] is None

@@ -40,12 +40,14 @@ class HttptoolsParser:
         self._events: deque[Event] = deque()
         self._error: RequestError | None = None
         self._stopped = False  # an error, an upgrade or a last request: ignore the rest
-        # The request being read.
+        # The request being read (reset by _next_message: llhttp's on_message_begin would be
+        # one more call per request).
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._counted = 0  # canonical head bytes seen so far (url and complete headers)
-        self._in_head = False
-        self._raw_head = 0  # bytes fed since the head began, not counting the feed it began in
+        self._in_head = True
+        self._raw_head = 0  # bytes fed while a head was incomplete, but the feed it began in
+        self._next_message()
         self._keep_alive = True
         self._websocket: RequestHead | None = None
         self._chunked = False
@@ -70,7 +72,7 @@ class HttptoolsParser:
         except httptools.HttpParserError as exc:
             if not self._stopped:
                 self._fail(RequestError(400, f"malformed request: {exc}"))
-        if in_head_before and self._in_head and not self._stopped:
+        if self._in_head and in_head_before and not self._stopped:
             self._raw_head += len(data)
             if self._raw_head > self._limits.raw_head_limit:
                 self._fail(RequestError(431, "request head larger than --max-header-size"))
@@ -83,13 +85,6 @@ class HttptoolsParser:
         return NEED_DATA
 
     # -- llhttp's callbacks
-
-    def on_message_begin(self) -> None:
-        self._target = b""
-        self._headers = []
-        self._counted = 14  # what the request line and the final CRLF add, but the target
-        self._in_head = True
-        self._raw_head = 0
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -114,15 +109,17 @@ class HttptoolsParser:
         if method is None:
             method = _METHODS[raw_method] = raw_method.decode("ascii")
         head = RequestHead(method, self._target, parser.get_http_version(), self._headers)
-        info = inspect_head(head, self._limits, self._counted + len(method))
-        self._keep_alive = info.keep_alive
-        self._chunked = info.chunked
-        if info.chunked:
+        keep_alive, expect_continue, websocket, chunked = inspect_head(
+            head, self._limits, self._counted + len(method)
+        )
+        self._keep_alive = keep_alive
+        self._chunked = chunked
+        if chunked:
             self._body = 0
-        if info.websocket:
+        if websocket:
             self._websocket = head  # its event is queued when llhttp stops at the upgrade
         else:
-            self._events.append(Request(head, info.keep_alive, info.expect_continue))
+            self._events.append(Request(head, keep_alive, expect_continue))
 
     def on_body(self, body: bytes) -> None:
         if self._websocket is not None:
@@ -140,6 +137,14 @@ class HttptoolsParser:
         if not self._keep_alive:
             self._stopped = True
             raise _Stop  # llhttp would read on; what follows a last request is not ours
+        self._next_message()
+
+    def _next_message(self) -> None:
+        self._target = b""
+        self._headers = []
+        self._counted = 14  # what the request line and the final CRLF add, but the target
+        self._in_head = True
+        self._raw_head = 0
 
     # -- the rest
 

@@ -3,9 +3,10 @@
 A trio socket operation that succeeds at once still yields to the scheduler (a cancel-shielded
 checkpoint) and goes through a conflict detector and an async context manager: on a minimal
 request/response exchange that was a third of the server's time. Here a write that the kernel
-takes whole costs one syscall, and a read waits only when there is nothing to read. Scheduling
-stays fair: a read that waits is a checkpoint, and a connection that keeps finding bytes ready
-(a client pipelining many requests) checkpoints every ``FAIR_SHARE`` reads.
+takes whole costs one syscall, and a read waits only when there is nothing to read, through
+:mod:`.readiness` (no epoll_ctl per wait). Scheduling stays fair: a read that waits is a
+checkpoint, and a connection that keeps finding bytes ready (a client pipelining many requests)
+checkpoints every ``FAIR_SHARE`` reads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import errno
 import os
 
 import trio
+
+from . import readiness
 
 FAIR_SHARE = 16
 _GONE = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
@@ -24,47 +27,62 @@ class PeerGone(Exception):
 
 
 class SocketIO:
-    __slots__ = ("_eager", "_fd", "_ready_reads")
+    __slots__ = ("_eager", "_fd", "_full", "_ready_reads", "_waiter")
 
     def __init__(self, sock: trio.socket.SocketType) -> None:
         self._fd = sock.fileno()
         self._ready_reads = 0
         self._eager = True  # try reading before waiting (cleared after we answered)
+        self._full = False  # the last read filled the buffer: more may be there
+        self._waiter = readiness.waiter()
+        if self._waiter is not None:
+            self._waiter.register(self._fd)
+
+    def close(self) -> None:
+        """Stop watching the socket (before it is closed or handed to other code)."""
+        if self._waiter is not None:
+            self._waiter.unregister(self._fd)
+            self._waiter = None
 
     def expect_reply(self) -> None:
         """We just answered; the client cannot have sent its next request yet, unless it
         pipelines: wait for readability before trying to read (saves a failing syscall)."""
-        self._eager = False
+        self._eager = self._full
 
     async def receive(self, size: int) -> bytes:
         """Up to ``size`` bytes; b"" at EOF or when the peer reset the connection."""
         fd = self._fd
-        if self._eager:
+        waited = False
+        if not self._eager:
+            waited = await self._wait(fd)
+        while True:
             try:
                 data = os.read(fd, size)
             except BlockingIOError:
-                pass
+                waited = await self._wait(fd)
+                continue
             except OSError as exc:
                 return self._failed_read(exc)
+            self._full = len(data) == size
+            self._eager = True
+            if waited:
+                self._ready_reads = 0
             else:
                 self._ready_reads += 1
                 if self._ready_reads >= FAIR_SHARE:
                     self._ready_reads = 0
                     await trio.lowlevel.checkpoint()
-                return data
-        self._eager = True
-        self._ready_reads = 0
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(fd)
-            except trio.ClosedResourceError:
-                return b""
-            try:
-                return os.read(fd, size)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                return self._failed_read(exc)
+            return data
+
+    async def _wait(self, fd: int) -> bool:
+        """Wait for readability; False if there was no need (and so no checkpoint)."""
+        try:
+            if self._waiter is not None:
+                return await self._waiter.wait_readable(fd)
+            await trio.lowlevel.wait_readable(fd)
+            return True
+        except trio.ClosedResourceError:
+            return True  # the read that follows reports it (EBADF: b"")
 
     @staticmethod
     def _failed_read(exc: OSError) -> bytes:

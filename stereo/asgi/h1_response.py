@@ -16,7 +16,8 @@ from http import HTTPStatus
 SERVER = b"stereo"
 
 _NO_BODY_STATUSES = frozenset({204, 304})
-_status_lines: dict[tuple[bytes, int], bytes] = {}
+_status_lines: dict[int, bytes] = {}  # HTTP/1.1 status lines by status
+_status_lines_1_0: dict[int, bytes] = {}
 
 
 class ResponseError(RuntimeError):
@@ -24,17 +25,16 @@ class ResponseError(RuntimeError):
 
 
 def status_line(version: bytes, status: int) -> bytes:
-    line = _status_lines.get((version, status))
+    lines = _status_lines if version == b"1.1" else _status_lines_1_0
+    line = lines.get(status)
     if line is None:
-        if not isinstance(status, int) or not 100 <= status <= 999:
+        if type(status) is not int or not 100 <= status <= 999:
             raise ResponseError(f"invalid status {status!r}")
         try:
             phrase = HTTPStatus(status).phrase.encode()
         except ValueError:
             phrase = b""
-        line = b"HTTP/%s %d %s\r\n" % (version, status, phrase)
-        if len(_status_lines) < 1000:
-            _status_lines[(version, status)] = line
+        line = lines[status] = b"HTTP/%s %d %s\r\n" % (version, status, phrase)
     return line
 
 
@@ -61,6 +61,10 @@ date_and_server = _Clock().lines
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"date", b"server"})
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _good_names: set[bytes] = set()  # names already checked (apps send the same few again and again)
+# Checked header lines the writer copies as they are, by (name, value): an app sends the same
+# content-type, cache-control... with every response; a hit skips the checks and the formatting.
+_plain_lines: dict[tuple[bytes, bytes], bytes] = {}
+_PLAIN_LINES_MAX = 4096
 
 
 def _check_name(name: object) -> None:
@@ -93,7 +97,7 @@ class ResponseWriter:
         "status",
     )
 
-    def __init__(self, http_version: str, *, head_only: bool, keep_alive: bool) -> None:
+    def __init__(self, http_version: str, head_only: bool, keep_alive: bool) -> None:
         self._version = b"1.1" if http_version == "1.1" else b"1.0"
         self._head_only = head_only  # HEAD: headers as for GET, no body
         self.keep_alive = keep_alive  # may turn False (the app's Connection: close, no length)
@@ -114,7 +118,8 @@ class ResponseWriter:
             raise ResponseError("http.response.start sent twice")
         self.started = True
         self.status = status
-        status_line(self._version, status)  # refuse a bad status now, not at the first body
+        if status not in _status_lines:
+            status_line(self._version, status)  # refuse a bad status now, not at the first body
         self._pending = (status, headers)
 
     def body(self, data: bytes, more: bool) -> bytes:
@@ -165,7 +170,15 @@ class ResponseWriter:
         append = out.append
         extra = True  # add date and server unless the app sent them
         length = None
-        for name, value in headers:
+        for pair in headers:
+            try:
+                line = _plain_lines.get(pair)
+            except TypeError:  # [name, value] lists: fine, only not cacheable
+                line = None
+            if line is not None:
+                append(line)
+                continue
+            name, value = pair
             if name not in _good_names:
                 _check_name(name)
             if type(value) is not bytes or b"\n" in value or b"\r" in value:
@@ -186,10 +199,12 @@ class ResponseWriter:
                     continue  # ours to write, below
                 else:
                     extra = False  # date or server
-            append(name)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
+                append(b"%s: %s\r\n" % (name, value))
+                continue
+            line = b"%s: %s\r\n" % (name, value)
+            if len(_plain_lines) < _PLAIN_LINES_MAX and type(pair) is tuple:
+                _plain_lines[pair] = line
+            append(line)
         if extra:
             append(date_and_server())
         if length is not None:

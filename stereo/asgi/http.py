@@ -142,8 +142,7 @@ class _HttpConnection:
                             return  # the client closed: nothing left to read, none to linger
                         parser.feed(data)
                     elif type(event) is Request:
-                        idle.leave(stop)
-                        if timer.cancel_called:
+                        if not idle.leave(stop):
                             break  # the timeout or the drain won the race: nothing started
                         self.read_ahead = 0
                         if not await self.serve(event) or ctx.draining:
@@ -152,10 +151,12 @@ class _HttpConnection:
                         self.io.expect_reply()
                     elif type(event) is Upgrade:
                         idle.leave(stop)
+                        self.io.close()
                         await self.upgrade(event.head, event.leftover)
                         return
         finally:
             idle.leave(stop)
+            self.io.close()
         if refusal is not None:
             await _refuse(self.stream, _refusal(refusal))
         else:
@@ -171,9 +172,7 @@ class _HttpConnection:
         ctx = self.ctx
         head = request.head
         scope = make_scope("http", head, ctx.settings, ctx.state, self.client, self.server)
-        writer = ResponseWriter(
-            head.http_version, head_only=head.method == "HEAD", keep_alive=request.keep_alive
-        )
+        writer = ResponseWriter(head.http_version, head.method == "HEAD", request.keep_alive)
         exchange = _Exchange(self, request, writer, scope["client"])
         try:
             await ctx.app(scope, exchange.receive, exchange.send)
@@ -323,7 +322,10 @@ class _Exchange:
                 writer.keep_alive = False
             data = writer.body(message.get("body", b""), message.get("more_body", False))
             if data:
-                await conn.send(data)
+                try:
+                    await conn.io.send_all(data)  # (not conn.send: one coroutine less per body)
+                except PeerGone as exc:
+                    raise ClientDisconnected("the client closed the connection") from exc
             if writer.complete and conn.access_log:
                 conn.access(self.client, self.request.head, writer.status)
         elif kind == "http.response.start":

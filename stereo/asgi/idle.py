@@ -34,8 +34,9 @@ class IdleConnections:
             # A system task: it must outlive any one connection, and the sweep cannot fail.
             trio.lowlevel.spawn_system_task(self._sweep, name="stereo keep-alive sweep")
 
-    def leave(self, cancel: Callable[[], None]) -> None:
-        self._since.pop(cancel, None)
+    def leave(self, cancel: Callable[[], None]) -> bool:
+        """The connection is busy from now; False if it was cancelled (timed out, drained)."""
+        return self._since.pop(cancel, None) is not None
 
     def cancel_all(self) -> None:
         """The drain: every idle connection closes now."""
