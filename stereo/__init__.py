@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .errors import (
         BindError,
+        ClientDisconnected,
         ControlError,
         EncodeError,
         HubClosed,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BindError",
+    "ClientDisconnected",
     "Connection",
     "ControlError",
     "EncodeError",
@@ -57,6 +59,7 @@ __all__ = [
 # Where each public name is defined: the imports under TYPE_CHECKING, made on first use.
 _SOURCES = {
     "BindError": ".errors",
+    "ClientDisconnected": ".errors",
     "ControlError": ".errors",
     "EncodeError": ".errors",
     "HubClosed": ".errors",

@@ -51,3 +51,8 @@ class SubscriberCutOff(StereoError):
     Raised by the subscription's iterator after every event received before the cut: what
     follows is a gap the subscriber never sees silently. Subscribe again to go on (from now).
     """
+
+
+class ClientDisconnected(StereoError, OSError):
+    """Raised in an ASGI app by ``send()`` once its client has gone (the ASGI spec's OSError,
+    as uvicorn raises), for HTTP and WebSocket alike."""

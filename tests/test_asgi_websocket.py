@@ -27,7 +27,8 @@ from stereo.asgi.context import ServerContext
 from stereo.asgi.scope import RequestHead
 from stereo.asgi.settings import AsgiSettings
 from stereo.asgi.types import ASGIApp, Receive, Send
-from stereo.asgi.websocket import ClientDisconnected, serve_websocket
+from stereo.asgi.websocket import serve_websocket
+from stereo.errors import ClientDisconnected
 
 CLIENT = ("127.0.0.1", 50000)
 SERVER = ("127.0.0.1", 8000)

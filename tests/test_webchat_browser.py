@@ -9,8 +9,10 @@ browser itself, so no Chromium outlives the test.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 import pytest
@@ -19,18 +21,20 @@ from conftest import open_stereo
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from test_examples import EXAMPLES, all_ready, example_args
 
+
+def _load_screenshot_script() -> ModuleType:
+    path = EXAMPLES / "webchat" / "screenshot.py"
+    spec = importlib.util.spec_from_file_location("webchat_screenshot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Never `playwright install` (its download fails here): Debian's chromium, from .ci/run.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The flags are the screenshot script's, so the picture in the docs and the test see one browser.
+CHROMIUM_ARGS = _load_screenshot_script().CHROMIUM_ARGS
 WEBCHAT = EXAMPLES / "webchat"
 # Pages opened, at most, to find two on different workers (the kernel picks the worker).
 MAX_PAGES = 16

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ..errors import ClientDisconnected
 from .context import ServerContext
 from .fastio import PeerGone, SocketIO
 from .h1 import END, NEED_DATA, Data, Limits, Request, RequestError, RequestParser, Upgrade
@@ -34,10 +35,6 @@ MAX_READ_AHEAD = 256 * 1024
 LINGER_SECONDS = 2.0
 
 _DISCONNECT = {"type": "http.disconnect"}
-
-
-class ClientDisconnected(OSError):
-    """The client went away; raised by ``send`` (ASGI spec 2.4: an OSError)."""
 
 
 def addresses(sock: trio.socket.SocketType) -> tuple[Address | None, Address | None]:

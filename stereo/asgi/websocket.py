@@ -24,6 +24,7 @@ from typing import Any, cast
 import trio
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
+from ..errors import ClientDisconnected
 from ..outbox import Outbox
 from .context import ServerContext
 from .scope import RequestHead, make_scope
@@ -48,10 +49,6 @@ _PING = Opcode.PING
 _CLOSE = Opcode.CLOSE
 SERVICE_RESTART = 1012
 ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)  # 1006: no close frame (only ever reported)
-
-
-class ClientDisconnected(OSError):
-    """Raised in the app by ``send()`` once the client has gone (as uvicorn does)."""
 
 
 class _Stage(Enum):  # where the app is in the ASGI flow
