@@ -33,6 +33,8 @@ FORBIDDEN = {
     # The ASGI front end runs inside a worker and knows only the worker's public objects by
     # their shape: the worker wraps it, never the other way round.
     "stereo.asgi": ("stereo.master", "stereo.control", "stereo.worker"),
+    # The bridge is a process of its own that speaks the hub protocol, as a worker does.
+    "stereo.bridge": ("stereo.master", "stereo.control", "stereo.asgi"),
 }
 
 
