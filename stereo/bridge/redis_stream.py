@@ -122,7 +122,8 @@ def parse_entry(
     identifier: bytes | str, fields: Mapping[bytes | str, bytes | str]
 ) -> tuple[str, Entry]:
     """One stream entry as (its epoch, the Entry). An entry this adapter did not write (a
-    missing field, an ID that is not its last seq) is a hole in the order: ``Gap``."""
+    missing field, an ID that is not its last seq) is a hole in the order: ``Gap`` (with
+    ``expected`` 0: the caller's position is not known here)."""
     found = {_text(key): value for key, value in fields.items()}
     try:
         first = int(found["first"])
@@ -137,7 +138,7 @@ def parse_entry(
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
         raise Gap(0, None, f"entry {_text(identifier)!r} is not a stereo batch ({error})") from None
     if _text(identifier) != entry_id(entry.last_seq) or entry.count < 1:
-        raise Gap(first, first, f"entry {_text(identifier)!r} does not match its seqs")
+        raise Gap(0, first, f"entry {_text(identifier)!r} does not match its seqs")
     return epoch, entry
 
 
@@ -225,6 +226,9 @@ class RedisStream:
             await self._client.__aexit__(None, None, None)
 
     async def append(self, batch: Batch) -> int | None:
+        """One hub's batches must be appended one after the other, in order: a batch numbered
+        at or below the last one appended for its hub is dropped as a resend. An append that
+        raised BrokerUnavailable may still have landed; appending it again is safe."""
         args = script_args(batch, self.retention, self._new_epoch)
         with _boundary(self.timeout):
             first: object = await self._append(self.keys.script_keys(), args)
