@@ -1,0 +1,287 @@
+"""The Redis Streams adapter of the broker bridge (docs/scale-out.md), under trio with coredis.
+
+One stream per bridge name. Each appended batch is one entry whose ID is ``0-<last seq>``, so
+IDs and global seqs are the same arithmetic: a reader at ``expected`` asks XREAD for what comes
+after ``0-<expected - 1>`` and checks that every entry starts where the previous one ended.
+XREAD from a trimmed ID silently returns later entries, and a Redis restarted without
+persistence starts its counter again at 1; the arithmetic and a per-stream epoch (a random token
+stamped into every entry, drawn when the counter is created) turn both into a ``Gap``.
+
+The keys of a stream NAME: ``stereo:NAME`` (the stream), ``stereo:NAME:seq`` (the last global
+seq handed out), ``stereo:NAME:hubs`` (hash: hub id -> its last appended batch number, which
+makes the append idempotent) and ``stereo:NAME:epoch``.
+
+The pure parts (the script text, the keys, parsing and checking XREAD entries) are module
+functions; ``RedisStream`` is the thin I/O around them.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+import coredis
+import coredis.exceptions
+import trio
+from coredis.retry import NoRetryPolicy
+
+from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
+
+# KEYS: stream, counter, hubs, epoch. ARGV: hub id, batch number, frame count, frames,
+# retention (MAXLEN ~), an epoch to use if the stream has none yet.
+# The XADD comes before any other write: a failing command aborts a script without undoing the
+# writes before it, so the counter and the dedup hash move only once the entry exists. (GET and
+# SET of the counter, not INCRBY, for that reason; the script is atomic all the same.)
+# Numbers go through string.format('%d'): Lua 5.1 prints doubles past 1e14 with an exponent.
+APPEND_SCRIPT = """\
+local seen = redis.call('HGET', KEYS[3], ARGV[1])
+if seen and tonumber(seen) >= tonumber(ARGV[2]) then
+  return false
+end
+local first = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+local last = first + tonumber(ARGV[3]) - 1
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[4], epoch)
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], string.format('0-%d', last),
+  'first', string.format('%d', first), 'count', ARGV[3], 'hub', ARGV[1], 'n', ARGV[2],
+  'e', epoch, 'frames', ARGV[4])
+redis.call('SET', KEYS[2], string.format('%d', last))
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return first
+"""
+
+# Entries per XREAD: enough to amortise the round trip, few enough to keep a reply small
+# (an entry is one hub batch, typically a few kB).
+READ_COUNT = 256
+
+# What a lost, refused, reset or restarting server looks like from coredis under anyio: retry.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,  # also BusyLoadingError (a restart loading its data)
+    coredis.exceptions.ReadOnlyError,  # a replica mid-failover
+    TimeoutError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKeys:
+    stream: str
+    counter: str
+    hubs: str
+    epoch: str
+
+    @classmethod
+    def for_name(cls, name: str) -> StreamKeys:
+        if not name:
+            raise ValueError("a bridge name must not be empty")
+        base = f"stereo:{name}"
+        return cls(base, f"{base}:seq", f"{base}:hubs", f"{base}:epoch")
+
+    def script_keys(self) -> list[str]:
+        """In the order APPEND_SCRIPT reads them."""
+        return [self.stream, self.counter, self.hubs, self.epoch]
+
+
+def entry_id(last_seq: int) -> str:
+    return f"0-{last_seq}"
+
+
+def script_args(batch: Batch, retention: int, epoch: str) -> list[str | int | bytes]:
+    """ARGV of APPEND_SCRIPT for ``batch``."""
+    if batch.count < 1:
+        raise ValueError(f"a batch holds at least one frame, not {batch.count}")
+    if batch.number < 1:
+        raise ValueError(f"batch numbers start at 1, not {batch.number}")
+    return [batch.hub_id, batch.number, batch.count, batch.frames, retention, epoch]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raw(value: bytes | str) -> bytes:
+    # Frames are bytes; a str means a client decoding replies, which would mangle them.
+    if not isinstance(value, bytes):
+        raise TypeError("frames arrived decoded")
+    return value
+
+
+def parse_entry(
+    identifier: bytes | str, fields: Mapping[bytes | str, bytes | str]
+) -> tuple[str, Entry]:
+    """One stream entry as (its epoch, the Entry). An entry this adapter did not write (a
+    missing field, an ID that is not its last seq) is a hole in the order: ``Gap`` (with
+    ``expected`` 0: the caller's position is not known here)."""
+    found = {_text(key): value for key, value in fields.items()}
+    try:
+        first = int(found["first"])
+        entry = Entry(
+            first_seq=first,
+            count=int(found["count"]),
+            hub_id=_text(found["hub"]),
+            number=int(found["n"]),
+            frames=_raw(found["frames"]),
+        )
+        epoch = _text(found["e"])
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as error:
+        raise Gap(0, None, f"entry {_text(identifier)!r} is not a stereo batch ({error})") from None
+    if _text(identifier) != entry_id(entry.last_seq) or entry.count < 1:
+        raise Gap(0, first, f"entry {_text(identifier)!r} does not match its seqs")
+    return epoch, entry
+
+
+def follow_on(
+    expected: int, epoch: str | None, entries: Iterable[tuple[str, Entry]]
+) -> tuple[list[Entry], str | None]:
+    """Check that ``entries`` continue the order exactly at ``expected`` and all belong to the
+    stream ``epoch`` (None: not known yet, the first entry's is taken). The entries, and the
+    epoch now known. Raises Gap."""
+    run: list[Entry] = []
+    for entry_epoch, entry in entries:
+        if epoch is not None and entry_epoch != epoch:
+            raise Gap(expected, entry.first_seq, "the stream was recreated (another epoch)")
+        epoch = entry_epoch
+        check_follows(expected, entry)
+        run.append(entry)
+        expected = entry.last_seq + 1
+    return run, epoch
+
+
+def check_position(expected: int, counter: int, epoch: str | None, current: str | None) -> None:
+    """After a read that found nothing: ``expected`` must still be at most the tail, in the same
+    stream. A counter behind the reader, or another epoch, means the stream was recreated (a
+    Redis restarted without persistence), and XREAD would wait for IDs that mean other frames."""
+    if expected > counter + 1:
+        raise Gap(expected, counter + 1, "the stream was recreated (its counter went backwards)")
+    if epoch is not None and current is not None and current != epoch:
+        raise Gap(expected, counter + 1, "the stream was recreated (another epoch)")
+
+
+class RedisStream:
+    """A Broker on one Redis stream. Use as ``async with RedisStream(url, name) as stream``: the
+    coredis client lives in that block (its connections are tasks of a task group there).
+
+    Every call is bounded by ``timeout`` (plus the read's ``block``) and raises
+    BrokerUnavailable past it or on any connection error; a call after the server is back
+    connects again. A reader pins the stream's epoch (from ``tail()``, its first entry, or the
+    ``epoch`` given, e.g. kept across a bridge restart) and raises Gap on a recreated stream.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        retention: int = 100_000,
+        timeout: float = 5.0,
+        epoch: str | None = None,
+    ) -> None:
+        if retention < 1:
+            raise ValueError(f"retention must be at least 1 entry, not {retention}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        self.keys = StreamKeys.for_name(name)
+        self.retention = retention
+        self.timeout = timeout
+        self.epoch = epoch
+        # Used only if this adapter's append creates the stream.
+        self._new_epoch = uuid.uuid4().hex
+        # No retries inside coredis: the bridge retries with its own backoff, and a bounded
+        # call must stay bounded.
+        self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url, connect_timeout=timeout, retry_policy=NoRetryPolicy()
+        )
+        # EVALSHA, loading the script again on NOSCRIPT (a restarted server forgot it).
+        self._append = self._client.register_script(APPEND_SCRIPT)
+        self._entered = False
+
+    async def __aenter__(self) -> Self:
+        await self._client.__aenter__()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._entered:
+            self._entered = False
+            await self._client.__aexit__(None, None, None)
+
+    async def append(self, batch: Batch) -> int | None:
+        """One hub's batches must be appended one after the other, in order: a batch numbered
+        at or below the last one appended for its hub is dropped as a resend. An append that
+        raised BrokerUnavailable may still have landed; appending it again is safe."""
+        args = script_args(batch, self.retention, self._new_epoch)
+        with _boundary(self.timeout):
+            first: object = await self._append(self.keys.script_keys(), args)
+        if first is None:
+            return None
+        if not isinstance(first, int):
+            raise TypeError(f"the append script returned {first!r}")
+        return first
+
+    async def read(self, expected: int, block: float) -> list[Entry]:
+        if expected < 1:
+            raise ValueError(f"seqs start at 1, not {expected}")
+        # BLOCK 0 would wait forever: no BLOCK at all is a poll.
+        block_ms = max(1, math.ceil(block * 1000)) if block > 0 else None
+        with _boundary(self.timeout + max(block, 0.0)):
+            reply = await self._client.xread(
+                {self.keys.stream: entry_id(expected - 1)}, count=READ_COUNT, block=block_ms
+            )
+        found = reply.get(self.keys.stream.encode()) if reply else None
+        if not found:
+            counter, current = await self._position()
+            check_position(expected, counter, self.epoch, current)
+            return []
+        entries, self.epoch = follow_on(
+            expected,
+            self.epoch,
+            (parse_entry(item.identifier, item.field_values) for item in found),
+        )
+        return entries
+
+    async def tail(self) -> int:
+        """The next seq, and (re)pin the stream's epoch: a hub starting here starts over."""
+        counter, current = await self._position()
+        self.epoch = current
+        return counter + 1
+
+    async def _position(self) -> tuple[int, str | None]:
+        """The counter (last seq handed out, 0 if none) and the epoch, read atomically."""
+        with _boundary(self.timeout):
+            counter, epoch = await self._client.mget([self.keys.counter, self.keys.epoch])
+        return (int(counter) if counter is not None else 0), (
+            epoch.decode() if epoch is not None else None
+        )
+
+
+@contextmanager
+def _boundary(seconds: float) -> Iterator[None]:
+    """Where coredis and OS errors become BrokerUnavailable, and a call past its deadline (a
+    server that stopped answering, e.g. SIGSTOPped or behind a cut link) too."""
+    with trio.move_on_after(seconds) as scope:
+        try:
+            yield
+        except _UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error!r}") from error
+    if scope.cancelled_caught:
+        raise BrokerUnavailable(f"redis did not answer within {seconds:g} s")
