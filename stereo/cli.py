@@ -161,6 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not offer the interactive console, even in a terminal",
     )
     _add_asgi_options(run)
+    bridge = run.add_argument_group(
+        "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
+    )
+    bridge.add_argument(
+        "--bridge",
+        metavar="URL",
+        default=None,
+        help="share broadcasts with every hub naming the same broker and --bridge-name:"
+        " redis://HOST:PORT/DB (Redis Streams)",
+    )
+    bridge.add_argument(
+        "--bridge-name", default="stereo", metavar="NAME", help="the shared stream's name"
+    )
+    bridge.add_argument(
+        "--bridge-timeout",
+        type=_number,
+        default=30.0,
+        metavar="SECONDS",
+        help="without the broker this long, cut the workers off (they start again at the"
+        " tail) (default: %(default)g)",
+    )
+    bridge.add_argument(
+        "--bridge-retention",
+        type=_whole,
+        default=1_000_000,
+        metavar="ENTRIES",
+        help="batches the broker keeps; a hub further behind is cut off (default: %(default)s)",
+    )
 
     console = commands.add_parser("console", help="attach an interactive console to a master")
     console.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
@@ -311,6 +339,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         control_path=args.control or default_control_path(),
         console=not args.no_console and sys.stdin.isatty() and sys.stdout.isatty(),
         interface=args.interface,
+        bridge=args.bridge,
+        bridge_name=args.bridge_name,
+        bridge_timeout=args.bridge_timeout,
+        bridge_retention=args.bridge_retention,
     )
     try:
         asgi = _asgi_settings(args)

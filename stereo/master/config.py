@@ -65,6 +65,11 @@ class Settings:
     # by the worker and the CLI; the master only passes them on in WELCOME.
     interface: str = "auto"
     asgi: dict[str, Any] = field(default_factory=dict)
+    # The broker bridge (docs/scale-out.md): None, or redis://HOST:PORT/DB.
+    bridge: str | None = None
+    bridge_name: str = "stereo"
+    bridge_timeout: float = 30.0
+    bridge_retention: int = 1_000_000  # entries (batches) the broker keeps
 
     @property
     def heartbeat_interval(self) -> float:
@@ -101,5 +106,15 @@ class Settings:
         )
         check_seconds("--graceful-timeout", self.graceful_timeout)
         check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
+        if self.bridge is not None:
+            if not self.bridge.startswith("redis://"):
+                raise ConfigError(
+                    f"--bridge {self.bridge!r}: only redis://HOST:PORT/DB is supported yet"
+                    " (nats:// is planned)"
+                )
+            check_seconds("--bridge-timeout", self.bridge_timeout)
+            check_whole("--bridge-retention", self.bridge_retention, 1, None)
+            if not self.bridge_name or not self.bridge_name.isprintable():
+                raise ConfigError(f"--bridge-name {self.bridge_name!r}: must be printable text")
         if self.interface not in ("auto", "serve", "asgi"):
             raise ConfigError(f"--interface {self.interface!r}: must be auto, serve or asgi")

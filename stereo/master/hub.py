@@ -21,7 +21,8 @@ import trio
 from ..errors import ProtocolError
 from ..outbox import Outbox
 from ..snapshot import HubStatistics, PeerStatistics
-from ..wire.framing import Frame
+from ..wire.bridge import decode_appended, decode_deliver
+from ..wire.framing import Frame, FrameReader
 from ..wire.protocol import (
     PROTOCOL_VERSION,
     HubIngress,
@@ -31,9 +32,13 @@ from ..wire.protocol import (
     encode_broadcast,
     encode_map,
 )
+from .upstream import Upstream
 from .watchdog import run_within
 
 RECEIVE_SIZE = 256 * 1024
+# A bridge's DELIVER holds one batch of a hub: at most one read of a worker's connection plus a
+# largest broadcast under way.
+BRIDGE_FRAME_MARGIN = 2 * RECEIVE_SIZE + 64
 
 
 class CutOff(Exception):
@@ -111,9 +116,13 @@ class Peer:
 class Hub:
     """Relays broadcasts among the connected peers; knows nothing about processes."""
 
-    def __init__(self, *, max_message_size: int, outbox_limit: int) -> None:
+    def __init__(
+        self, *, max_message_size: int, outbox_limit: int, upstream: Upstream | None = None
+    ) -> None:
         self.max_message_size = max_message_size
         self.outbox_limit = outbox_limit
+        #: Bridged (--bridge): workers' broadcasts go to the broker, not straight to the peers.
+        self.upstream = upstream
         self.peers: dict[Peer, None] = {}  # insertion-ordered set
         self.next_seq = 1
         self.broadcasts = 0
@@ -165,7 +174,11 @@ class Hub:
         self.bytes_out += len(data) * len(self.peers)
 
     def broadcast_from_master(self, payload: bytes) -> int:
-        """Relay an already CBOR-encoded value with sender 0; returns its sequence number."""
+        """Relay an already CBOR-encoded value with sender 0; returns its sequence number (0
+        when bridged: the broker numbers it)."""
+        if self.upstream is not None:
+            self.upstream.add(encode_broadcast(payload, self.max_message_size), 1)
+            return 0
         seq = self.next_seq
         # Encode first: a refused value (MessageTooLarge) must not use up a sequence number.
         frame = encode_broadcast(payload, self.max_message_size, seq=seq, sender=0)
@@ -228,7 +241,7 @@ class Hub:
         self.peers.pop(peer, None)
         peer.stream.socket.close()
 
-    async def _handshake(self, peer: Peer) -> None:
+    async def _handshake(self, peer: Peer, *, member: bool = True) -> None:
         while True:
             data = await peer.stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -254,13 +267,17 @@ class Hub:
         # A relay member from its WELCOME on, with no checkpoint in between: every broadcast
         # stamped after this reaches it.
         peer.outbox.limit = self.outbox_limit
-        self.peers[peer] = None
+        if member:
+            self.peers[peer] = None
         peer.welcomed.set()
 
     async def _read_loop(self, peer: Peer) -> None:
         stream = peer.stream
         ingress = peer.ingress
+        upstream = self.upstream
         while True:
+            if upstream is not None and upstream.full:
+                await upstream.wait_for_room()  # the broker is behind: workers wait (bounded)
             # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
             data = await stream.receive_some(max(RECEIVE_SIZE, ingress.missing))
             if not data:
@@ -274,7 +291,10 @@ class Hub:
             for index, event in enumerate(events):
                 if isinstance(event, Run):
                     peer.messages_in += event.count
-                    self._fan_out(event.data, event.count)
+                    if upstream is None:
+                        self._fan_out(event.data, event.count)
+                    else:  # ordered by the broker, delivered when the bridge reads it back
+                        upstream.add(event.data, event.count)
                     continue
                 try:
                     if isinstance(event, Frame):
@@ -303,6 +323,61 @@ class Hub:
             peer.events.boot_error(str(reason))
         else:
             raise CutOff(f"protocol error: unexpected {Kind(kind).name} after the handshake")
+
+    # -- the broker bridge (docs/scale-out.md) --------------------------------------------------
+
+    async def serve_bridge(self, peer: Peer, handshake_timeout: float) -> None:
+        """Run the bridge process's connection until it ends: batches out, entries in."""
+        upstream = self.upstream
+        assert upstream is not None
+        try:
+            handshake = partial(self._handshake, peer, member=False)
+            if not await run_within(handshake_timeout, peer.unread_bytes, handshake):
+                self._cut_off(peer, f"no HELLO within {handshake_timeout:g} s")
+                return
+            # Its outbox holds the batches the upstream keeps, which bounds them itself.
+            peer.outbox.limit = 2 * upstream.limit + BRIDGE_FRAME_MARGIN
+            upstream.attach(peer.outbox)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, peer)
+                try:
+                    await self._bridge_read_loop(peer, upstream)
+                except BaseException as exc:
+                    self._connection_ended(peer, exc)
+                nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            self._connection_ended(peer, exc)
+        finally:
+            upstream.detach(peer.outbox)
+            peer.stream.socket.close()
+            peer.ended.set()
+
+    async def _bridge_read_loop(self, peer: Peer, upstream: Upstream) -> None:
+        reader = FrameReader(self.max_message_size + BRIDGE_FRAME_MARGIN)
+        while True:
+            data = await peer.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            reader.append(data)
+            for frame in reader.frames():
+                kind = frame.kind
+                if kind == Kind.DELIVER:
+                    count, first, frames = decode_deliver(frame.body)
+                    upstream.entries_in += 1
+                    upstream.next_seq = first + count
+                    self.next_seq = upstream.next_seq  # what `stats` shows
+                    self._fan_out(frames, count)
+                elif kind == Kind.APPENDED:
+                    upstream.appended(decode_appended(frame.body))
+                elif kind == Kind.RESET:
+                    reason = str(decode_map(frame).get("reason"))
+                    upstream.reset(reason)
+                    for worker in list(self.peers):
+                        self._cut_off(
+                            worker, f"the broker bridge reset this hub: {reason}", slow=True
+                        )
+                elif kind not in (Kind.HEARTBEAT, Kind.READY):
+                    raise CutOff(f"protocol error: a bridge may not send {Kind(kind).name}")
 
     async def _write_loop(self, peer: Peer) -> None:
         try:

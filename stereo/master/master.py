@@ -23,12 +23,14 @@ from ..errors import TooManyWorkers
 from ..snapshot import MasterSnapshot
 from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
+from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
 from .output import OutputSink
 from .process import Launcher
 from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
+from .upstream import Upstream
 
 FINAL_FLUSH_TIMEOUT = 2.0
 # A new master told to stop before it took over drains like this one; past its own
@@ -61,7 +63,9 @@ class Master:
         self.sockets = sockets
         self.sink = sink
         self.hub = Hub(
-            max_message_size=settings.max_message_size, outbox_limit=settings.outbox_limit
+            max_message_size=settings.max_message_size,
+            outbox_limit=settings.outbox_limit,
+            upstream=Upstream(settings.outbox_limit) if settings.bridge else None,
         )
         self.supervisor = Supervisor(settings, sockets, sink.log)
         self.supervisor.launch = Launcher(
@@ -198,6 +202,11 @@ class Master:
                 nursery.start_soon(signal_task)
                 for bound in self.sockets:
                     self.sink.log(f"listening on {bound.address}")
+                if self.hub.upstream is not None:
+                    handshake = max(self.settings.timeout, 5.0)
+                    nursery.start_soon(
+                        run_bridge, self.hub, self.settings, self.sink.log, handshake
+                    )
                 await nursery.start(self.supervisor.run)
                 # Taking over from an old master: its control socket is ours only once our
                 # workers serve; if they cannot, this master drains and the old one serves on.

@@ -41,6 +41,11 @@ class Kind(IntEnum):
     HEARTBEAT = 0x04  # worker -> master, empty
     BROADCAST = 0x05  # both ways: seq u64, sender u32, CBOR payload
     BOOT_ERROR = 0x06  # worker -> master, CBOR map {"reason": str}, then the worker exits
+    # Between a master and its broker bridge (docs/scale-out.md; stereo/wire/bridge.py):
+    BATCH = 0x07  # master -> bridge: u32 count, u64 batch number, BROADCAST frames
+    APPENDED = 0x08  # bridge -> master: u64 batch number (every batch up to it is appended)
+    DELIVER = 0x09  # bridge -> master: u32 count, u64 first global seq, BROADCAST frames
+    RESET = 0x0A  # bridge -> master: CBOR map {"reason": str}: cut every worker off
     REQUEST = 0x10  # control client -> master, CBOR map
     REPLY = 0x11  # master -> control client, CBOR map
 
