@@ -156,10 +156,16 @@ class JetStream:
                     connect_timeout=max(1, round(self.timeout)),
                     error_cb=quiet,
                 )
-        self._nc, self._js = nc, nc.jetstream(timeout=self.timeout)
-        with self._unavailable():
-            await self._ensure_stream(self._js)
-        return self._js
+        js = nc.jetstream(timeout=self.timeout)
+        try:
+            with self._unavailable():
+                await self._ensure_stream(js)
+        except BaseException:
+            # Kept only once the stream is known good, so the next call checks it again.
+            await self._close_quietly(nc)
+            raise
+        self._nc, self._js = nc, js
+        return js
 
     async def _ensure_stream(self, js: JetStreamContext) -> _StreamInfo:
         """The stream's info, creating it if absent (idempotent: several hubs may race)."""
