@@ -29,6 +29,8 @@ NUMBER = "Stereo-Number"
 # A subject token and a stream name share these characters; anything else (dots, wildcards,
 # spaces) would change what the subject matches or make an invalid stream name.
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
+# A header value travels on a text line: no spaces at its ends (parsers strip them), no CR/LF.
+_HUB_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 class MalformedEntry(StereoError, ValueError):
@@ -45,6 +47,8 @@ def stream_names(name: str) -> tuple[str, str]:
 
 def encode_headers(batch: Batch, first: int, after: int) -> dict[str, str]:
     """The headers appending ``batch`` as frames ``first..`` right after stream seq ``after``."""
+    if not _HUB_ID.fullmatch(batch.hub_id):
+        raise ValueError(f"hub id {batch.hub_id!r}: printable ASCII without spaces only")
     if batch.count < 1:
         raise ValueError("a batch holds at least one frame")
     if first < 1 or after < 0:
