@@ -336,3 +336,34 @@ def test_throughput(server: NatsServer) -> None:
 
     appended, read = run(main(), seconds=110)
     print(f"\nappend {1e6 / appended:,.0f} frames/s, read {1e6 / read:,.0f} frames/s")
+
+
+@pytest.mark.parametrize("appenders", [2, 4])
+def test_throughput_of_racing_appenders(server: NatsServer, appenders: int) -> None:
+    """What the optimistic append costs when hubs race: each lost race is a refused publish
+    plus a read of the new last entry."""
+    frames = bytes(64) * 100
+    per_hub = 2_000
+
+    async def main() -> tuple[float, int]:
+        brokers = [JetStream(server.url, "race", retention=20_000) for _ in range(appenders)]
+
+        async def append_all(broker: JetStream, hub: str) -> None:
+            for number in range(1, per_hub + 1):
+                assert await broker.append(Batch(hub, number, 100, frames)) is not None
+
+        started = time.perf_counter()
+        await asyncio.gather(*(append_all(b, f"hub-{i}") for i, b in enumerate(brokers)))
+        elapsed = time.perf_counter() - started
+        assert await brokers[0].tail() == appenders * per_hub * 100 + 1
+        conflicts = sum(b.conflicts for b in brokers)
+        for broker in brokers:
+            await broker.aclose()
+        return elapsed, conflicts
+
+    elapsed, conflicts = run(main(), seconds=110)
+    total = appenders * per_hub
+    print(
+        f"\n{appenders} appenders: {total * 100 / elapsed:,.0f} frames/s, "
+        f"{conflicts} refused appends for {total} entries"
+    )
