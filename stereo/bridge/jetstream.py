@@ -118,7 +118,7 @@ class JetStream:
         drop the client so the next call starts from a fresh connection."""
         try:
             yield
-        except nats.js.errors.ServiceUnavailableError as exc:
+        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError) as exc:
             self._drop()
             raise BrokerUnavailable(f"{self.url}: JetStream unavailable ({exc})") from exc
         except nats.js.errors.Error:
@@ -258,12 +258,19 @@ class JetStream:
             raise Gap(expected, None, f"stream {self.stream} was recreated")
         return info
 
-    async def _entry_at(self, js: JetStreamContext, seq: int, expected: int) -> Entry:
+    async def _entry_at(self, js: JetStreamContext, seq: int, expected: int) -> Entry | None:
+        """The entry at stream seq ``seq``; None if it is gone (trimmed, deleted)."""
         try:
             msg = await js.get_msg(self.stream, seq, direct=self._direct)
         except nats.js.errors.NotFoundError:
-            raise Gap(expected, None, f"stream seq {seq} was trimmed or deleted") from None
+            return None
         return self._decode(msg, seq, expected)
+
+    async def _existing_entry_at(self, js: JetStreamContext, seq: int, expected: int) -> Entry:
+        entry = await self._entry_at(js, seq, expected)
+        if entry is None:
+            raise Gap(expected, None, f"stream seq {seq} was trimmed or deleted")
+        return entry
 
     @staticmethod
     def _decode(msg: RawStreamMsg, seq: int, expected: int) -> Entry:
@@ -283,22 +290,24 @@ class JetStream:
             if expected != 1:
                 raise Gap(expected, 1, "the stream is empty (recreated?)")
             return last + 1
-        newest = await self._entry_at(js, last, expected)
+        newest = await self._existing_entry_at(js, last, expected)
         if expected == newest.last_seq + 1:
             return last + 1
         if expected > newest.last_seq:
             raise Gap(expected, newest.last_seq + 1, "the stream ends before this seq")
-        oldest = await self._entry_at(js, first, expected)
-        if expected < oldest.first_seq:
-            raise Gap(expected, oldest.first_seq, "trimmed past the retention")
-        lo, hi = first, last  # invariant: the entry holding ``expected`` is in [lo, hi]
+        lo, hi = first, last  # the entry holding ``expected`` is in [lo, hi], or was trimmed
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if (await self._entry_at(js, mid, expected)).first_seq <= expected:
+            entry = await self._entry_at(js, mid, expected)
+            # None: trimmed since the info, so everything up to ``mid`` is gone, and so is
+            # ``expected`` unless it is above; the checks after the search tell which.
+            if entry is None or entry.first_seq <= expected:
                 lo = mid
             else:
                 hi = mid - 1
-        found = await self._entry_at(js, lo, expected)
+        found = await self._existing_entry_at(js, lo, expected)
+        if found.first_seq > expected:
+            raise Gap(expected, found.first_seq, "trimmed past the retention")
         if found.first_seq != expected:
             raise Gap(expected, found.first_seq, "this seq is inside an entry")
         return lo
