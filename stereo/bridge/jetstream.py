@@ -24,6 +24,9 @@ here, as does a stream that is gone or was recreated (its creation time changed)
 is caught up waits on a plain subscription to the subject, opened before the stream info it
 compares against, so no append slips between the check and the wait.
 
+The duplicate window (``duplicate_window``, 120 s by default) bounds the idempotence: a batch
+resent later than that after its first append is appended again.
+
 Connections do not reconnect behind the adapter's back (a publish buffered during a reconnect
 would be sent later, unseen): any connection error or timeout drops the client and raises
 BrokerUnavailable, and the next call connects again.
@@ -109,6 +112,7 @@ class JetStream:
         # Reader: (the next global seq, the stream seq of the entry that should carry it).
         self._cursor: tuple[int, int] | None = None
         self._read_created: datetime.datetime | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -132,7 +136,8 @@ class JetStream:
         if nc is not None and not nc.is_closed:
             # Closing flushes; on a dead link that waits, and nobody needs the result.
             task = asyncio.get_running_loop().create_task(self._close_quietly(nc))
-            task.add_done_callback(lambda t: t.exception())
+            self._closing.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._closing.discard)
 
     async def _close_quietly(self, nc: Client) -> None:
         with contextlib.suppress(Exception):
@@ -196,6 +201,8 @@ class JetStream:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             await self._close_quietly(nc)
+        if self._closing:
+            await asyncio.gather(*self._closing)
 
     # -- append -------------------------------------------------------------------------------
 
@@ -211,6 +218,8 @@ class JetStream:
         return msg.seq, next_seq(decode_entry(msg.headers, msg.data))
 
     async def append(self, batch: Batch) -> int | None:
+        """See Broker.append. Also raises MalformedEntry if the stream's last message is not
+        stereo's (its successor's seqs cannot be computed) and StreamMismatch."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         with self._unavailable():
