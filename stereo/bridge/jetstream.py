@@ -1,0 +1,393 @@
+"""The NATS JetStream adapter of the broker bridge (docs/scale-out.md), under asyncio: nats-py
+is asyncio only, so the NATS bridge process runs an asyncio loop and this module never imports
+trio.
+
+One stream ``STEREO_{name}`` on one subject ``stereo.{name}``; one message per batch.
+
+**Numbering.** JetStream numbers messages (entries), not frames, and a publisher cannot learn
+the global frame count atomically, so every frame's global seq is written into its entry when it
+is appended, by optimistic concurrency: an appender knows the stream seq of the last entry and
+the global seq after it, publishes with ``Nats-Expected-Last-Sequence`` set to that stream seq
+and ``Stereo-First`` set to that global seq, and the server refuses the append (error 10071) if
+another entry got in first; the appender then reads the new last entry and retries. So the
+frames of successive entries are numbered consecutively without gaps or overlaps, every reader
+computes the same numbers (they are in the headers), and a reader checks each entry's first seq
+against the previous entry's last, so any hole stays visible. One appender pays no extra round
+trip (it remembers where its own last append left the stream); concurrent appenders pay two round
+trips per lost race (the refused publish and the read of the new last entry). Schemes that need
+no coordination, such as ``(stream seq << 16) + i``, break "consecutive" and were not taken.
+
+**Reading** is by direct get per stream seq, many in flight at once, after one stream info per
+call. The stream info is what makes trimming visible: JetStream silently starts a consumer at
+its first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap
+here, as does a stream that is gone or was recreated (its creation time changed). A reader that
+is caught up waits on a plain subscription to the subject, opened before the stream info it
+compares against, so no append slips between the check and the wait.
+
+The duplicate window (``duplicate_window``, 120 s by default) bounds the idempotence: a batch
+resent later than that after its first append is appended again.
+
+Connections do not reconnect behind the adapter's back (a publish buffered during a reconnect
+would be sent later, unseen): any connection error or timeout drops the client and raises
+BrokerUnavailable, and the next call connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from collections.abc import Iterator
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import StreamInfo as _StreamInfo
+
+from ..errors import StereoError
+from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
+from .jetstream_headers import MalformedEntry, decode_entry, encode_headers, next_seq, stream_names
+
+__all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
+
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a refused expected-last-sequence
+
+
+class StreamMismatch(StereoError, ValueError):
+    """The stream exists with a configuration stereo cannot share (other subjects, another
+    retention): a configuration error, not something a retry fixes."""
+
+
+def stream_config_problems(config: StreamConfig, subject: str, retention: int) -> list[str]:
+    """What makes an existing stream unusable for ``subject`` with ``retention`` entries."""
+    problems = []
+    if config.subjects != [subject]:
+        problems.append(f"subjects {config.subjects} instead of [{subject!r}]")
+    if config.max_msgs != retention:
+        problems.append(f"max_msgs {config.max_msgs} instead of {retention}")
+    if config.retention not in (None, RetentionPolicy.LIMITS):
+        problems.append(f"retention {config.retention} instead of limits")
+    if config.discard not in (None, DiscardPolicy.OLD):
+        # DiscardPolicy.NEW would refuse appends once full instead of trimming the oldest.
+        problems.append(f"discard {config.discard} instead of old")
+    if not config.duplicate_window:
+        problems.append("no duplicate window (a resent batch would be appended twice)")
+    return problems
+
+
+class JetStream:
+    """A :class:`~stereo.bridge.broker.Broker` on a JetStream stream. Not safe for concurrent
+    calls of the same method on one instance (the bridge appends in order and reads in order);
+    append and read may run concurrently."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        retention: int,
+        timeout: float = 5.0,
+        duplicate_window: float = 120.0,
+        read_batch: int = 256,
+    ) -> None:
+        if not url.startswith("nats://"):
+            raise ValueError(f"{url!r}: expected nats://HOST:PORT")
+        if retention < 1 or timeout <= 0 or duplicate_window <= 0 or read_batch < 1:
+            raise ValueError("retention, timeout, duplicate_window and read_batch must be > 0")
+        self.url = url
+        self.stream, self.subject = stream_names(name)
+        self.retention = retention
+        self.timeout = timeout
+        self.duplicate_window = duplicate_window
+        self.read_batch = read_batch
+        self.conflicts = 0  # appends refused because another appender got in first
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._direct = True
+        # Appender: (stream seq of the last entry, global seq after it), None to be read again.
+        self._head: tuple[int, int] | None = None
+        # Reader: (the next global seq, the stream seq of the entry that should carry it).
+        self._cursor: tuple[int, int] | None = None
+        self._read_created: datetime.datetime | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """Translate the client's ways of saying "no broker now" into BrokerUnavailable, and
+        drop the client so the next call starts from a fresh connection."""
+        try:
+            yield
+        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError) as exc:
+            self._drop()
+            raise BrokerUnavailable(f"{self.url}: JetStream unavailable ({exc})") from exc
+        except nats.js.errors.Error:
+            raise  # an answer from the server, handled (or not) by the caller
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._drop()
+            raise BrokerUnavailable(f"{self.url}: {type(exc).__name__} {exc}".rstrip()) from exc
+
+    def _drop(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            # Closing flushes; on a dead link that waits, and nobody needs the result.
+            task = asyncio.get_running_loop().create_task(self._close_quietly(nc))
+            self._closing.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_quietly(self, nc: Client) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout):
+                await nc.close()
+
+    async def _connect(self) -> JetStreamContext:
+        if self._js is not None and self._nc is not None and not self._nc.is_closed:
+            return self._js
+        self._drop()
+
+        async def quiet(exc: Exception) -> None:
+            # Errors surface as exceptions from the calls; the default callback would log each.
+            pass
+
+        with self._unavailable():
+            async with asyncio.timeout(self.timeout):
+                nc = await nats.connect(
+                    self.url,
+                    allow_reconnect=False,
+                    connect_timeout=max(1, round(self.timeout)),
+                    error_cb=quiet,
+                )
+        js = nc.jetstream(timeout=self.timeout)
+        try:
+            with self._unavailable():
+                await self._ensure_stream(js)
+        except BaseException:
+            # Kept only once the stream is known good, so the next call checks it again.
+            await self._close_quietly(nc)
+            raise
+        self._nc, self._js = nc, js
+        return js
+
+    async def _ensure_stream(self, js: JetStreamContext) -> _StreamInfo:
+        """The stream's info, creating it if absent (idempotent: several hubs may race)."""
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            config = StreamConfig(
+                name=self.stream,
+                subjects=[self.subject],
+                retention=RetentionPolicy.LIMITS,
+                discard=DiscardPolicy.OLD,
+                max_msgs=self.retention,
+                storage=StorageType.FILE,
+                duplicate_window=self.duplicate_window,
+                allow_direct=True,
+            )
+            try:
+                info = await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                info = await js.stream_info(self.stream)  # another hub created it first
+        problems = stream_config_problems(info.config, self.subject, self.retention)
+        if problems:
+            raise StreamMismatch(f"stream {self.stream}: " + "; ".join(problems))
+        self._direct = bool(info.config.allow_direct)
+        return info
+
+    async def aclose(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            await self._close_quietly(nc)
+        if self._closing:
+            await asyncio.gather(*self._closing)
+
+    # -- append -------------------------------------------------------------------------------
+
+    async def _last_entry(self, js: JetStreamContext) -> tuple[int, int]:
+        """(stream seq of the last entry, the global seq after it); (last seq, 1) when empty."""
+        try:
+            msg = await js.get_last_msg(self.stream, self.subject, direct=self._direct)
+        except nats.js.errors.NotFoundError:
+            info = await self._ensure_stream(js)
+            return info.state.last_seq, 1
+        if msg.seq is None:
+            raise MalformedEntry("a stored message without its stream seq")
+        return msg.seq, next_seq(decode_entry(msg.headers, msg.data))
+
+    async def append(self, batch: Batch) -> int | None:
+        """See Broker.append. Also raises MalformedEntry if the stream's last message is not
+        stereo's (its successor's seqs cannot be computed) and StreamMismatch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        with self._unavailable():
+            js = await self._connect()
+            while True:
+                if self._head is None:
+                    self._head = await self._last_entry(js)
+                after, first = self._head
+                try:
+                    ack = await js.publish(
+                        self.subject, batch.frames, headers=encode_headers(batch, first, after)
+                    )
+                except nats.js.errors.NoStreamResponseError:
+                    # The stream is gone (a server restarted without its store): a new one
+                    # numbers from 1 again, which readers see as a Gap.
+                    self._head = None
+                    await self._ensure_stream(js)
+                    continue
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != _WRONG_LAST_SEQUENCE:
+                        raise
+                    self.conflicts += 1
+                    self._head = None
+                    if loop.time() > deadline:
+                        raise BrokerUnavailable(
+                            f"{self.stream}: other appenders kept getting in first for "
+                            f"{self.timeout} s"
+                        ) from exc
+                    continue
+                if ack.duplicate:
+                    return None  # appended before (a resend): numbered then, not now
+                self._head = (ack.seq, first + batch.count)
+                return first
+
+    # -- read ---------------------------------------------------------------------------------
+
+    async def _read_info(self, js: JetStreamContext, expected: int) -> _StreamInfo:
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            raise Gap(expected, None, f"stream {self.stream} is gone") from None
+        if self._read_created is None:
+            self._read_created = info.created
+        elif info.created != self._read_created:
+            raise Gap(expected, None, f"stream {self.stream} was recreated")
+        return info
+
+    async def _entry_at(self, js: JetStreamContext, seq: int, expected: int) -> Entry | None:
+        """The entry at stream seq ``seq``; None if it is gone (trimmed, deleted)."""
+        try:
+            msg = await js.get_msg(self.stream, seq, direct=self._direct)
+        except nats.js.errors.NotFoundError:
+            return None
+        return self._decode(msg, seq, expected)
+
+    async def _existing_entry_at(self, js: JetStreamContext, seq: int, expected: int) -> Entry:
+        entry = await self._entry_at(js, seq, expected)
+        if entry is None:
+            raise Gap(expected, None, f"stream seq {seq} was trimmed or deleted")
+        return entry
+
+    @staticmethod
+    def _decode(msg: RawStreamMsg, seq: int, expected: int) -> Entry:
+        if msg.seq != seq:
+            raise Gap(expected, None, f"asked for stream seq {seq}, got {msg.seq}")
+        try:
+            return decode_entry(msg.headers, msg.data)
+        except MalformedEntry as exc:
+            raise Gap(expected, None, f"stream seq {seq}: {exc}") from exc
+
+    async def _locate(self, js: JetStreamContext, expected: int, info: _StreamInfo) -> int:
+        """The stream seq of the entry that starts at global seq ``expected`` (or the next
+        stream seq, if ``expected`` is the tail). Binary search over the stream: the first
+        seqs in the headers grow with the stream seq."""
+        first, last = info.state.first_seq, info.state.last_seq
+        if last == 0 or first > last:
+            if expected != 1:
+                raise Gap(expected, 1, "the stream is empty (recreated?)")
+            return last + 1
+        newest = await self._existing_entry_at(js, last, expected)
+        if expected == newest.last_seq + 1:
+            return last + 1
+        if expected > newest.last_seq:
+            raise Gap(expected, newest.last_seq + 1, "the stream ends before this seq")
+        lo, hi = first, last  # the entry holding ``expected`` is in [lo, hi], or was trimmed
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            entry = await self._entry_at(js, mid, expected)
+            # None: trimmed since the info, so everything up to ``mid`` is gone, and so is
+            # ``expected`` unless it is above; the checks after the search tell which.
+            if entry is None or entry.first_seq <= expected:
+                lo = mid
+            else:
+                hi = mid - 1
+        found = await self._existing_entry_at(js, lo, expected)
+        if found.first_seq > expected:
+            raise Gap(expected, found.first_seq, "trimmed past the retention")
+        if found.first_seq != expected:
+            raise Gap(expected, found.first_seq, "this seq is inside an entry")
+        return lo
+
+    async def _fetch(
+        self, js: JetStreamContext, expected: int, start: int, info: _StreamInfo
+    ) -> list[Entry]:
+        if start < info.state.first_seq:
+            raise Gap(expected, None, "trimmed past the retention")
+        if start > info.state.last_seq + 1:
+            raise Gap(expected, None, "the stream went backwards (recreated?)")
+        stop = min(info.state.last_seq, start + self.read_batch - 1)
+        seqs = range(start, stop + 1)
+        got = await asyncio.gather(
+            *(js.get_msg(self.stream, seq, direct=self._direct) for seq in seqs),
+            return_exceptions=True,
+        )
+        entries: list[Entry] = []
+        for seq, msg in zip(seqs, got, strict=True):
+            if isinstance(msg, nats.js.errors.NotFoundError) and entries:
+                break  # trimmed since the info: hand over what came, the next read says Gap
+            if isinstance(msg, nats.js.errors.NotFoundError):
+                raise Gap(expected, None, f"stream seq {seq} was trimmed or deleted")
+            if isinstance(msg, BaseException):
+                raise msg
+            entry = self._decode(msg, seq, expected)
+            check_follows(expected, entry)
+            entries.append(entry)
+            expected = entry.last_seq + 1
+            self._cursor = (expected, seq + 1)
+        return entries
+
+    async def read(self, expected: int, block: float) -> list[Entry]:
+        with self._unavailable():
+            js = await self._connect()
+            info = await self._read_info(js, expected)
+            if self._cursor is not None and self._cursor[0] == expected:
+                start = self._cursor[1]
+            else:
+                start = await self._locate(js, expected, info)
+                self._cursor = (expected, start)
+            if start > info.state.last_seq and block > 0:
+                info = await self._wait(js, expected, start, block)
+            return await self._fetch(js, expected, start, info)
+
+    async def _wait(
+        self, js: JetStreamContext, expected: int, start: int, block: float
+    ) -> _StreamInfo:
+        """Wait up to ``block`` seconds for stream seq ``start`` to exist; the fresh info."""
+        assert self._nc is not None
+        # The subscription is in place (flushed) before the info that says "nothing yet", so an
+        # append between the two still rings.
+        sub = await self._nc.subscribe(self.subject, max_msgs=1)
+        try:
+            await self._nc.flush(timeout=max(1, round(self.timeout)))
+            info = await self._read_info(js, expected)
+            if start <= info.state.last_seq:
+                return info
+            with contextlib.suppress(nats.errors.TimeoutError):
+                await sub.next_msg(timeout=block)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return await self._read_info(js, expected)
+
+    async def tail(self) -> int:
+        with self._unavailable():
+            js = await self._connect()
+            info = await self._ensure_stream(js)
+            # Where a fresh reader starts is also the incarnation of the stream it reads.
+            self._read_created = info.created
+            last, after = await self._last_entry(js)
+            self._cursor = (after, last + 1)
+            return after
