@@ -12,6 +12,23 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class BridgeStatistics:
+    """A bridged hub's link to its broker (docs/scale-out.md)."""
+
+    url: str
+    name: str
+    connected: bool  # a bridge process is attached
+    next_seq: int | None  # the global seq after the last one delivered (None: none yet)
+    pending_batches: int  # handed to the bridge, not yet appended by the broker
+    pending_bytes: int
+    batches_out: int
+    entries_in: int
+    restarts: int  # bridge processes started after the first
+    resets: int  # times the bridge cut this hub's workers off (a gap, the broker away)
+    last_reset: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class HubStatistics:
     broadcasts: int  # frames relayed (each counted once)
     deliveries: int  # frames written to worker outboxes (broadcasts x receivers)
@@ -21,6 +38,7 @@ class HubStatistics:
     peers: int
     next_seq: int
     outbox_limit: int  # bytes the master holds for one worker before cutting it off
+    bridge: BridgeStatistics | None = None  # with --bridge only
 
 
 @dataclass(frozen=True, slots=True)

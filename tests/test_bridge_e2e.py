@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import trio
-from conftest import Stereo, open_stereo
+from conftest import Stereo, ctl, open_stereo
 from test_bridge_redis import RedisServer, redis  # noqa: F401  (the fixture)
 
 WORKERS_PER_HUB = 2
@@ -76,6 +76,17 @@ async def test_two_hubs_share_one_order_with_the_same_seqs(
         with trio.fail_after(60):
             lists = await results(hubs)
         check_one_order(lists)
+        # The console and ctl show each hub's link to the broker.
+        control = str(tmp_path / "hub0" / "stereo.sock")
+        code, out, err = await ctl("--control", control, "stats", "--json")
+        assert (code, err) == (0, "")
+        bridge = json.loads(out)["bridge"]
+        assert bridge["url"] == redis.url and bridge["connected"] is True
+        assert bridge["batches_out"] > 0 and bridge["entries_in"] > 0
+        assert bridge["next_seq"] > messages * 2 * WORKERS_PER_HUB  # past every data message
+        assert (bridge["resets"], bridge["pending_batches"]) == (0, 0)
+        code, out, _ = await ctl("--control", control, "stats")
+        assert code == 0 and f"bridge      {redis.url} " in out and ": connected, next seq" in out
         for hub in hubs:
             hub.signal(signal.SIGTERM)
         with trio.fail_after(30):

@@ -14,6 +14,7 @@ sentence meant for them; anything else escaping from here is a bug in stereo.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect as _inspect
 import signal
 import time
@@ -245,6 +246,7 @@ def stats(ctx: Context) -> dict[str, Any]:
         "stopping": supervisor.stopping,
         "control_path": snap.control_path,
         "time": time.time(),
+        "bridge": dataclasses.asdict(hub.bridge) if hub.bridge is not None else None,
     }
 
 

@@ -119,7 +119,24 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"master      {human_bytes(stats['master_rss']):>12}"
         f"  {stats['master_cpu_percent']:.1f}% CPU",
     ]
+    bridge = stats.get("bridge")
+    if bridge:
+        lines.append(format_bridge(bridge))
     return "\n".join(lines)
+
+
+def format_bridge(bridge: dict[str, Any]) -> str:
+    state = "connected" if bridge["connected"] else "NOT CONNECTED"
+    seq = bridge["next_seq"] if bridge["next_seq"] is not None else "-"
+    line = (
+        f"bridge      {bridge['url']} {bridge['name']!r}: {state}, next seq {seq},"
+        f" {bridge['pending_batches']} batches waiting ({human_bytes(bridge['pending_bytes'])}),"
+        f" {bridge['batches_out']} out / {bridge['entries_in']} in,"
+        f" {bridge['restarts']} restarts, {bridge['resets']} resets"
+    )
+    if bridge["last_reset"]:
+        line += f" (last: {bridge['last_reset']})"
+    return line
 
 
 def format_inspect(info: dict[str, Any]) -> str:

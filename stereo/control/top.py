@@ -18,7 +18,7 @@ from prompt_toolkit.layout.controls import FormattedTextControl
 
 from ..errors import ControlError
 from .client import ControlClient, ControlUnreachable
-from .render import format_status, human_bytes, human_duration, human_rate
+from .render import format_bridge, format_status, human_bytes, human_duration, human_rate
 
 REFRESH_INTERVAL = 1.0
 FETCH_TIMEOUT = 5.0
@@ -37,6 +37,7 @@ def render_top(rows: list[dict[str, Any]], stats: dict[str, Any], now: float | N
         f"  out {human_bytes(rates['bytes_out_per_s'])}/s"
         f"  cut-offs {stats['cutoffs']}  respawns {stats['respawns']}"
         f"  master {human_bytes(stats['master_rss'])} {stats['master_cpu_percent']:.1f}%",
+        *([format_bridge(stats["bridge"])] if stats.get("bridge") else []),
         "",
     ]
     return "\n".join(header) + "\n" + format_status(rows)

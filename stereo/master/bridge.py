@@ -78,6 +78,7 @@ async def run_bridge(
         delay = RESTART_DELAYS[min(quick_exits, len(RESTART_DELAYS)) - 1] if quick_exits else 0.1
         log(f"bridge exited: {exitcodes.describe(code)}; restarting in {delay:g} s")
         await trio.sleep(delay)
+        hub.upstream.restarts += 1
 
 
 async def _run_once(

@@ -141,6 +141,7 @@ class Hub:
             peers=len(self.peers),
             next_seq=self.next_seq,
             outbox_limit=self.outbox_limit,
+            bridge=self.upstream.statistics() if self.upstream is not None else None,
         )
 
     # -- relaying (no checkpoints in here: this is what makes the order total) ---------------

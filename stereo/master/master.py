@@ -65,7 +65,11 @@ class Master:
         self.hub = Hub(
             max_message_size=settings.max_message_size,
             outbox_limit=settings.outbox_limit,
-            upstream=Upstream(settings.outbox_limit) if settings.bridge else None,
+            upstream=(
+                Upstream(settings.outbox_limit, url=settings.bridge, name=settings.bridge_name)
+                if settings.bridge
+                else None
+            ),
         )
         self.supervisor = Supervisor(settings, sockets, sink.log)
         self.supervisor.launch = Launcher(

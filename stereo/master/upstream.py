@@ -17,12 +17,16 @@ from typing import Any
 import trio
 
 from ..outbox import Outbox
+from ..snapshot import BridgeStatistics
 from ..wire.bridge import encode_batch
 
 
 class Upstream:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, url: str = "", name: str = "") -> None:
         self.limit = limit
+        self.url = url
+        self.name = name
+        self.restarts = 0  # bridge processes started after the first
         #: This hub's id in the broker (its batches' dedup key), new at every master start.
         self.hub_id = uuid.uuid4().hex
         self.outbox: Outbox | None = None  # the connected bridge's
@@ -79,6 +83,21 @@ class Upstream:
             if self._room.is_set():
                 self._room = trio.Event()
             await self._room.wait()
+
+    def statistics(self) -> BridgeStatistics:
+        return BridgeStatistics(
+            url=self.url,
+            name=self.name,
+            connected=self.outbox is not None,
+            next_seq=self.next_seq,
+            pending_batches=len(self._pending),
+            pending_bytes=self.pending_bytes,
+            batches_out=self.batches_out,
+            entries_in=self.entries_in,
+            restarts=self.restarts,
+            resets=self.resets,
+            last_reset=self.last_reset,
+        )
 
     def welcome(self) -> dict[str, Any]:
         """What a new bridge must know of this hub, besides the broker's address."""
