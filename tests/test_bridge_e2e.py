@@ -132,3 +132,33 @@ async def test_a_bridge_killed_again_and_again_loses_and_duplicates_nothing(
 
 def finished(hubs: list[Stereo]) -> bool:
     return any(re.search(r"\] RESULT ", line) for hub in hubs for line in hub.lines)
+
+
+async def test_a_stopping_hub_hands_its_workers_last_broadcasts_to_the_broker(
+    redis: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    common = ("bridge_lastword:serve", "-w", "1", "--bridge", redis.url, "--bridge-name", name)
+    async with AsyncExitStack() as stack:
+        receiver = await stack.enter_async_context(
+            open_stereo(
+                *common,
+                "--control",
+                str(tmp_path / "r" / "s.sock"),
+                env={"LASTWORD_ROLE": "receiver"},
+            )
+        )
+        sender = await stack.enter_async_context(
+            open_stereo(
+                *common,
+                "--control",
+                str(tmp_path / "s" / "s.sock"),
+                env={"LASTWORD_ROLE": "sender"},
+            )
+        )
+        with trio.fail_after(60):
+            await sender.wait_for(r"^\[worker 1\] sent$")
+            sender.signal(signal.SIGTERM)  # at once: most of it may still be on its way
+            assert await sender.wait() == 0
+            await receiver.wait_for(r"^\[worker 1\] got all$")

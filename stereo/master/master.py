@@ -241,6 +241,10 @@ class Master:
                         )
                 task_status.started()
                 await self.supervisor.idle.wait()
+                if self.hub.upstream is not None:
+                    # The workers' last broadcasts reach the broker before the bridge goes.
+                    with trio.move_on_after(self.settings.graceful_timeout):
+                        await self.hub.upstream.wait_appended()
                 # A new master told to stop with us ends first: none is left holding the port.
                 await self.upgrader.wait()
                 self.sink.log("all workers stopped; bye")

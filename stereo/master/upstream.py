@@ -34,6 +34,8 @@ class Upstream:
         self._pending: deque[tuple[int, bytes]] = deque()  # (number, BATCH frame)
         self.pending_bytes = 0
         self._room = trio.Event()
+        self._empty = trio.Event()
+        self._empty.set()
         #: The global seq after the last one delivered (None: nothing yet, start at the tail).
         self.next_seq: int | None = None
         self.batches_out = 0
@@ -52,6 +54,8 @@ class Upstream:
         frame = encode_batch(number, count, frames)
         self._pending.append((number, frame))
         self.pending_bytes += len(frame)
+        if self._empty.is_set():
+            self._empty = trio.Event()
         self.batches_out += 1
         if self.outbox is not None:
             self.outbox.put(frame)
@@ -62,6 +66,8 @@ class Upstream:
             self.pending_bytes -= len(pending.popleft()[1])
         if not self.full:
             self._room.set()
+        if not pending:
+            self._empty.set()
 
     def attach(self, outbox: Outbox) -> None:
         """A bridge finished its handshake: it gets every batch kept, in order."""
@@ -77,6 +83,10 @@ class Upstream:
         """The bridge found this hub behind the broker (a gap, or the broker away too long)."""
         self.resets += 1
         self.last_reset = reason
+
+    async def wait_appended(self) -> None:
+        """Until every batch kept has been appended (a stopping master's last broadcasts)."""
+        await self._empty.wait()
 
     async def wait_for_room(self) -> None:
         while self.full:
