@@ -560,3 +560,12 @@ async def test_execute_checks_wire_arguments() -> None:
             result = await commands.execute(ctx, "shutdown", {"mode": "quick"})
             assert result == {"stopping": True, "graceful": False}
             await master.supervisor.idle.wait()
+
+
+def test_a_bridged_broadcast_says_the_broker_numbers_it() -> None:
+    from stereo.control.render import format_result
+
+    assert format_result("broadcast", {"seq": 7, "receivers": 2}) == "broadcast seq 7 to 2 workers"
+    assert format_result("broadcast", {"seq": 0, "receivers": 2}) == (
+        "broadcast handed to the broker bridge"
+    )

@@ -222,6 +222,8 @@ def _format_killed(result: dict[str, Any]) -> str:
 
 
 def _format_broadcast(result: dict[str, Any]) -> str:
+    if not result["seq"]:  # a bridged hub: the broker numbers it, every hub's workers get it
+        return "broadcast handed to the broker bridge"
     return f"broadcast seq {result['seq']} to {result['receivers']} workers"
 
 
