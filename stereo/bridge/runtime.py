@@ -32,7 +32,7 @@ from ..wire.protocol import (
     encode_map,
     max_body_size,
 )
-from .broker import Batch, BrokerUnavailable, Gap
+from .broker import Batch, Broker, BrokerUnavailable, Gap
 from .redis_stream import RedisStream
 from .restamp import restamp
 
@@ -69,9 +69,15 @@ class HubConnection:
 
 
 class Bridge:
-    def __init__(self, hub: HubConnection, broker: RedisStream, welcome: dict[str, Any]) -> None:
+    def __init__(
+        self, hub: HubConnection, appender: Broker, reader: Broker, welcome: dict[str, Any]
+    ) -> None:
         self.hub = hub
-        self.broker = broker
+        # Two clients, two connections: a read blocks its connection in XREAD BLOCK, and an
+        # append queued behind it on the same connection would wait out the block (up to
+        # READ_BLOCK of latency, and the read waiting for that very append).
+        self.appender = appender
+        self.reader = reader
         self.hub_id = str(welcome["hub_id"])
         self.timeout = float(welcome["timeout"])
         self.next_seq: int | None = welcome.get("next_seq")
@@ -99,16 +105,16 @@ class Bridge:
                 raise ProtocolError(f"the master sent {Kind(kind).name}, not BATCH")
             number, count, frames = decode_batch(body)
             batch = Batch(self.hub_id, number, count, frames)
-            await self.retrying(partial(self.broker.append, batch))
+            await self.retrying(partial(self.appender.append, batch))
             await self.hub.send(encode_appended(number))
 
     async def read_loop(self) -> NoReturn:
         while True:
             if self.next_seq is None:
-                self.next_seq = await self.retrying(self.broker.tail)
+                self.next_seq = await self.retrying(self.reader.tail)
             expected = self.next_seq
             try:
-                entries = await self.retrying(partial(self.broker.read, expected, READ_BLOCK))
+                entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK))
             except Gap as gap:
                 await self.reset(f"the broker's order has a gap: {gap}")
                 self.next_seq = None  # start again at the tail
@@ -171,14 +177,15 @@ async def run(hub_fd: int) -> int:
     # plus a largest broadcast under way); the limit is the master's own, LARGEST_MESSAGE_SIZE.
     hub = HubConnection(stream, LARGEST_MESSAGE_SIZE + 2 * RECEIVE_SIZE)
     welcome = await handshake(hub)
-    async with RedisStream(
-        str(welcome["url"]),
-        str(welcome["name"]),
-        retention=int(welcome["retention"]),
-        timeout=min(5.0, float(welcome["timeout"])),
-    ) as broker:
+    url, name = str(welcome["url"]), str(welcome["name"])
+    retention = int(welcome["retention"])
+    timeout = min(5.0, float(welcome["timeout"]))
+    async with (
+        RedisStream(url, name, retention=retention, timeout=timeout) as appender,
+        RedisStream(url, name, retention=retention, timeout=timeout) as reader,
+    ):
         await hub.send(encode_frame(Kind.READY))
-        await Bridge(hub, broker, welcome).run()
+        await Bridge(hub, appender, reader, welcome).run()
     return exitcodes.STOPPED
 
 

@@ -8,12 +8,7 @@ prefixed ``[bridge]``, to the master's stdout and stderr.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import trio
@@ -22,6 +17,7 @@ from .. import exitcodes
 from ..wire.protocol import PROTOCOL_VERSION
 from .config import Settings
 from .hub import Hub, Peer
+from .process import hub_socketpair, start_on_hub
 from .upstream import Upstream
 
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)  # after quick exits in a row; then every 5 s
@@ -59,11 +55,6 @@ class BridgeEvents:
         self.log(f"bridge cannot start: {reason}")
 
 
-async def _kill_now(process: trio.Process) -> None:
-    process.kill()
-    await process.wait()
-
-
 async def run_bridge(
     hub: Hub, settings: Settings, log: Callable[[str], None], handshake_timeout: float
 ) -> None:
@@ -84,22 +75,10 @@ async def run_bridge(
 async def _run_once(
     hub: Hub, settings: Settings, events: BridgeEvents, handshake_timeout: float
 ) -> int:
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
+    parent, child = hub_socketpair()
     try:
         async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    [sys.executable, "-m", "stereo.bridge"],
-                    check=False,
-                    deliver_cancel=_kill_now,
-                    stdin=subprocess.DEVNULL,
-                    pass_fds=(child.fileno(),),
-                    env=env,
-                    process_group=0,  # Ctrl-C reaches the master only
-                )
-            )
+            process = await start_on_hub(nursery, "stereo.bridge", child, capture=False)
             child.close()
             peer = Peer(0, parent, settings.max_message_size, events)
             nursery.start_soon(hub.serve_bridge, peer, handshake_timeout)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -153,6 +153,50 @@ async def _kill_now(process: trio.Process) -> None:
     await process.wait()
 
 
+def hub_socketpair() -> tuple[socket.socket, socket.socket]:
+    """The master's end and the child's end of a new hub connection."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for end in (parent, child):
+        # Room for a 1 MiB broadcast in flight: with the 208 KiB default, a big message
+        # crosses each hop in several wake-ups of the reader (the kernel caps this at
+        # net.core.wmem_max).
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, HUB_SOCKET_BUFFER)
+    return parent, child
+
+
+async def start_on_hub(
+    nursery: trio.Nursery,
+    module: str,
+    child: socket.socket,
+    extra_fds: Sequence[int] = (),
+    *,
+    capture: bool,
+) -> trio.Process:
+    """Start ``python -m module`` in ``nursery`` with ``child`` as its hub connection (and
+    ``extra_fds``); its stdout and stderr piped to us if ``capture``, else shared with ours.
+    Cancelling the nursery kills it."""
+    env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
+    env.pop("LISTEN_FDS", None)
+    env.pop("LISTEN_PID", None)
+    output = subprocess.PIPE if capture else None
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            [sys.executable, "-m", module],
+            check=False,
+            deliver_cancel=_kill_now,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            pass_fds=(child.fileno(), *extra_fds),
+            env=env,
+            # Own process group: Ctrl-C in the terminal reaches the master only.
+            process_group=0,
+        )
+    )
+    return process
+
+
 class Launcher:
     """Starts real worker processes; :meth:`run` is one process's task."""
 
@@ -176,32 +220,12 @@ class Launcher:
     async def run(self, slot_id: int, *, task_status: trio.TaskStatus[WorkerProcess]) -> None:
         """Start one worker process for ``slot_id``; report its record as started; return once
         it exited and its connection and output were read (OSError if it cannot be started)."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for end in (parent, child):
-            # Room for a 1 MiB broadcast in flight: with the 208 KiB default, a big message
-            # crosses each hop in several wake-ups of the reader (the kernel caps this at
-            # net.core.wmem_max).
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, HUB_SOCKET_BUFFER)
-        env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
-        env.pop("LISTEN_FDS", None)
-        env.pop("LISTEN_PID", None)
+        parent, child = hub_socketpair()
         proc: WorkerProcess | None = None
         try:
             async with trio.open_nursery() as nursery:
-                process: trio.Process = await nursery.start(
-                    partial(
-                        trio.run_process,
-                        [sys.executable, "-m", "stereo.worker"],
-                        check=False,
-                        deliver_cancel=_kill_now,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        pass_fds=(child.fileno(), *self.listen_fds(slot_id)),
-                        env=env,
-                        # Own process group: Ctrl-C in the terminal reaches the master only.
-                        process_group=0,
-                    )
+                process = await start_on_hub(
+                    nursery, "stereo.worker", child, self.listen_fds(slot_id), capture=True
                 )
                 child.close()
                 proc = WorkerProcess(
