@@ -25,6 +25,7 @@ def write_charts(results: Results, out: Path) -> list[Path]:
         ("latency.png", _latency),
         ("serving.png", _serving),
         ("asgi.png", _asgi),
+        ("bridge.png", _bridge),
     ):
         fig = draw(results)
         if fig is None:
@@ -147,6 +148,46 @@ def _asgi(results: Results) -> Figure | None:
     axes[3].set_ylabel("send -> receipt, µs")
     axes[3].set_title(f"Fan-out latency at {results.plan.get('fanout_rate', '?')} msg/s")
     axes[3].legend(loc="upper left", ncols=2)
+    for ax in axes:
+        ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def _bridge(results: Results) -> Figure | None:
+    """Deliveries/s across two hubs, and cross-hub latency beside the broker's own PING."""
+    rows = [r for r in results.bridge if r.error is None]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
+    burst = [r for r in rows if r.mode == "burst"]
+    labels = [f"{r.system}\n({r.broker})" for r in burst]
+    axes[0].bar(range(len(burst)), [r.deliveries_per_s for r in burst], 0.6)
+    for i, r in enumerate(burst):
+        if not r.lossless:  # a lossy bar must not pass for a fast one
+            axes[0].annotate(f"{r.missing:,} lost", (i, r.deliveries_per_s), ha="center")
+    axes[0].set_xticks(range(len(burst)), labels)
+    axes[0].set_ylabel("deliveries / s")
+    axes[0].set_title("Two hubs x 2 workers, 64 B, full speed")
+    paced = [r for r in rows if r.mode == "paced" and r.p50_us is not None]
+    width = 0.2
+    series = (
+        ("cross-hub p50", "p50_us"),
+        ("cross-hub p99", "p99_us"),
+        ("broker PING p50", "rtt_p50_us"),
+        ("broker PING p99", "rtt_p99_us"),
+    )
+    for i, (label, key) in enumerate(series):
+        xs = [j + (i - 1.5) * width for j in range(len(paced))]
+        axes[1].bar(xs, [getattr(r, key) or 0 for r in paced], width, label=label)
+    axes[1].set_xticks(range(len(paced)), [f"{r.system}\n({r.broker})" for r in paced])
+    # Log scale: a broker round trip of tens of µs and a p99 of milliseconds on one axis.
+    axes[1].set_yscale("log")
+    tallest = max((getattr(r, k) or 1 for r in paced for _, k in series), default=1)
+    axes[1].set_ylim(top=tallest * 20)  # room above the bars for the legend
+    axes[1].set_ylabel("µs")
+    rate = paced[0].rate if paced else "?"
+    axes[1].set_title(f"Latency at {rate} msg/s (send -> receipt at the other hub)")
+    axes[1].legend(loc="upper left", fontsize="small")
     for ax in axes:
         ax.grid(True, axis="y", alpha=0.3)
     return fig

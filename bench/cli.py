@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import floor, machine
 from .asgi import run_asgi
+from .bridge import run_bridge
 from .costs import run_costs
 from .load import WRK_MISSING, tool_name
 from .peers import Peer, all_peers
@@ -29,7 +30,7 @@ from .report import render, size
 from .results import BASELINE, RelayResult, Results, ServingResult, median_round
 from .serving import run_serving_leg
 
-WORKLOADS = ("relay", "latency", "serving", "costs", "asgi")
+WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge")
 # Not a tracked path: a run overwrites the results, tables and charts in its output directory.
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -58,8 +59,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=5,
-        help="rounds of the relay, latency, serving and asgi legs, taken in turns by the peers;"
-        " the tables show each one's median round (default: 5)",
+        help="rounds of the relay, latency, serving, asgi and bridge legs, taken in turns by the"
+        " peers; the tables show each one's median round (default: 5)",
     )
     parser.add_argument(
         "--out",
@@ -247,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.costs = run_costs(plan.idle_seconds, plan.kills)
         if "asgi" in args.only:
             results.asgi, results.fanout = run_asgi(
+                plan, max(1, args.repeat), _progress, partial(_loud, results)
+            )
+        if "bridge" in args.only:
+            results.bridge = run_bridge(
                 plan, max(1, args.repeat), _progress, partial(_loud, results)
             )
         results.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

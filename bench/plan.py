@@ -47,6 +47,13 @@ class Plan:
     fanout_rate: int
     fanout_seconds: int
     fanout_timeout: float
+    # bridge: two hubs of bridge_per_hub workers over a private broker, each worker sending
+    # bridge_count messages at full speed, then bridge_rate msg/s (over all) for some seconds
+    bridge_per_hub: int
+    bridge_count: int
+    bridge_rate: int
+    bridge_seconds: int
+    bridge_timeout: float
 
     @property
     def fanout_paced_count(self) -> int:
@@ -95,6 +102,11 @@ FULL = Plan(
     fanout_rate=500,
     fanout_seconds=5,
     fanout_timeout=60,
+    bridge_per_hub=2,
+    bridge_count=25_000,
+    bridge_rate=500,
+    bridge_seconds=5,
+    bridge_timeout=120,
 )
 
 QUICK = Plan(
@@ -116,4 +128,9 @@ QUICK = Plan(
     fanout_rate=500,
     fanout_seconds=1,
     fanout_timeout=30,
+    bridge_per_hub=2,
+    bridge_count=2_000,
+    bridge_rate=500,
+    bridge_seconds=1,
+    bridge_timeout=30,
 )

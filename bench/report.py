@@ -11,7 +11,15 @@ import operator
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from .results import BASELINE, AsgiHttpResult, FanoutResult, RelayResult, Results, ServingResult
+from .results import (
+    BASELINE,
+    AsgiHttpResult,
+    BridgeResult,
+    FanoutResult,
+    RelayResult,
+    Results,
+    ServingResult,
+)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -451,6 +459,106 @@ def asgi_targets_table(results: Results) -> str:
     return _table(["target (asgi)", "stereo / peer", "verdict"], rows)
 
 
+BRIDGE_STEREO = "stereo"
+BRIDGE_TARGET = 5.0  # stereo's deliveries/s over the pub/sub peer's, across two hubs
+
+
+def _bridge_loss(r: BridgeResult) -> str:
+    """Delivered of expected, with every kind of trouble the ledgers saw, loudly."""
+    text = f"{r.deliveries:,}/{r.expected:,}"
+    trouble = [
+        f"{n:,} {what}"
+        for n, what in (
+            (r.missing, "missing"),
+            (r.duplicates, "duplicates"),
+            (r.reordered, "reordered"),
+            (r.reconnects, "resubscribed"),
+        )
+        if n
+    ]
+    return text + (f" (**{', '.join(trouble)}**)" if trouble else "")
+
+
+def _bridge_row(results: Results, broker: str, system: str, mode: str) -> BridgeResult | None:
+    return next(
+        (r for r in results.bridge if (r.broker, r.system, r.mode) == (broker, system, mode)),
+        None,
+    )
+
+
+def bridge_table(results: Results) -> str:
+    """One row per (broker, system): the burst's rate and loss, the paced run's cross-hub
+    latency beside the broker's own PING round trip, and its loss."""
+    out = []
+    for broker, system in dict.fromkeys((r.broker, r.system) for r in results.bridge):
+        b = _bridge_row(results, broker, system, "burst")
+        p = _bridge_row(results, broker, system, "paced")
+        row = [broker, system]
+        if b is None or b.error is not None:
+            row += [f"failed: {b.error[:120]}" if b and b.error else "-", "", ""]
+        else:
+            stereo = _bridge_row(results, broker, BRIDGE_STEREO, "burst")
+            ratio = (
+                _ratio(stereo.deliveries_per_s, b.deliveries_per_s)
+                if stereo is not None and stereo is not b and stereo.error is None
+                else "-"
+            )
+            row += [f"{b.deliveries_per_s:,.0f}", ratio, _bridge_loss(b)]
+        if p is None or p.error is not None:
+            row += [f"failed: {p.error[:120]}" if p and p.error else "-", "", ""]
+        else:
+            row += [
+                f"{_us(p.p50_us)} / {_us(p.p99_us)}",
+                f"{_us(p.rtt_p50_us)} / {_us(p.rtt_p99_us)}",
+                _bridge_loss(p),
+            ]
+        out.append(row)
+    header = ["broker", "system", "deliveries/s", "stereo/peer", "burst delivered"]
+    header += ["cross-hub p50 / p99 µs", "broker PING p50 / p99 µs", "paced delivered"]
+    return _table(header, out)
+
+
+def bridge_targets_table(results: Results) -> str:
+    """Per broker: stereo >= 5x the peer's deliveries/s, and no loss in any stereo run (the
+    peer's loss is reported beside it, not held against a target: dropping is what it does)."""
+    rows: list[list[str]] = []
+    for broker in dict.fromkeys(r.broker for r in results.bridge):
+        sb = _bridge_row(results, broker, BRIDGE_STEREO, "burst")
+        peers = [
+            r
+            for r in results.bridge
+            if r.broker == broker and r.system != BRIDGE_STEREO and r.mode == "burst"
+        ]
+        for pb in peers:
+            usable = sb is not None and sb.ok and pb.error is None and pb.deliveries_per_s
+            ratio = sb.deliveries_per_s / pb.deliveries_per_s if usable and sb and pb else None
+            rows.append(
+                [
+                    f"{broker}: deliveries/s >= {BRIDGE_TARGET:g}x {pb.system}",
+                    f"{ratio:.2f}x" if ratio is not None else "-",
+                    "n.a." if ratio is None else ("PASS" if ratio >= BRIDGE_TARGET else "MISS"),
+                ]
+            )
+        mine = [r for r in results.bridge if r.broker == broker and r.system == BRIDGE_STEREO]
+        failed = [r for r in mine if r.error is not None]
+        lossy = [f"{r.mode}: {_bridge_loss(r)}" for r in mine if r.error is None and not r.lossless]
+        verdict = "n.a." if not mine or failed else ("MISS" if lossy else "PASS")
+        rows.append(
+            [
+                f"{broker}: stereo delivers every message once, at every worker",
+                "; ".join(lossy) or ("failed" if failed else "no loss") if mine else "-",
+                verdict,
+            ]
+        )
+        theirs = [
+            f"{r.system} {r.mode}: {_bridge_loss(r)}"
+            for r in results.bridge
+            if r.broker == broker and r.system != BRIDGE_STEREO and r.error is None
+        ]
+        rows.append([f"{broker}: the peer's loss (reported)", "; ".join(theirs) or "-", "-"])
+    return _table(["target (bridge)", "measured", "verdict"], rows)
+
+
 def render(results: Results) -> str:
     """Every table, as Markdown, with the loud notes first."""
     parts = []
@@ -519,6 +627,21 @@ def render(results: Results) -> str:
         )
     if results.asgi or results.fanout:
         parts.append("### ASGI targets\n\n" + asgi_targets_table(results))
+    if results.bridge:
+        b0 = results.bridge[0]
+        bpaced = next((r for r in results.bridge if r.mode == "paced"), b0)
+        bburst = next((r for r in results.bridge if r.mode == "burst"), b0)
+        parts.append(
+            f"### Scale-out bridge, {b0.hubs} hubs x {b0.per_hub} workers, private broker\n\n"
+            f"Every worker sends {bburst.count:,} messages of 64 B at full speed and receives"
+            " everyone's (deliveries/s: distinct receipts over all workers / first start to last"
+            f" receipt); then {bpaced.rate} msg/s over all senders ({bpaced.count:,} each) for the"
+            " latency, send to receipt at a worker of the other hub, with the broker's PING round"
+            " trip measured meanwhile. Loss is counted per sender and seq at every receiver.\n\n"
+            + bridge_table(results)
+            + "\n\n"
+            + bridge_targets_table(results)
+        )
     if results.relay or results.latency or results.serving or results.costs:
         parts.append("### Targets\n\n" + targets_table(results))
     return "\n\n".join(parts) + "\n"

@@ -143,6 +143,53 @@ class FanoutResult:
 
 
 @dataclass
+class BridgeResult:
+    """One run of the bridge workload: two hubs of W workers sharing one private broker, every
+    worker a sender and a receiver (bench/bridge.py). Loss is counted per sender and seq."""
+
+    system: str  # "stereo" or the peer, "redis pub/sub"
+    broker: str  # "redis" or "nats": the private server both systems used
+    mode: str  # "burst" (full speed) or "paced" (``rate`` msg/s over all senders)
+    hubs: int
+    per_hub: int  # workers per hub
+    count: int  # messages per sender
+    rate: int = 0  # paced only
+    deliveries: int = 0  # distinct (sender, seq) receipts, summed over the receivers
+    missing: int = 0  # expected but never received (gaps), summed over the receivers
+    duplicates: int = 0
+    reordered: int = 0  # received after a later seq of the same sender
+    reconnects: int = 0  # the peer's subscriptions Redis dropped (and it took again)
+    wall_s: float = 0.0  # first start to last receipt (workers' CLOCK_MONOTONIC)
+    p50_us: float | None = None  # paced: send to receipt at a worker of the other hub
+    p99_us: float | None = None
+    max_us: float | None = None
+    rtt_p50_us: float | None = None  # paced: the broker's PING round trip, in the same span
+    rtt_p99_us: float | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def senders(self) -> int:
+        return self.hubs * self.per_hub
+
+    @property
+    def expected(self) -> int:
+        return self.senders * self.senders * self.count
+
+    @property
+    def deliveries_per_s(self) -> float:
+        return self.deliveries / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def lossless(self) -> bool:
+        return self.missing == 0 and self.duplicates == 0 and self.deliveries == self.expected
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.lossless
+
+
+@dataclass
 class CostResult:
     idle_seconds: float = 0.0
     idle_cpu_pct: float | None = None
@@ -176,6 +223,7 @@ class Results:
     floor: list[HopFloor] = field(default_factory=list)
     asgi: list[AsgiHttpResult] = field(default_factory=list)
     fanout: list[FanoutResult] = field(default_factory=list)
+    bridge: list[BridgeResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
 
     def save(self, path: Path) -> None:
@@ -185,6 +233,8 @@ class Results:
             data["relay"] + data["latency"], self.relay + self.latency, strict=True
         ):
             row["deliveries_per_s"] = obj.rate
+        for row, b in zip(data["bridge"], self.bridge, strict=True):
+            row["deliveries_per_s"] = b.deliveries_per_s
         path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -208,6 +258,10 @@ class Results:
             floor=[HopFloor(**f) for f in data.get("floor", [])],
             asgi=[AsgiHttpResult(**r) for r in data.get("asgi", [])],
             fanout=[FanoutResult(**r) for r in data.get("fanout", [])],
+            bridge=[
+                BridgeResult(**{k: v for k, v in r.items() if k != "deliveries_per_s"})
+                for r in data.get("bridge", [])
+            ],
             skipped=data["skipped"],
         )
 

@@ -4,14 +4,18 @@ run by ``python -m bench``, not tests)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.apps._bridge import BridgeSpec, Ledger, sender_id
+from bench.bridge import reduce_reports
 from bench.load import parse_wrk
 from bench.report import render, serving_ceiling, targets_table
 from bench.results import (
     BASELINE,
     AsgiHttpResult,
+    BridgeResult,
     FanoutResult,
     RelayResult,
     Results,
@@ -256,3 +260,107 @@ def test_asgi_targets_from_a_saved_run(tmp_path: Path) -> None:
     assert "19,995/20,000 (**5 lost**)" in tables
     # Issue 5's targets are not rendered for a run of the asgi workload alone.
     assert "### Targets" not in tables
+
+
+# -- the bridge workload ----------------------------------------------------------------------
+
+
+def bridge_spec(mode: str = "burst", count: int = 4) -> BridgeSpec:
+    return BridgeSpec(mode, 2, 2, count, 64, 500, "/nonexistent", 10.0, "redis://x", "c")  # type: ignore[arg-type]
+
+
+def test_the_ledger_tells_gaps_duplicates_and_reordering_apart_per_sender() -> None:
+    spec = bridge_spec(count=3)
+    ledger = Ledger(spec, sender_id(1, 1))
+    assert spec.senders == [101, 102, 201, 202]
+    for sender in spec.senders:
+        for seq in (0, 2, 1) if sender == 202 else (0, 1, 2):
+            ledger.receive(["d", 0, sender, seq, b""], 1)
+    assert ledger.complete and ledger.reordered == 1 and ledger.missing() == {}
+    assert ledger.receive(["d", 0, 101, 1, b""], 2)  # still complete, now with a duplicate
+    assert ledger.duplicates == 1 and ledger.distinct == 12
+    other = Ledger(spec, sender_id(2, 1))
+    other.receive(["d", 0, 101, 0, b""], 1)
+    other.receive(["d", 0, 999, 0, b""], 1)  # no sender of this run
+    other.receive(["d", 0, 101, 7, b""], 1)  # a seq out of range
+    assert other.foreign == 2 and not other.complete
+    assert other.missing() == {101: 2, 102: 3, 201: 3, 202: 3}
+
+
+def test_the_ledger_keeps_only_cross_hub_latencies_and_only_when_paced() -> None:
+    paced = Ledger(bridge_spec("paced"), sender_id(1, 2))
+    paced.receive(["d", 1_000, 101, 0, b""], 5_000)  # same hub
+    paced.receive(["d", 1_000, 201, 0, b""], 8_000)  # the other hub
+    assert paced.latencies == [7_000]
+    burst = Ledger(bridge_spec("burst"), sender_id(1, 2))
+    burst.receive(["d", 1_000, 201, 0, b""], 8_000)
+    assert burst.latencies == []
+
+
+def test_paced_senders_are_staggered_to_an_even_total_rate() -> None:
+    spec = bridge_spec("paced")
+    assert spec.interval_s == pytest.approx(4 / 500)  # 125 msg/s each
+    offsets = [spec.start_offset_s(s) for s in spec.senders]
+    assert offsets == pytest.approx([0, 0.002, 0.004, 0.006])
+
+
+def ledger_report(me: int, distinct: int, start: int, last: int, lat: list[int]) -> dict[str, Any]:
+    return {
+        "id": me,
+        "start_ns": start,
+        "last_ns": last,
+        "distinct": distinct,
+        "duplicates": 0,
+        "reordered": 0,
+        "foreign": 0,
+        "latencies_ns": lat,
+    }
+
+
+def test_bridge_reports_reduce_to_one_row_and_a_silent_worker_counts_as_loss() -> None:
+    row = BridgeResult("stereo", "redis", "paced", 2, 2, 4, 500)
+    reports = [
+        ledger_report(101, 16, 1_000_000_000, 1_500_000_000, [3_000, 1_000]),
+        ledger_report(102, 16, 1_100_000_000, 2_000_000_000, [2_000]),
+        ledger_report(201, 16, 1_000_000_000, 1_900_000_000, [4_000]),
+    ]  # 202 wrote nothing
+    reduce_reports(row, reports)
+    assert row.expected == 64 and row.deliveries == 48 and row.missing == 16
+    assert row.wall_s == pytest.approx(1.0) and row.deliveries_per_s == pytest.approx(48)
+    assert (row.p50_us, row.p99_us, row.max_us) == (2.0, 4.0, 4.0)
+    assert row.note == "1 of 4 workers reported nothing" and not row.ok
+
+
+def bridge_row(system: str, mode: str, rate: float, missing: int = 0) -> BridgeResult:
+    row = BridgeResult(system, "redis", mode, 2, 2, 1_000, 500 if mode == "paced" else 0)
+    row.deliveries = row.expected - missing
+    row.missing = missing
+    row.wall_s = row.deliveries / rate
+    if mode == "paced":
+        row.p50_us, row.p99_us, row.rtt_p50_us, row.rtt_p99_us = 900.0, 2_000.0, 60.0, 300.0
+    return row
+
+
+def test_bridge_targets_and_their_round_trip_through_json(tmp_path: Path) -> None:
+    results = Results(machine={}, plan={})
+    results.bridge = [
+        bridge_row("stereo", "burst", 600_000),
+        bridge_row("stereo", "paced", 0.0 + 1),
+        bridge_row("redis pub/sub", "burst", 100_000, missing=500),
+        bridge_row("redis pub/sub", "paced", 1),
+    ]
+    results.save(tmp_path / "results.json")
+    again = Results.load(tmp_path / "results.json")
+    assert again.bridge == results.bridge
+    table = render(again)
+    assert "| redis: deliveries/s >= 5x redis pub/sub | 6.00x | PASS |" in table
+    assert (
+        "| redis: stereo delivers every message once, at every worker | no loss | PASS |" in table
+    )
+    assert "15,500/16,000 (**500 missing**)" in table
+    assert "| 900 / 2,000 | 60 / 300 |" in table
+    results.bridge[0] = bridge_row("stereo", "burst", 400_000, missing=1)
+    table = render(results)
+    # A lossy rate is no rate to compare.
+    assert "| redis: deliveries/s >= 5x redis pub/sub | - | n.a. |" in table
+    assert "burst: 15,999/16,000 (**1 missing**) | MISS |" in table
