@@ -77,15 +77,20 @@ def test_script_writes_only_after_its_xadd() -> None:
     assert APPEND_SCRIPT.index("'SET', KEYS[2]") > xadd
     assert APPEND_SCRIPT.index("'HSET'") > xadd
     assert "string.format('0-%d', last)" in APPEND_SCRIPT
-    assert "'MAXLEN', '~', ARGV[5]" in APPEND_SCRIPT
+    assert "'MAXLEN', '~', ARGV[2]" in APPEND_SCRIPT
 
 
 def test_script_args() -> None:
-    assert script_args(Batch("hub", 3, 2, b"ab"), 1000, "E") == ["hub", 3, 2, b"ab", 1000, "E"]
+    two = [Batch("hub", 3, 2, b"ab"), Batch("hub", 4, 1, b"c")]
+    assert script_args(two, 1000, "E") == ["hub", 1000, "E", 3, 2, b"ab", 4, 1, b"c"]
     with pytest.raises(ValueError):
-        script_args(Batch("hub", 3, 0, b""), 1000, "E")
+        script_args([Batch("hub", 3, 0, b"")], 1000, "E")
     with pytest.raises(ValueError):
-        script_args(Batch("hub", 0, 1, b"a"), 1000, "E")
+        script_args([Batch("hub", 0, 1, b"a")], 1000, "E")
+    with pytest.raises(ValueError):
+        script_args([Batch("hub", 1, 1, b"a"), Batch("other", 2, 1, b"b")], 1000, "E")
+    with pytest.raises(ValueError):
+        script_args([], 1000, "E")
 
 
 def test_parse_entry() -> None:
@@ -298,6 +303,24 @@ async def test_a_duplicate_is_dropped(redis: RedisServer) -> None:
         ("h", 1, b"ab"),
         ("h", 2, b"c"),
         ("other", 1, b"d"),
+    ]
+
+
+@needs_redis
+async def test_many_batches_in_one_call_and_a_resend_overlapping_them(redis: RedisServer) -> None:
+    with trio.fail_after(10):
+        async with RedisStream(redis.url, "many") as stream:
+            first = [Batch("h", n, 2, b"x%d" % n) for n in (1, 2, 3)]
+            assert await stream.append_many(first) == [1, 3, 5]
+            # A new bridge resends what it was not told had landed, then goes on.
+            again = [Batch("h", 3, 2, b"x3"), Batch("h", 4, 1, b"y")]
+            assert await stream.append_many(again) == [None, 7]
+            entries = await stream.read(1, block=0)
+    assert [(e.first_seq, e.count, e.number) for e in entries] == [
+        (1, 2, 1),
+        (3, 2, 2),
+        (5, 2, 3),
+        (7, 1, 4),
     ]
 
 

@@ -33,30 +33,43 @@ from coredis.retry import NoRetryPolicy
 
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
 
-# KEYS: stream, counter, hubs, epoch. ARGV: hub id, batch number, frame count, frames,
-# retention (MAXLEN ~), an epoch to use if the stream has none yet.
-# The XADD comes before any other write: a failing command aborts a script without undoing the
-# writes before it, so the counter and the dedup hash move only once the entry exists. (GET and
-# SET of the counter, not INCRBY, for that reason; the script is atomic all the same.)
-# Numbers go through string.format('%d'): Lua 5.1 prints doubles past 1e14 with an exponent.
+# KEYS: stream, counter, hubs, epoch. ARGV: hub id, retention (MAXLEN ~), an epoch to use if the
+# stream has none yet, then (batch number, frame count, frames) for each batch, in order.
+# Returns each batch's first seq, 0 for a resend dropped. Several batches per call: one round
+# trip per call, not per batch, is what keeps a busy bridge ahead of its hub.
+# Each XADD comes before the writes that record it: a failing command aborts a script without
+# undoing the writes before it, so the counter and the dedup hash move only once the entry
+# exists. (GET and SET of the counter, not INCRBY, for that reason; the script is atomic all the
+# same.) Numbers go through string.format('%d'): Lua 5.1 prints doubles past 1e14 with an
+# exponent.
 APPEND_SCRIPT = """\
-local seen = redis.call('HGET', KEYS[3], ARGV[1])
-if seen and tonumber(seen) >= tonumber(ARGV[2]) then
-  return false
-end
-local first = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
-local last = first + tonumber(ARGV[3]) - 1
+local hub = ARGV[1]
+local seen = tonumber(redis.call('HGET', KEYS[3], hub) or '0')
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 local epoch = redis.call('GET', KEYS[4])
 if not epoch then
-  epoch = ARGV[6]
+  epoch = ARGV[3]
   redis.call('SET', KEYS[4], epoch)
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], string.format('0-%d', last),
-  'first', string.format('%d', first), 'count', ARGV[3], 'hub', ARGV[1], 'n', ARGV[2],
-  'e', epoch, 'frames', ARGV[4])
-redis.call('SET', KEYS[2], string.format('%d', last))
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-return first
+local firsts = {}
+for i = 4, #ARGV, 3 do
+  local number = tonumber(ARGV[i])
+  if number <= seen then
+    firsts[#firsts + 1] = 0
+  else
+    local first = counter + 1
+    local last = counter + tonumber(ARGV[i + 1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('0-%d', last),
+      'first', string.format('%d', first), 'count', ARGV[i + 1], 'hub', hub, 'n', ARGV[i],
+      'e', epoch, 'frames', ARGV[i + 2])
+    redis.call('SET', KEYS[2], string.format('%d', last))
+    redis.call('HSET', KEYS[3], hub, ARGV[i])
+    counter = last
+    seen = number
+    firsts[#firsts + 1] = first
+  end
+end
+return firsts
 """
 
 # Entries per XREAD: enough to amortise the round trip, few enough to keep a reply small
@@ -98,13 +111,20 @@ def entry_id(last_seq: int) -> str:
     return f"0-{last_seq}"
 
 
-def script_args(batch: Batch, retention: int, epoch: str) -> list[str | int | bytes]:
-    """ARGV of APPEND_SCRIPT for ``batch``."""
-    if batch.count < 1:
-        raise ValueError(f"a batch holds at least one frame, not {batch.count}")
-    if batch.number < 1:
-        raise ValueError(f"batch numbers start at 1, not {batch.number}")
-    return [batch.hub_id, batch.number, batch.count, batch.frames, retention, epoch]
+def script_args(batches: list[Batch], retention: int, epoch: str) -> list[str | int | bytes]:
+    """ARGV of APPEND_SCRIPT for ``batches`` (one hub's, in order)."""
+    if not batches:
+        raise ValueError("nothing to append")
+    args: list[str | int | bytes] = [batches[0].hub_id, retention, epoch]
+    for batch in batches:
+        if batch.count < 1:
+            raise ValueError(f"a batch holds at least one frame, not {batch.count}")
+        if batch.number < 1:
+            raise ValueError(f"batch numbers start at 1, not {batch.number}")
+        if batch.hub_id != batches[0].hub_id:
+            raise ValueError("one call appends one hub's batches")
+        args += [batch.number, batch.count, batch.frames]
+    return args
 
 
 def _text(value: bytes | str) -> str:
@@ -226,17 +246,19 @@ class RedisStream:
             await self._client.__aexit__(None, None, None)
 
     async def append(self, batch: Batch) -> int | None:
-        """One hub's batches must be appended one after the other, in order: a batch numbered
-        at or below the last one appended for its hub is dropped as a resend. An append that
-        raised BrokerUnavailable may still have landed; appending it again is safe."""
-        args = script_args(batch, self.retention, self._new_epoch)
+        return (await self.append_many([batch]))[0]
+
+    async def append_many(self, batches: list[Batch]) -> list[int | None]:
+        """Append one hub's ``batches``, in order, in one round trip; each one's first seq, or
+        None for a resend dropped. One hub's appends must not overlap: a batch numbered at or
+        below the last one appended for its hub is a resend. An append that raised
+        BrokerUnavailable may still have landed; appending it again is safe."""
+        args = script_args(batches, self.retention, self._new_epoch)
         with _boundary(self.timeout):
-            first: object = await self._append(self.keys.script_keys(), args)
-        if first is None:
-            return None
-        if not isinstance(first, int):
-            raise TypeError(f"the append script returned {first!r}")
-        return first
+            firsts: object = await self._append(self.keys.script_keys(), args)
+        if not isinstance(firsts, list) or len(firsts) != len(batches):
+            raise TypeError(f"the append script returned {firsts!r}")
+        return [first if isinstance(first, int) and first > 0 else None for first in firsts]
 
     async def read(self, expected: int, block: float) -> list[Entry]:
         if expected < 1:
