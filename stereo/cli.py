@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         default=None,
         help="share broadcasts with every hub naming the same broker and --bridge-name:"
-        " redis://HOST:PORT/DB (Redis Streams)",
+        " redis://HOST:PORT/DB (Redis Streams) or nats://HOST:PORT (NATS JetStream)",
     )
     bridge.add_argument(
         "--bridge-name", default="stereo", metavar="NAME", help="the shared stream's name"

@@ -1,27 +1,66 @@
-"""Two hubs (two `stereo run` masters) bridged through a private redis-server: one order, with
-the same msg.seq, on every worker of every hub; a bridge process killed again and again loses
-and duplicates nothing."""
+"""Two hubs (two `stereo run` masters) bridged through a private broker, redis-server (the trio
+bridge) or nats-server -js (the asyncio bridge): one order, with the same msg.seq, on every
+worker of every hub; a bridge process killed again and again loses and duplicates nothing."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import psutil
+import pytest
 import trio
 from conftest import Stereo, ctl, open_stereo
-from test_bridge_redis import RedisServer, redis  # noqa: F401  (the fixture)
+from test_bridge_jetstream import NATS_SERVER, NatsServer
+from test_bridge_redis import REDIS_SERVER, RedisServer
 
 WORKERS_PER_HUB = 2
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "redis",
+            marks=pytest.mark.skipif(not REDIS_SERVER.exists(), reason="no redis-server"),
+        ),
+        pytest.param(
+            "nats",
+            marks=pytest.mark.skipif(not Path(NATS_SERVER).exists(), reason="no nats-server"),
+        ),
+    ]
+)
+async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a private broker (never the shared ones on 6379 and 4222), stopped after."""
+    if request.param == "redis":
+        redis = RedisServer(tmp_path)
+        with trio.fail_after(15):
+            await redis.start()
+        try:
+            yield redis.url
+        finally:
+            with trio.CancelScope(shield=True):
+                await redis.stop()
+            gc.collect()  # see test_bridge_redis.LEAKED_BY_FAILED_CONNECT
+    else:
+        nats = NatsServer(tmp_path / "js")
+        # Its start and stop block for at most 10 s each: in a thread, off the test's loop.
+        await trio.to_thread.run_sync(nats.start)
+        try:
+            yield nats.url
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(nats.stop)
+
+
 async def open_hubs(
-    stack: AsyncExitStack, server: RedisServer, tmp_path: Path, count: int, messages: int
+    stack: AsyncExitStack, url: str, tmp_path: Path, count: int, messages: int
 ) -> list[Stereo]:
     name = f"test-{uuid.uuid4().hex[:8]}"
     env = {"ORDER_WORKERS": str(2 * WORKERS_PER_HUB), "ORDER_COUNT": str(messages)}
@@ -34,7 +73,7 @@ async def open_hubs(
                     "-w",
                     str(WORKERS_PER_HUB),
                     "--bridge",
-                    server.url,
+                    url,
                     "--bridge-name",
                     name,
                     "--control",
@@ -55,6 +94,11 @@ async def results(hubs: list[Stereo]) -> list[dict[str, object]]:
     return found
 
 
+def check_no_reset(hubs: list[Stereo]) -> None:
+    """Neither a bridge's restart nor hubs starting together is a reason to cut workers off."""
+    assert not [line for hub in hubs for line in hub.lines if "[bridge] RESET" in line]
+
+
 def check_one_order(summaries: list[dict[str, object]]) -> None:
     """Every worker of every hub saw the same (seq, sender, n) list (its digest), seqs only
     growing, every sender's messages once each in the order sent (the app checks)."""
@@ -67,26 +111,27 @@ def check_one_order(summaries: list[dict[str, object]]) -> None:
 
 
 async def test_two_hubs_share_one_order_with_the_same_seqs(
-    redis: RedisServer,  # noqa: F811
+    broker: str,
     tmp_path: Path,
 ) -> None:
     messages = 200
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, redis, tmp_path, 2, messages)
+        hubs = await open_hubs(stack, broker, tmp_path, 2, messages)
         with trio.fail_after(60):
             lists = await results(hubs)
         check_one_order(lists)
+        check_no_reset(hubs)
         # The console and ctl show each hub's link to the broker.
         control = str(tmp_path / "hub0" / "stereo.sock")
         code, out, err = await ctl("--control", control, "stats", "--json")
         assert (code, err) == (0, "")
         bridge = json.loads(out)["bridge"]
-        assert bridge["url"] == redis.url and bridge["connected"] is True
+        assert bridge["url"] == broker and bridge["connected"] is True
         assert bridge["batches_out"] > 0 and bridge["entries_in"] > 0
         assert bridge["next_seq"] > messages * 2 * WORKERS_PER_HUB  # past every data message
         assert (bridge["resets"], bridge["pending_batches"]) == (0, 0)
         code, out, _ = await ctl("--control", control, "stats")
-        assert code == 0 and f"bridge      {redis.url} " in out and ": connected, next seq" in out
+        assert code == 0 and f"bridge      {broker} " in out and ": connected, next seq" in out
         for hub in hubs:
             hub.signal(signal.SIGTERM)
         with trio.fail_after(30):
@@ -105,13 +150,13 @@ def bridge_pid(hub: Stereo) -> int | None:
 
 
 async def test_a_bridge_killed_again_and_again_loses_and_duplicates_nothing(
-    redis: RedisServer,  # noqa: F811
+    broker: str,
     tmp_path: Path,
 ) -> None:
     messages = 20_000
     kills_before_results = 0
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, redis, tmp_path, 2, messages)
+        hubs = await open_hubs(stack, broker, tmp_path, 2, messages)
         with trio.fail_after(120):
             # The storm begins once every worker has heard from every other.
             await hubs[0].wait_for(r"^\[worker \d+\] all here$", count=WORKERS_PER_HUB)
@@ -126,6 +171,7 @@ async def test_a_bridge_killed_again_and_again_loses_and_duplicates_nothing(
                     if not finished(hubs):  # the kill landed in the storm
                         kills_before_results += 1
             lists = await results(hubs)
+        check_no_reset(hubs)
     assert kills_before_results >= 2
     check_one_order(lists)
 
@@ -135,11 +181,10 @@ def finished(hubs: list[Stereo]) -> bool:
 
 
 async def test_a_stopping_hub_hands_its_workers_last_broadcasts_to_the_broker(
-    redis: RedisServer,  # noqa: F811
-    tmp_path: Path,
+    broker: str, tmp_path: Path
 ) -> None:
     name = f"test-{uuid.uuid4().hex[:8]}"
-    common = ("bridge_lastword:serve", "-w", "1", "--bridge", redis.url, "--bridge-name", name)
+    common = ("bridge_lastword:serve", "-w", "1", "--bridge", broker, "--bridge-name", name)
     async with AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(
             open_stereo(

@@ -18,9 +18,11 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import nats.js.errors
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from stereo.bridge.broker import Batch, BrokerUnavailable, Entry, Gap
@@ -184,6 +186,39 @@ def test_resent_batch_is_dropped(server: NatsServer) -> None:
         assert [(e.hub_id, e.number, e.first_seq) for e in entries] == [("h", 1, 1), ("h", 2, 5)]
         await broker.aclose()
         await again.aclose()
+
+    run(main())
+
+
+def test_tail_of_an_empty_stream_sees_an_append_racing_it(
+    server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two hubs starting together: one finds the stream empty, the other appends before the
+    # first's stream info. Its tail must be after that entry, or its first read is a Gap.
+    async def main() -> None:
+        writer = JetStream(server.url, "race", retention=100)
+        reader = JetStream(server.url, "race", retention=100)
+        assert await writer.tail() == 1
+        original = JetStreamContext.get_last_msg
+        raced = False
+
+        async def get_last_msg(self: JetStreamContext, *args: Any, **kwargs: Any) -> Any:
+            nonlocal raced
+            try:
+                return await original(self, *args, **kwargs)
+            except nats.js.errors.NotFoundError:
+                if not raced:
+                    raced = True
+                    assert await writer.append(batch("w", 1, count=3)) == 1
+                raise
+
+        monkeypatch.setattr(JetStreamContext, "get_last_msg", get_last_msg)
+        assert await reader.tail() == 4
+        assert raced
+        assert await writer.append(batch("w", 2, count=1)) == 4
+        assert [e.first_seq for e in await reader.read(4, block=2)] == [4]
+        await writer.aclose()
+        await reader.aclose()
 
     run(main())
 

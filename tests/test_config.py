@@ -32,6 +32,7 @@ BAD: list[tuple[dict[str, object], str]] = [
     ({"workers": 5, "max_workers": 4}, "--workers 5: must be a whole number from 0 to 4"),
     ({"max_workers": 0}, "--max-workers 0: must be a whole number from 1 to 65536"),
     ({"max_workers": 10**6}, "--max-workers 1000000: must be"),
+    ({"bridge": "kafka://h:9092"}, "--bridge 'kafka://h:9092': must be redis://HOST:PORT/DB or"),
 ]
 
 
@@ -43,6 +44,11 @@ def test_settings_out_of_range_are_refused_naming_the_option(
     with pytest.raises(ConfigError) as info:
         settings.check()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "nats://127.0.0.1:4222"])
+def test_both_bridge_schemes_are_accepted(url: str) -> None:
+    Settings(app="a:b", workers=1, bridge=url).check()
 
 
 def test_the_bounds_themselves_are_accepted() -> None:

@@ -208,11 +208,20 @@ class JetStream:
 
     async def _last_entry(self, js: JetStreamContext) -> tuple[int, int]:
         """(stream seq of the last entry, the global seq after it); (last seq, 1) when empty."""
-        try:
-            msg = await js.get_last_msg(self.stream, self.subject, direct=self._direct)
-        except nats.js.errors.NotFoundError:
-            info = await self._ensure_stream(js)
-            return info.state.last_seq, 1
+        for _ in range(3):
+            try:
+                msg = await js.get_last_msg(self.stream, self.subject, direct=self._direct)
+                break
+            except nats.js.errors.NotFoundError:
+                info = await self._ensure_stream(js)
+                # Empty when asked, but another hub may have appended since: its entry numbers
+                # from 1, and a tail of (its stream seq, 1) would make the next reader see a
+                # gap. Only a stream still empty in this info is empty.
+                if info.state.messages == 0:
+                    return info.state.last_seq, 1
+        else:
+            # Not empty, yet no last message (a replica behind its leader?): try again later.
+            raise BrokerUnavailable(f"{self.stream}: the last entry cannot be read")
         if msg.seq is None:
             raise MalformedEntry("a stored message without its stream seq")
         return msg.seq, next_seq(decode_entry(msg.headers, msg.data))

@@ -7,186 +7,69 @@ Started by the master (``python -m stereo.bridge``) with its end of a hub connec
 and reading (from the seq after the last one this hub delivered, or the tail for a new hub).
 The broker away longer than the bridge timeout, or a gap in its order, is a RESET: the master
 cuts its workers off, and reading starts again at the tail. Its lines go to stderr, prefixed.
+
+The handshake is done here, blocking, before any event loop: WELCOME's URL says which loop the
+broker's client needs. ``redis://`` runs under trio (:mod:`.runtime_trio`, coredis);
+``nats://`` under asyncio (:mod:`.runtime_asyncio`, nats-py, which is asyncio only), so that
+process never imports trio. Both drive the same decisions (:mod:`.logic`).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, NoReturn, TypeVar
-
-import trio
+from typing import Any, NoReturn
 
 from .. import exitcodes
 from ..errors import ProtocolError
-from ..wire.bridge import decode_batch, encode_appended, encode_deliver
-from ..wire.framing import Frame, FrameReader, encode_frame
-from ..wire.protocol import (
-    LARGEST_MESSAGE_SIZE,
-    PROTOCOL_VERSION,
-    Kind,
-    decode_map,
-    encode_map,
-    max_body_size,
-)
-from .broker import Batch, Broker, BrokerUnavailable, Gap
-from .redis_stream import RedisStream
-from .restamp import restamp
-
-RECEIVE_SIZE = 256 * 1024
-READ_BLOCK = 1.0  # seconds a read waits for entries before looking again
-BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-HEARTBEAT = 1.0
-T = TypeVar("T")
+from ..wire.framing import FrameReader
+from ..wire.protocol import PROTOCOL_VERSION, Kind, decode_map, encode_map
+from .logic import HUB_MAX_BODY, RECEIVE_SIZE, say
 
 
-def say(line: str) -> None:
-    print(f"[bridge] {line}", file=sys.stderr, flush=True)
-
-
-class HubConnection:
-    """The bridge's side of the hub connection: one writer at a time, frames read in order."""
-
-    def __init__(self, stream: trio.SocketStream, max_body: int) -> None:
-        self.stream = stream
-        self.reader = FrameReader(max_body)
-        self._send_lock = trio.Lock()
-
-    async def send(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(data)
-
-    async def next_frame(self) -> tuple[int, bytes]:
-        while (frame := self.reader.next_frame()) is None:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                raise EOFError("the master closed the hub connection")
-            self.reader.append(data)
-        return frame.kind, frame.body
-
-
-class Bridge:
-    def __init__(
-        self, hub: HubConnection, appender: Broker, reader: Broker, welcome: dict[str, Any]
-    ) -> None:
-        self.hub = hub
-        # Two clients, two connections: a read blocks its connection in XREAD BLOCK, and an
-        # append queued behind it on the same connection would wait out the block (up to
-        # READ_BLOCK of latency, and the read waiting for that very append).
-        self.appender = appender
-        self.reader = reader
-        self.hub_id = str(welcome["hub_id"])
-        self.timeout = float(welcome["timeout"])
-        self.next_seq: int | None = welcome.get("next_seq")
-        # Each frame of an entry must be a whole BROADCAST under the hub's own limit.
-        self.max_length = max_body_size(int(welcome["max_message_size"])) + 1
-        self._away_since: float | None = None  # the broker unreachable since (trio clock)
-        self._reset_sent = False
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.append_loop)
-            nursery.start_soon(self.read_loop)
-            nursery.start_soon(self.heartbeat)
-
-    async def heartbeat(self) -> NoReturn:
-        frame = encode_frame(Kind.HEARTBEAT)
-        while True:
-            await self.hub.send(frame)
-            await trio.sleep(HEARTBEAT)
-
-    async def append_loop(self) -> NoReturn:
-        while True:
-            kind, body = await self.hub.next_frame()
-            if kind != Kind.BATCH:
-                raise ProtocolError(f"the master sent {Kind(kind).name}, not BATCH")
-            number, count, frames = decode_batch(body)
-            batch = Batch(self.hub_id, number, count, frames)
-            await self.retrying(partial(self.appender.append, batch))
-            await self.hub.send(encode_appended(number))
-
-    async def read_loop(self) -> NoReturn:
-        while True:
-            if self.next_seq is None:
-                self.next_seq = await self.retrying(self.reader.tail)
-            expected = self.next_seq
-            try:
-                entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK))
-            except Gap as gap:
-                await self.reset(f"the broker's order has a gap: {gap}")
-                self.next_seq = None  # start again at the tail
-                continue
-            if self.next_seq != expected:
-                continue  # reset while the broker was away: start again at the tail
-            for entry in entries:
-                frames = restamp(entry.frames, entry.count, entry.first_seq, self.max_length)
-                await self.hub.send(encode_deliver(entry.count, entry.first_seq, frames))
-                self.next_seq = entry.last_seq + 1
-            self._reset_sent = False
-
-    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` until the broker answers; past the timeout, RESET the hub (once)."""
-        attempt = 0
-        while True:
-            try:
-                result = await call()
-            except BrokerUnavailable as exc:
-                now = trio.current_time()
-                if self._away_since is None:
-                    self._away_since = now
-                    say(f"broker unavailable ({exc}); retrying")
-                elif now - self._away_since > self.timeout and not self._reset_sent:
-                    await self.reset(f"the broker was unreachable for over {self.timeout:g} s")
-                    self.next_seq = None  # once it is back, this hub starts at the tail
-                await trio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-                attempt += 1
-                continue
-            if self._away_since is not None:
-                say("broker reachable again")
-                self._away_since = None
-            return result
-
-    async def reset(self, reason: str) -> None:
-        say(f"RESET: {reason}")
-        self._reset_sent = True
-        await self.hub.send(encode_map(Kind.RESET, {"reason": reason}))
-
-
-async def handshake(hub: HubConnection) -> dict[str, Any]:
-    """HELLO, then WELCOME; the batches the master sends right behind it stay in the reader."""
-    await hub.send(
+def handshake(sock: socket.socket) -> tuple[dict[str, Any], FrameReader]:
+    """HELLO, then WELCOME; the reader keeps the batches the master sends right behind it."""
+    sock.sendall(
         encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid(), "role": "bridge"})
     )
-    kind, body = await hub.next_frame()
-    if kind != Kind.WELCOME:
+    reader = FrameReader(HUB_MAX_BODY)
+    while (frame := reader.next_frame()) is None:
+        data = sock.recv(RECEIVE_SIZE)
+        if not data:
+            raise EOFError("the master closed the hub connection")
+        reader.append(data)
+    if frame.kind != Kind.WELCOME:
         raise ProtocolError("expected a WELCOME frame first")
-    welcome = decode_map(Frame(kind, body))
+    welcome = decode_map(frame)
     if welcome.get("role") != "bridge":
         raise ProtocolError("the master did not welcome a bridge")
-    return welcome
+    return welcome, reader
 
 
-async def run(hub_fd: int) -> int:
+def run(hub_fd: int) -> int:
     sock = socket.socket(fileno=hub_fd)
     os.set_inheritable(hub_fd, False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    # Any frame the master sends fits: WELCOME, and a batch (one read of a worker's connection
-    # plus a largest broadcast under way); the limit is the master's own, LARGEST_MESSAGE_SIZE.
-    hub = HubConnection(stream, LARGEST_MESSAGE_SIZE + 2 * RECEIVE_SIZE)
-    welcome = await handshake(hub)
-    url, name = str(welcome["url"]), str(welcome["name"])
-    retention = int(welcome["retention"])
-    timeout = min(5.0, float(welcome["timeout"]))
-    async with (
-        RedisStream(url, name, retention=retention, timeout=timeout) as appender,
-        RedisStream(url, name, retention=retention, timeout=timeout) as reader,
-    ):
-        await hub.send(encode_frame(Kind.READY))
-        await Bridge(hub, appender, reader, welcome).run()
-    return exitcodes.STOPPED
+    sock.setblocking(True)  # until a loop takes it over
+    welcome, reader = handshake(sock)
+    url = str(welcome["url"])
+    # Imported here: a process loads one event loop and one broker client, never both.
+    if url.startswith("nats://"):
+        from . import runtime_asyncio
+
+        return runtime_asyncio.run(sock, reader, welcome)
+    if url.startswith("redis://"):
+        from . import runtime_trio
+
+        return runtime_trio.run(sock, reader, welcome)
+    raise ProtocolError(f"the master asked for a broker this bridge cannot reach: {url!r}")
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (possibly nested) group, for a one-line report."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 def main() -> NoReturn:
@@ -195,10 +78,13 @@ def main() -> NoReturn:
         say("STEREO_HUB_FD is not set; the bridge is started by `stereo run --bridge`")
         raise SystemExit(exitcodes.WORKER_BOOT_ERROR)
     try:
-        code = trio.run(run, int(fd_text))
-    except (EOFError, OSError, trio.BrokenResourceError) as exc:
-        say(f"hub connection lost: {exc}")
+        code = run(int(fd_text))
+    # Both loops report the hub gone from inside a task group (trio's nursery, asyncio's
+    # TaskGroup), so as an exception group; the drivers turn their own loop's "connection
+    # broken" into EOFError.
+    except* (EOFError, OSError) as group:
+        say(f"hub connection lost: {first_leaf(group)}")
         code = exitcodes.HUB_LOST
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         code = exitcodes.STOPPED
-    sys.exit(code)
+    raise SystemExit(code)

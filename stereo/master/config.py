@@ -65,7 +65,7 @@ class Settings:
     # by the worker and the CLI; the master only passes them on in WELCOME.
     interface: str = "auto"
     asgi: dict[str, Any] = field(default_factory=dict)
-    # The broker bridge (docs/scale-out.md): None, or redis://HOST:PORT/DB.
+    # The broker bridge (docs/scale-out.md): None, redis://HOST:PORT/DB or nats://HOST:PORT.
     bridge: str | None = None
     bridge_name: str = "stereo"
     bridge_timeout: float = 30.0
@@ -107,10 +107,9 @@ class Settings:
         check_seconds("--graceful-timeout", self.graceful_timeout)
         check_seconds("--timeout", self.timeout, MIN_TIMEOUT)
         if self.bridge is not None:
-            if not self.bridge.startswith("redis://"):
+            if not self.bridge.startswith(("redis://", "nats://")):
                 raise ConfigError(
-                    f"--bridge {self.bridge!r}: only redis://HOST:PORT/DB is supported yet"
-                    " (nats:// is planned)"
+                    f"--bridge {self.bridge!r}: must be redis://HOST:PORT/DB or nats://HOST:PORT"
                 )
             check_seconds("--bridge-timeout", self.bridge_timeout)
             check_whole("--bridge-retention", self.bridge_retention, 1, None)

@@ -1,0 +1,144 @@
+"""The bridge's trio driver, for brokers with a trio client (Redis Streams through coredis): the
+I/O around :class:`.logic.BridgeLogic`, after :func:`.runtime.handshake`."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, NoReturn, TypeVar
+
+import trio
+
+from .. import exitcodes
+from ..wire.bridge import encode_appended
+from ..wire.framing import FrameReader, encode_frame
+from ..wire.protocol import Kind
+from .broker import Broker, BrokerUnavailable, Gap
+from .logic import BROKER_CALL_TIMEOUT, HEARTBEAT, READ_BLOCK, RECEIVE_SIZE, BridgeLogic, say
+from .redis_stream import RedisStream
+
+T = TypeVar("T")
+
+
+class HubConnection:
+    """The bridge's side of the hub connection: one writer at a time, frames read in order."""
+
+    def __init__(self, stream: trio.SocketStream, reader: FrameReader) -> None:
+        self.stream = stream
+        self.reader = reader
+        self._send_lock = trio.Lock()
+
+    async def send(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def next_frame(self) -> tuple[int, bytes]:
+        while (frame := self.reader.next_frame()) is None:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise EOFError("the master closed the hub connection")
+            self.reader.append(data)
+        return frame.kind, frame.body
+
+
+# Batches appended in one call at most (each still its own entry), and their bytes: what has
+# piled up while the last call was under way goes in the next one, so a busy bridge keeps up.
+MAX_BATCHES_PER_CALL = 256
+MAX_BYTES_PER_CALL = 4 * 1024 * 1024
+
+
+class Bridge:
+    def __init__(
+        self, hub: HubConnection, appender: RedisStream, reader: Broker, logic: BridgeLogic
+    ) -> None:
+        self.hub = hub
+        # Two clients, two connections: a read waits on its connection in XREAD BLOCK, and an
+        # append queued behind it on the same connection would wait that block out (seen: up
+        # to a second of cross-hub latency, the read waiting for the very append it held up).
+        self.appender = appender
+        self.reader = reader
+        self.logic = logic
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.append_loop)
+            nursery.start_soon(self.read_loop)
+            nursery.start_soon(self.heartbeat)
+
+    async def heartbeat(self) -> NoReturn:
+        frame = encode_frame(Kind.HEARTBEAT)
+        while True:
+            await self.hub.send(frame)
+            await trio.sleep(HEARTBEAT)
+
+    async def append_loop(self) -> NoReturn:
+        reader = self.hub.reader
+        while True:
+            batches = [self.logic.batch(*await self.hub.next_frame())]
+            size = len(batches[0].frames)
+            while len(batches) < MAX_BATCHES_PER_CALL and size < MAX_BYTES_PER_CALL:
+                frame = reader.next_frame()  # what is already here: no waiting
+                if frame is None:
+                    break
+                batches.append(self.logic.batch(frame.kind, frame.body))
+                size += len(frame.body)
+            await self.retrying(partial(self.appender.append_many, batches))
+            await self.hub.send(encode_appended(batches[-1].number))
+
+    async def read_loop(self) -> NoReturn:
+        logic = self.logic
+        while True:
+            if logic.next_seq is None:
+                logic.next_seq = await self.retrying(self.reader.tail)
+            expected = logic.next_seq
+            try:
+                entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK))
+            except Gap as gap:
+                reset = logic.gap(gap)
+                say(reset.note)
+                await self.hub.send(reset.frame)
+                continue
+            if frames := logic.deliveries(expected, entries):
+                await self.hub.send(frames)
+
+    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` until the broker answers (the logic decides the waits and the RESET)."""
+        attempt = 0
+        while True:
+            try:
+                result = await call()
+            except BrokerUnavailable as exc:
+                retry = self.logic.unavailable(exc, attempt, trio.current_time())
+                for note in retry.notes:
+                    say(note)
+                if retry.reset is not None:
+                    await self.hub.send(retry.reset)
+                await trio.sleep(retry.delay)
+                attempt += 1
+                continue
+            if back := self.logic.available():
+                say(back)
+            return result
+
+
+async def serve(sock: socket.socket, reader: FrameReader, welcome: dict[str, Any]) -> int:
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    hub = HubConnection(stream, reader)
+    try:
+        url, name = str(welcome["url"]), str(welcome["name"])
+        retention = int(welcome["retention"])
+        timeout = min(BROKER_CALL_TIMEOUT, float(welcome["timeout"]))
+        async with (
+            RedisStream(url, name, retention=retention, timeout=timeout) as appender,
+            RedisStream(url, name, retention=retention, timeout=timeout) as follower,
+        ):
+            await hub.send(encode_frame(Kind.READY))
+            await Bridge(hub, appender, follower, BridgeLogic(welcome)).run()
+    except* trio.BrokenResourceError as group:
+        raise EOFError(f"the hub connection broke: {group.exceptions[0]}") from None
+    return exitcodes.STOPPED
+
+
+def run(sock: socket.socket, reader: FrameReader, welcome: dict[str, Any]) -> int:
+    return trio.run(serve, sock, reader, welcome)
