@@ -148,16 +148,22 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private redis-server without persistence: a restart comes back empty."""
+    """A private redis-server without persistence: a restart comes back empty. ``host`` is the
+    address it binds (and is reached at); ``prefix`` runs it under a command that execs it, e.g.
+    ``ip netns exec NS`` for a server in its own network namespace."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", prefix: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
+        self.host = host
+        self.prefix = prefix
         self.port = 0
         self.process: trio.Process | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     async def start(self, port: int | None = None) -> None:
         # The free port may be taken between our probe and the server's bind: try a few.
@@ -165,17 +171,20 @@ class RedisServer:
             chosen = port or free_port()
             process = await trio.lowlevel.open_process(
                 [
+                    *self.prefix,
                     str(REDIS_SERVER),
                     "--port",
                     str(chosen),
                     "--bind",
-                    "127.0.0.1",
+                    self.host,
                     "--save",
                     "",
                     "--appendonly",
                     "no",
                     "--dir",
                     str(self.directory),
+                    # Reached from other namespaces' addresses: no password, so not protected.
+                    *(() if self.host == "127.0.0.1" else ("--protected-mode", "no")),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -79,6 +79,12 @@ class Bridge:
         self.max_length = max_body_size(int(welcome["max_message_size"])) + 1
         self._away_since: float | None = None  # the broker unreachable since (trio clock)
         self._reset_sent = False
+        # Set while the read loop has a position. Appends wait for it: a batch appended before
+        # the reader takes the tail (at start, or after a RESET) would land behind it, and the
+        # hub's own workers, already connected, would never be delivered their own broadcasts.
+        self._positioned = trio.Event()
+        if self.next_seq is not None:
+            self._positioned.set()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -99,6 +105,7 @@ class Bridge:
                 raise ProtocolError(f"the master sent {Kind(kind).name}, not BATCH")
             number, count, frames = decode_batch(body)
             batch = Batch(self.hub_id, number, count, frames)
+            await self._positioned.wait()
             await self.retrying(partial(self.broker.append, batch))
             await self.hub.send(encode_appended(number))
 
@@ -106,16 +113,18 @@ class Bridge:
         while True:
             if self.next_seq is None:
                 self.next_seq = await self.retrying(self.broker.tail)
+                self._positioned.set()
             expected = self.next_seq
             try:
                 entries = await self.retrying(partial(self.broker.read, expected, READ_BLOCK))
             except Gap as gap:
                 await self.reset(f"the broker's order has a gap: {gap}")
-                self.next_seq = None  # start again at the tail
                 continue
             if self.next_seq != expected:
                 continue  # reset while the broker was away: start again at the tail
             for entry in entries:
+                if self.next_seq != entry.first_seq:
+                    break  # reset while delivering (the broker away, seen by the append loop)
                 frames = restamp(entry.frames, entry.count, entry.first_seq, self.max_length)
                 await self.hub.send(encode_deliver(entry.count, entry.first_seq, frames))
                 self.next_seq = entry.last_seq + 1
@@ -125,16 +134,19 @@ class Bridge:
         """``call()`` until the broker answers; past the timeout, RESET the hub (once)."""
         attempt = 0
         while True:
+            # The broker is away from the start of the first call that failed, not from its
+            # failure: a call bounded by the timeout itself (a paused server, a cut link) only
+            # fails once the timeout has passed, and the RESET is due then, not a timeout later.
+            started = trio.current_time()
             try:
                 result = await call()
             except BrokerUnavailable as exc:
                 now = trio.current_time()
                 if self._away_since is None:
-                    self._away_since = now
+                    self._away_since = started
                     say(f"broker unavailable ({exc}); retrying")
-                elif now - self._away_since > self.timeout and not self._reset_sent:
+                if now - self._away_since > self.timeout and not self._reset_sent:
                     await self.reset(f"the broker was unreachable for over {self.timeout:g} s")
-                    self.next_seq = None  # once it is back, this hub starts at the tail
                 await trio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
                 attempt += 1
                 continue
@@ -144,8 +156,13 @@ class Bridge:
             return result
 
     async def reset(self, reason: str) -> None:
+        """Tell the master to cut its workers off; reading starts again at the tail, and
+        appending waits for it (see ``_positioned``)."""
         say(f"RESET: {reason}")
         self._reset_sent = True
+        self.next_seq = None
+        if self._positioned.is_set():
+            self._positioned = trio.Event()
         await self.hub.send(encode_map(Kind.RESET, {"reason": reason}))
 
 

@@ -73,6 +73,9 @@ class Upstream:
         """The bridge found this hub behind the broker (a gap, or the broker away too long)."""
         self.resets += 1
         self.last_reset = reason
+        # The bridge reads on from the tail; one started after this (the bridge restarted) must
+        # not resume from the position before the reset.
+        self.next_seq = None
 
     async def wait_for_room(self) -> None:
         while self.full:
