@@ -91,9 +91,19 @@ async def open_hubs(
             )
         )
         hubs.append(Hub(stereo, control))
+    stack.callback(show, hubs)
     with trio.fail_after(20):
         await all_here(hubs, [0] * HUBS)
     return hubs
+
+
+def show(hubs: list[Hub]) -> None:
+    """The hubs' lines but the app's per-message ones (pytest shows them if the test fails)."""
+    for index, hub in enumerate(hubs):
+        print(f"---- hub {index} ----")
+        for line in hub.stereo.lines:
+            if not re.match(r"^\[worker \d+\] (got|late) ", line):
+                print(line)
 
 
 def marks(hubs: list[Hub]) -> list[int]:

@@ -354,6 +354,30 @@ async def test_redis_restarted_empty_is_a_gap(redis: RedisServer) -> None:
             assert [e.frames for e in await stream.read(13, block=1)] == [b"again"]
 
 
+@needs_redis
+async def test_a_stream_recreated_by_the_same_adapter_has_another_epoch(
+    redis: RedisServer,
+) -> None:
+    """The bridge appending and reading is one adapter: a stream its own append recreates (its
+    pending batches, resent to a Redis restarted empty) must not get the epoch it pinned, or
+    its reader would take the new entries for the old ones' successors (found by
+    tests/test_bridge_faults.py)."""
+    with trio.fail_after(30):
+        async with RedisStream(redis.url, "self", timeout=2.0) as stream:
+            for number in range(1, 11):
+                await stream.append(Batch("h", number, 1, b"f"))
+            assert len(await read_until(stream, 1, 10)) == 10
+            port = redis.port
+            await redis.stop()
+            await redis.start(port)
+            for number in range(11, 23):
+                try:
+                    await stream.append(Batch("h", number, 1, b"g"))
+                except BrokerUnavailable:  # a pooled connection to the old server, found dead
+                    await stream.append(Batch("h", number, 1, b"g"))
+            await expect_gap(stream, 11, "epoch")
+
+
 async def expect_gap(stream: RedisStream, expected: int, reason: str) -> None:
     """The next read raises Gap; one BrokerUnavailable first is allowed (a pooled connection
     to the old server found dead on use)."""
