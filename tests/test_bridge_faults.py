@@ -211,6 +211,7 @@ async def test_a_broker_restarted_empty_is_a_gap_and_every_hub_resets(
             after = marks(hubs)
             await hubs[1].go(2)
             await round_results(hubs, 2, after)
+            assert len(resets(hubs, start)) == HUBS  # one each: no RESET loop
         await stop_hubs(hubs)
 
 
@@ -255,6 +256,7 @@ async def test_a_broker_paused_past_the_timeout_resets_every_hub(
             after = marks(hubs)
             await hubs[0].go(2)
             await round_results(hubs, 2, after)
+            assert len(resets(hubs, start)) == HUBS  # one each: no RESET loop
         await stop_hubs(hubs)
 
 
@@ -291,6 +293,7 @@ async def test_a_hub_behind_the_retention_window_resets_and_never_skips(
             after = marks(hubs)
             await hubs[1].go(2)
             await round_results(hubs, 2, after)
+            assert len(resets(hubs, start)) == 1  # hub 1 once; hub 0 never
         await stop_hubs(hubs)
 
 
@@ -430,6 +433,7 @@ async def test_hubs_on_separate_hosts_survive_a_short_cut_and_reset_after_a_long
             start3 = marks(hubs)
             await hubs[0].go(3)
             await round_results(hubs, 3, start3)
+            assert len(resets(hubs, start2)) == 1  # hub 1 once; hub 0 never
         await stop_hubs(hubs)
 
 
