@@ -154,12 +154,17 @@ async def ctl(*args: str) -> tuple[int, str, str]:
 
 @asynccontextmanager
 async def open_stereo(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = APPS
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = APPS,
+    prefix: tuple[str, ...] = (),
 ) -> AsyncIterator[Stereo]:
-    """Start ``stereo run ARGS`` (stdout and stderr merged); kill whatever is left at the end."""
+    """Start ``stereo run ARGS`` (stdout and stderr merged); kill whatever is left at the end.
+    ``prefix`` runs it under a command that execs it, e.g. ``ip netns exec NS``, so that the
+    pid is still the master's."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
-        stereo_command("run", *args),
+        [*prefix, *stereo_command("run", *args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -87,3 +87,13 @@ def test_a_read_from_before_a_reset_is_dropped() -> None:
     bridge.next_seq = 40  # the tail, read again after the reset
     assert bridge.deliveries(5, [entry(5, 2)]) == b""
     assert bridge.next_seq == 40
+
+
+def test_the_broker_is_away_from_the_start_of_the_call_that_failed() -> None:
+    # A call that hangs until its own bound (a paused server) fails only after the timeout:
+    # the RESET is due at that first failure, not a timeout later.
+    bridge = logic(next_seq=5, timeout=10.0)
+    first = bridge.unavailable(BrokerUnavailable("no answer"), 0, now=112.0, started=100.0)
+    assert first.reset is not None
+    assert first.notes[0] == "broker unavailable (no answer); retrying"
+    assert first.notes[1].startswith("RESET: the broker was unreachable for over 10 s")

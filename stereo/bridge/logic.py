@@ -72,18 +72,25 @@ class BridgeLogic:
         number, count, frames = decode_batch(body)
         return Batch(self.hub_id, number, count, frames)
 
-    def unavailable(self, exc: BrokerUnavailable, attempt: int, now: float) -> Retry:
-        """A broker call (the ``attempt``-th in a row, from 0) failed at ``now``. Past the
-        timeout the hub is RESET once, and once the broker is back this hub starts at the tail:
-        its workers were cut off, and what they missed is not theirs to read."""
+    def unavailable(
+        self, exc: BrokerUnavailable, attempt: int, now: float, started: float | None = None
+    ) -> Retry:
+        """A broker call (the ``attempt``-th in a row, from 0) that began at ``started`` failed
+        at ``now``. Past the timeout the hub is RESET once, and once the broker is back this hub
+        starts at the tail: its workers were cut off, and what they missed is not theirs to read.
+
+        The broker is away from the start of the first call that failed, not from its failure:
+        a call bounded by the timeout itself (a paused server, a cut link) fails only once the
+        timeout has passed, and the RESET is due then, not a timeout later."""
         delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        notes: tuple[str, ...] = ()
         if self._away_since is None:
-            self._away_since = now
-            return Retry(delay, (f"broker unavailable ({exc}); retrying",))
+            self._away_since = now if started is None else started
+            notes = (f"broker unavailable ({exc}); retrying",)
         if now - self._away_since > self.timeout and not self._reset_sent:
             reset = self._reset(f"the broker was unreachable for over {self.timeout:g} s")
-            return Retry(delay, (reset.note,), reset.frame)
-        return Retry(delay)
+            return Retry(delay, (*notes, reset.note), reset.frame)
+        return Retry(delay, notes)
 
     def available(self) -> str | None:
         """A broker call answered: the line to log if the broker was away."""

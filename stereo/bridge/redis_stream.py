@@ -216,8 +216,6 @@ class RedisStream:
         self.retention = retention
         self.timeout = timeout
         self.epoch = epoch
-        # Used only if this adapter's append creates the stream.
-        self._new_epoch = uuid.uuid4().hex
         # No retries inside coredis: the bridge retries with its own backoff, and a bounded
         # call must stay bounded.
         self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
@@ -253,7 +251,10 @@ class RedisStream:
         None for a resend dropped. One hub's appends must not overlap: a batch numbered at or
         below the last one appended for its hub is a resend. An append that raised
         BrokerUnavailable may still have landed; appending it again is safe."""
-        args = script_args(batches, self.retention, self._new_epoch)
+        # The epoch is used only if this call creates the stream, and is drawn anew for each
+        # call: a stream recreated by this same adapter (a Redis restarted empty) must never
+        # get the epoch its readers pinned, or they would read its entries as the old ones'.
+        args = script_args(batches, self.retention, uuid.uuid4().hex)
         with _boundary(self.timeout):
             firsts: object = await self._append(self.keys.script_keys(), args)
         if not isinstance(firsts, list) or len(firsts) != len(batches):

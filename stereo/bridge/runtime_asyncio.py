@@ -53,6 +53,10 @@ class Bridge:
         self.hub = hub
         self.broker = broker
         self.logic = logic
+        # Set while the reader has a position; appends wait for it (as in the trio driver).
+        self._positioned = asyncio.Event()
+        if logic.next_seq is not None:
+            self._positioned.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -69,6 +73,7 @@ class Bridge:
     async def append_loop(self) -> NoReturn:
         while True:
             batch = self.logic.batch(*await self.hub.next_frame())
+            await self._positioned.wait()
             await self.retrying(partial(self.broker.append, batch))
             await self.hub.send(encode_appended(batch.number))
 
@@ -77,30 +82,37 @@ class Bridge:
         while True:
             if logic.next_seq is None:
                 logic.next_seq = await self.retrying(self.broker.tail)
+                self._positioned.set()
             expected = logic.next_seq
             try:
                 entries = await self.retrying(partial(self.broker.read, expected, READ_BLOCK))
             except Gap as gap:
                 reset = logic.gap(gap)
                 say(reset.note)
-                await self.hub.send(reset.frame)
+                await self.send_reset(reset.frame)
                 continue
             if frames := logic.deliveries(expected, entries):
                 await self.hub.send(frames)
+
+    async def send_reset(self, frame: bytes) -> None:
+        """Tell the master to cut its workers off; appending waits for the new position."""
+        self._positioned.clear()
+        await self.hub.send(frame)
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` until the broker answers (the logic decides the waits and the RESET)."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
+            started = loop.time()
             try:
                 result = await call()
             except BrokerUnavailable as exc:
-                retry = self.logic.unavailable(exc, attempt, loop.time())
+                retry = self.logic.unavailable(exc, attempt, loop.time(), started)
                 for note in retry.notes:
                     say(note)
                 if retry.reset is not None:
-                    await self.hub.send(retry.reset)
+                    await self.send_reset(retry.reset)
                 await asyncio.sleep(retry.delay)
                 attempt += 1
                 continue

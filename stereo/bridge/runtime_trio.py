@@ -59,6 +59,12 @@ class Bridge:
         self.appender = appender
         self.reader = reader
         self.logic = logic
+        # Set while the reader has a position. Appends wait for it: a batch appended before the
+        # reader takes the tail (at start, or after a RESET) would land behind it, and the hub's
+        # own workers would never be delivered their own broadcasts.
+        self._positioned = trio.Event()
+        if logic.next_seq is not None:
+            self._positioned.set()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -83,6 +89,7 @@ class Bridge:
                     break
                 batches.append(self.logic.batch(frame.kind, frame.body))
                 size += len(frame.body)
+            await self._positioned.wait()
             await self.retrying(partial(self.appender.append_many, batches))
             await self.hub.send(encode_appended(batches[-1].number))
 
@@ -91,29 +98,38 @@ class Bridge:
         while True:
             if logic.next_seq is None:
                 logic.next_seq = await self.retrying(self.reader.tail)
+                self._positioned.set()
             expected = logic.next_seq
             try:
                 entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK))
             except Gap as gap:
                 reset = logic.gap(gap)
                 say(reset.note)
-                await self.hub.send(reset.frame)
+                await self.send_reset(reset.frame)
                 continue
             if frames := logic.deliveries(expected, entries):
                 await self.hub.send(frames)
+
+    async def send_reset(self, frame: bytes) -> None:
+        """Tell the master to cut its workers off; reading starts again at the tail, and
+        appending waits for that position."""
+        if self._positioned.is_set():
+            self._positioned = trio.Event()
+        await self.hub.send(frame)
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` until the broker answers (the logic decides the waits and the RESET)."""
         attempt = 0
         while True:
+            started = trio.current_time()
             try:
                 result = await call()
             except BrokerUnavailable as exc:
-                retry = self.logic.unavailable(exc, attempt, trio.current_time())
+                retry = self.logic.unavailable(exc, attempt, trio.current_time(), started)
                 for note in retry.notes:
                     say(note)
                 if retry.reset is not None:
-                    await self.hub.send(retry.reset)
+                    await self.send_reset(retry.reset)
                 await trio.sleep(retry.delay)
                 attempt += 1
                 continue

@@ -83,6 +83,9 @@ class Upstream:
         """The bridge found this hub behind the broker (a gap, or the broker away too long)."""
         self.resets += 1
         self.last_reset = reason
+        # The bridge reads on from the tail; one started after this (the bridge restarted) must
+        # not resume from the position before the reset.
+        self.next_seq = None
 
     async def wait_appended(self) -> None:
         """Until every batch kept has been appended (a stopping master's last broadcasts)."""
