@@ -117,7 +117,9 @@ def test_the_committed_results_still_load_and_render(path: Path) -> None:
         assert "### Targets" in tables
     if results.asgi or results.fanout:
         assert "### ASGI targets" in tables
-    assert results.relay or results.serving or results.asgi
+    if results.bridge:
+        assert "| target (bridge) |" in tables
+    assert results.relay or results.serving or results.asgi or results.bridge
 
 
 WRK_OUTPUT = """\
