@@ -14,12 +14,11 @@ in the order received, whether the seqs only grew, and whether each sender's n c
 0..COUNT-1, once each, in order.
 """
 
-import hashlib
-import itertools
 import json
 import os
 
 import trio
+from _order_summary import summarize
 
 WORKERS = int(os.environ["FAULT_WORKERS"])
 COUNT = int(os.environ.get("FAULT_COUNT", "50"))
@@ -67,15 +66,5 @@ async def serve(worker):
                 complete = [pid for pid, got in per_sender.items() if got >= COUNT]
                 if len(complete) == WORKERS and round_ not in reported:
                     reported.add(round_)
-                    seqs = [seq for seq, _, _ in received]
-                    summary = {
-                        "round": round_,
-                        "digest": hashlib.sha256(json.dumps(received).encode()).hexdigest(),
-                        "increasing": all(a < b for a, b in itertools.pairwise(seqs)),
-                        "senders": len(per_sender),
-                        "each_in_order": all(
-                            [m for _, p, m in received if p == pid] == list(range(COUNT))
-                            for pid in per_sender
-                        ),
-                    }
+                    summary = {"round": round_, **summarize(received, COUNT)}
                     print("RESULT " + json.dumps(summary), flush=True)

@@ -4,10 +4,10 @@ saw: a digest of every (seq, pid, n) in order (identical everywhere iff one orde
 seqs), whether the seqs only grew, and whether each sender's n came 0..COUNT-1, once each, in
 order."""
 
-import hashlib
-import itertools
 import json
 import os
+
+from _order_summary import summarize
 
 WORKERS = int(os.environ["ORDER_WORKERS"])
 COUNT = int(os.environ.get("ORDER_COUNT", "200"))
@@ -33,15 +33,4 @@ async def serve(worker):
         else:
             received.append([msg.seq, value[0], value[1]])
             if len(received) == WORKERS * COUNT:
-                seqs = [seq for seq, _, _ in received]
-                senders = sorted({pid for _, pid, _ in received})
-                summary = {
-                    "digest": hashlib.sha256(json.dumps(received).encode()).hexdigest(),
-                    "increasing": all(a < b for a, b in itertools.pairwise(seqs)),
-                    "senders": len(senders),
-                    "each_in_order": all(
-                        [n for _, p, n in received if p == pid] == list(range(COUNT))
-                        for pid in senders
-                    ),
-                }
-                print("RESULT " + json.dumps(summary), flush=True)
+                print("RESULT " + json.dumps(summarize(received, COUNT)), flush=True)
