@@ -14,21 +14,32 @@ from ..errors import ProtocolError
 from .framing import encode_frame
 from .protocol import Kind
 
-BATCH_HEADER: Final = struct.Struct(">IQ")  # count, batch number
-DELIVER_HEADER: Final = struct.Struct(">IQ")  # count, first global seq
+# BATCH and DELIVER share one shape: a run of frames under a count and one u64 (the batch number,
+# or the first global seq).
+RUN_HEADER: Final = struct.Struct(">IQ")
 NUMBER: Final = struct.Struct(">Q")
 
 
+def _run_frame(kind: Kind, count: int, value: int, frames: bytes) -> bytes:
+    return encode_frame(kind, RUN_HEADER.pack(count, value) + frames)
+
+
+def _run_body(kind: Kind, body: bytes) -> tuple[int, int, bytes]:
+    """(count, value, frames) of a BATCH or DELIVER body."""
+    if len(body) < RUN_HEADER.size:
+        raise ProtocolError(f"{kind.name} body of {len(body)} bytes is too short")
+    count, value = RUN_HEADER.unpack_from(body)
+    return count, value, body[RUN_HEADER.size :]
+
+
 def encode_batch(number: int, count: int, frames: bytes) -> bytes:
-    return encode_frame(Kind.BATCH, BATCH_HEADER.pack(count, number) + frames)
+    return _run_frame(Kind.BATCH, count, number, frames)
 
 
 def decode_batch(body: bytes) -> tuple[int, int, bytes]:
     """(batch number, count, frames) of a BATCH body."""
-    if len(body) < BATCH_HEADER.size:
-        raise ProtocolError(f"BATCH body of {len(body)} bytes is too short")
-    count, number = BATCH_HEADER.unpack_from(body)
-    return number, count, body[BATCH_HEADER.size :]
+    count, number, frames = _run_body(Kind.BATCH, body)
+    return number, count, frames
 
 
 def encode_appended(number: int) -> bytes:
@@ -42,12 +53,9 @@ def decode_appended(body: bytes) -> int:
 
 
 def encode_deliver(count: int, first_seq: int, frames: bytes) -> bytes:
-    return encode_frame(Kind.DELIVER, DELIVER_HEADER.pack(count, first_seq) + frames)
+    return _run_frame(Kind.DELIVER, count, first_seq, frames)
 
 
 def decode_deliver(body: bytes) -> tuple[int, int, bytes]:
     """(count, first global seq, frames) of a DELIVER body."""
-    if len(body) < DELIVER_HEADER.size:
-        raise ProtocolError(f"DELIVER body of {len(body)} bytes is too short")
-    count, first = DELIVER_HEADER.unpack_from(body)
-    return count, first, body[DELIVER_HEADER.size :]
+    return _run_body(Kind.DELIVER, body)
