@@ -27,6 +27,13 @@ IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
 _monotonic = time.monotonic
 
 
+# Sends closer together than this are batched by the writer task instead of written at once: a
+# lone send goes straight to the socket (saves a task switch of latency), in a burst only the
+# first does and the rest leave in one write. What a worker's hub connection and a WebSocket
+# session pass as ``direct_gap``.
+DIRECT_SEND_GAP = 50e-6
+
+
 class _Sender(Protocol):
     def send(self, data: bytes, /) -> int: ...
 

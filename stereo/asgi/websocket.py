@@ -25,7 +25,7 @@ import trio
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from ..errors import ClientDisconnected
-from ..outbox import Outbox
+from ..outbox import DIRECT_SEND_GAP, Outbox
 from .context import ServerContext
 from .scope import RequestHead, make_scope
 from .types import ASGIMessage
@@ -40,8 +40,6 @@ INBOX_BYTES = 256 * 1024
 #: Queued bytes past which the app's send() waits for the client to read (a batch being
 #: written besides: at most twice this is held).
 OUTBOX_BYTES = 256 * 1024
-#: Sends closer together than this are queued and leave in one write (stereo.worker's value).
-DIRECT_SEND_GAP = 50e-6
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY

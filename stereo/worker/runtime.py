@@ -23,7 +23,7 @@ import trio
 
 from .. import exitcodes
 from ..errors import AppStartError, HubClosed, ProtocolError
-from ..outbox import Outbox
+from ..outbox import DIRECT_SEND_GAP, Outbox
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import (
     DEFAULT_INBOX_LIMIT,
@@ -43,10 +43,6 @@ from .loader import BootError, load_app, resolve_interface
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
-# Broadcasts closer together than this are batched by the writer task instead of written at once:
-# a lone broadcast goes straight to the socket (saves a task switch of latency), in a burst only
-# the first does and the rest leave in one write.
-DIRECT_SEND_GAP = 50e-6
 CLOSED_UNDER_US = "its descriptor was closed in this process, not by stereo (by the app?)"
 
 
