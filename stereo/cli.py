@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -19,6 +20,8 @@ from .asgi.settings import (
     INTERFACES,
     AsgiSettings,
 )
+from .config_loader import load_run_config, run_subparser
+from .config_sources import blame, render
 from .control.client import DEFAULT_REQUEST_TIMEOUT, default_control_path
 from .errors import StereoError
 from .master.binds import parse_bind
@@ -76,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start a master and its workers")
-    run.add_argument("app", metavar="MODULE:ATTR", help="async function serve(worker) to run")
+    run.add_argument(
+        "app",
+        metavar="MODULE:ATTR",
+        nargs="?",  # or app = "..." in the config file, or $STEREO_APP
+        default=None,
+        help="async function serve(worker) to run, or an ASGI app",
+    )
+    _add_config_options(run)
     run.add_argument(
         "-w",
         "--workers",
@@ -219,6 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="read settings from this TOML file (default: $STEREO_CONFIG, else [tool.stereo]"
+        " in ./pyproject.toml); the command line and STEREO_* variables win over it",
+    )
+    run.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print every setting and where it came from, then exit without starting",
+    )
+
+
 def _add_asgi_options(run: argparse.ArgumentParser) -> None:
     asgi = run.add_argument_group("ASGI apps (FastAPI, Starlette, ...): the HTTP front end")
     asgi.add_argument(
@@ -293,7 +319,7 @@ def _add_asgi_options(run: argparse.ArgumentParser) -> None:
 
 
 def _asgi_settings(args: argparse.Namespace) -> AsgiSettings:
-    allowed = args.forwarded_allow_ips or os.environ.get("FORWARDED_ALLOW_IPS")
+    allowed = args.forwarded_allow_ips  # $FORWARDED_ALLOW_IPS too: config_sources.ENV_ALIASES
     return AsgiSettings(
         root_path=args.root_path,
         proxy_headers=args.proxy_headers,
@@ -318,14 +344,31 @@ _CONTROL_HELP = (
 )
 
 
-def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .master.master import run_master
 
+    try:
+        specs, resolved = load_run_config(
+            parser, argv, args.config, os.environ, Path.cwd(), numbers=(_whole, _number)
+        )
+    except StereoError as exc:
+        print(f"stereo: {exc}", file=sys.stderr)
+        return 2
+    for warning in resolved.warnings:
+        print(f"stereo: warning: {warning}", file=sys.stderr)
+    if args.print_config:
+        print(render(specs, resolved), end="")
+    vars(args).update(resolved.values)
+    if args.app is None and not args.print_config:
+        run_subparser(build_parser()).error(
+            "the following arguments are required: MODULE:ATTR"
+            " (or app in the config file, or $STEREO_APP)"
+        )
     workers = args.workers
     if workers is None:  # as many as CPUs, within the ceiling
         workers = min(default_workers(), max(args.max_workers, 1))
     settings = Settings(
-        app=args.app,
+        app=args.app or "",
         app_dir=args.app_dir,
         workers=workers,
         max_workers=args.max_workers,
@@ -349,17 +392,22 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         asgi.check()
         settings.asgi = asgi.to_map()
         settings.check()
-        trio.run(run_master, settings, argv)  # argv: for a master upgrade (SIGUSR2)
+        if args.print_config:
+            return 0
+        # argv: a master upgrade (SIGUSR2) starts the new master with it, and the new master
+        # reads the environment and the config file again: that is how it sees their changes.
+        trio.run(run_master, settings, argv)
     except StereoError as exc:
-        print(f"stereo: {exc}", file=sys.stderr)
+        print(f"stereo: {blame(str(exc), specs, resolved)}", file=sys.stderr)
         return 2
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
-        sys.exit(_run(args, sys.argv[1:] if argv is None else argv))
+        sys.exit(_run(parser, args, sys.argv[1:] if argv is None else argv))
     from .control import cli as _console_cli
 
     path = args.control or default_control_path()
