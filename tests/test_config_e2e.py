@@ -167,13 +167,15 @@ async def serve(worker):
 async def test_an_upgrade_reads_the_changed_config_file(tmp_path: Path) -> None:
     """SIGUSR2 starts the new master with the old one's argv and environment, and it reads the
     config file again: a bad edit fails the upgrade (the old master serves on), a good one is
-    taken up."""
+    taken up, except the binds, which are inherited."""
     for name in ("one", "two"):
         (tmp_path / f"{name}.py").write_text(APP.format(name=name))
     config = tmp_path / "stereo.toml"
     control = tmp_path / "ctl.sock"
+    unix, elsewhere = tmp_path / "app.sock", tmp_path / "not-ours.sock"
+    elsewhere.write_text("another program's file")
     common = f"app-dir = {toml_path(tmp_path)}\ncontrol = {toml_path(control)}\nworkers = 2\n"
-    config.write_text(f'app = "one:serve"\n{common}')
+    config.write_text(f'app = "one:serve"\nbind = {toml_path(f"unix:{unix}")}\n{common}')
     new_master = None
     try:
         with trio.fail_after(90):
@@ -188,7 +190,11 @@ async def test_an_upgrade_reads_the_changed_config_file(tmp_path: Path) -> None:
                 ) in stereo.lines[mark:]
                 assert len(await status(control)) == 2  # the old master serves on
 
-                config.write_text(f'app = "two:serve"\n{common}')
+                # A changed bind does not apply (the sockets are inherited), and the file at the
+                # new path is not the new master's to remove.
+                config.write_text(
+                    f'app = "two:serve"\nbind = {toml_path(f"unix:{elsewhere}")}\n{common}'
+                )
                 mark = len(stereo.lines)
                 stereo.signal(signal.SIGUSR2)
                 (started,) = await stereo.wait_for(r"started new master pid (\d+)", start=mark)
@@ -197,10 +203,13 @@ async def test_an_upgrade_reads_the_changed_config_file(tmp_path: Path) -> None:
                 await stereo.wait_for(r"new master pid \d+ is serving", start=mark)
                 # The old master handed over and left (its stdout is the new master's too: no EOF).
                 assert await stereo.process.wait() == 0
-                rows = await status(control)
-                assert len(rows) == 2
+                assert len(await status(control)) == 2
+                stream = await trio.open_unix_socket(str(unix))  # still served
+                await stream.aclose()
+                os.kill(new_master, signal.SIGTERM)
+                await wait_exited(new_master)
+                new_master = None
+        assert elsewhere.read_text() == "another program's file"
     finally:
         if new_master is not None:
-            os.kill(new_master, signal.SIGTERM)
-            with trio.fail_after(30):
-                await wait_exited(new_master)
+            os.kill(new_master, signal.SIGKILL)

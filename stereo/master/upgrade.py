@@ -114,6 +114,10 @@ class Handover:
                 sock = socket.socket(fileno=fd)
             except OSError as exc:
                 raise BindError(f"inherited {bind} (fd {fd}): {exc.strerror}") from None
+            if isinstance(bind, UnixBind) and sock.getsockname() != bind.path:
+                # The --bind list changed since (a config file edited before SIGUSR2): this is
+                # not that file, and removing that file at exit would be removing someone else's.
+                bind = FdBind(fd)
             adopted.append(BoundSocket(bind, sock, None))
         return adopted
 
