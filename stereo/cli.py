@@ -230,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_config_options(run: argparse.ArgumentParser) -> None:
+    run.epilog = (
+        "Every option can also be set in the environment as STEREO_<OPTION> (--max-workers:"
+        " STEREO_MAX_WORKERS) and in the config file by its long name (max-workers); the command"
+        " line wins over the environment, which wins over the file. See docs/cli.md."
+    )
     run.add_argument(
         "-c",
         "--config",
