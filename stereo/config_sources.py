@@ -328,8 +328,10 @@ def toml_value(value: Any) -> str:
         return repr(value) if math.isfinite(value) else str(value)  # nan, inf, -inf
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    # JSON strings are TOML basic strings, except that TOML wants DEL escaped too.
-    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+    # JSON strings are TOML basic strings, except that TOML wants DEL escaped too. Undecodable
+    # bytes of a command line (lone surrogates) are shown escaped: stdout could not print them.
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def render(specs: Sequence[OptionSpec], resolved: Resolved) -> str:

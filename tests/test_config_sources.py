@@ -328,3 +328,18 @@ def test_spec_defaults_are_converted_as_argparse_converts_them() -> None:
     assert spec == OptionSpec(
         key="n", dest="n", flag="--n", kind=Kind.VALUE, default=7, convert=int, env=("STEREO_N",)
     )
+
+
+def test_undecodable_command_line_bytes_are_printed_escaped() -> None:
+    shown = toml_value("caf\udce9")  # b"caf\xe9" through the filesystem encoding
+    shown.encode("utf-8")  # printable
+    assert tomllib.loads(f"x = {shown}") == {"x": "caf\\udce9"}
+
+
+def test_the_names_read_before_configuration_existed_still_work() -> None:
+    resolved = resolve(
+        SPECS, {}, {"FORWARDED_ALLOW_IPS": "10.0.0.1,10.0.0.2", "STEREO_CONTROL": "/x.sock"}, None
+    )
+    assert resolved.values["forwarded_allow_ips"] == "10.0.0.1,10.0.0.2"
+    assert resolved.sources["forwarded_allow_ips"] == Source("environment", "FORWARDED_ALLOW_IPS")
+    assert resolved.values["control"] == "/x.sock"
