@@ -9,15 +9,17 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import trio
-from conftest import APPS, ctl, open_stereo, stereo_command, wait_exited
+from conftest import APPS, Stereo, ctl, open_stereo, stereo_command, wait_exited
 
 STARTED = r"^\[worker (\d+)\] started pid=(\d+)$"
 
 
-def toml_path(path: Path) -> str:
+def toml_path(path: Path | str) -> str:
     return json.dumps(str(path))
 
 
@@ -45,6 +47,19 @@ async def run_stereo(
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+async def serves(
+    stereo: Stereo, control: Path, workers: int, connect: Callable[[], Awaitable[trio.abc.Stream]]
+) -> None:
+    """The master runs ``workers`` workers, one of them answers on the stream ``connect``
+    opens (the pids app), and it stops cleanly."""
+    await stereo.wait_for(STARTED, count=workers)
+    assert [row["slot"] for row in await status(control)] == list(range(1, workers + 1))
+    async with await connect() as stream:
+        assert re.match(rb"worker \d+ pid \d+\n", await stream.receive_some())
+    stereo.signal(signal.SIGTERM)
+    assert await stereo.wait() == 0
+
+
 async def test_a_config_file_under_the_environment_and_the_command_line(tmp_path: Path) -> None:
     control = tmp_path / "ctl.sock"
     (tmp_path / "stereo.toml").write_text(
@@ -55,15 +70,13 @@ async def test_a_config_file_under_the_environment_and_the_command_line(tmp_path
         async with open_stereo(
             "-c", "stereo.toml", "pids:serve", cwd=tmp_path, env={"STEREO_WORKERS": "2"}
         ) as stereo:
-            await stereo.wait_for(STARTED, count=2)
-            assert [row["slot"] for row in await status(control)] == [1, 2]  # env over file
-            host, port = await stereo.address()  # the file's bind, listening
-            assert host == "127.0.0.1"
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                assert re.match(rb"worker [12] pid \d+\n", await stream.receive_some())
-            stereo.signal(signal.SIGTERM)
-            assert await stereo.wait() == 0
+
+            async def connect() -> trio.abc.Stream:
+                host, port = await stereo.address()  # the file's bind, listening
+                assert host == "127.0.0.1"
+                return await trio.open_tcp_stream(host, port)
+
+            await serves(stereo, control, 2, connect)  # the environment's count, not the file's
 
 
 async def test_pyproject_and_web_concurrency_need_no_arguments(tmp_path: Path) -> None:
@@ -76,13 +89,7 @@ async def test_pyproject_and_web_concurrency_need_no_arguments(tmp_path: Path) -
     )
     with trio.fail_after(60):
         async with open_stereo(cwd=tmp_path, env={"WEB_CONCURRENCY": "3"}) as stereo:
-            await stereo.wait_for(STARTED, count=3)
-            assert [row["slot"] for row in await status(control)] == [1, 2, 3]
-            stream = await trio.open_unix_socket(str(unix))
-            async with stream:
-                assert re.match(rb"worker [123] pid \d+\n", await stream.receive_some())
-            stereo.signal(signal.SIGTERM)
-            assert await stereo.wait() == 0
+            await serves(stereo, control, 3, partial(trio.open_unix_socket, str(unix)))
 
 
 async def test_print_config_shows_each_source_and_starts_nothing(tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ def test_actions_without_a_configuration_form_are_refused_when_the_parser_is_rea
         specs_from_parser(parser)
 
 
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+TEXT = st.text(max_size=20)  # no lone surrogates: a TOML file cannot hold them
 BIND = st.one_of(
     st.builds("127.0.0.1:{}".format, st.integers(0, 65535)),
     st.builds("unix:/tmp/{}".format, st.text(string.ascii_letters + "-_.,", min_size=1)),
