@@ -118,7 +118,7 @@ def specs_from_parser(
         key = long[0][2:] if long else action.dest
         flag = long[0] if long else (action.metavar if isinstance(action.metavar, str) else key)
         default = action.default
-        if isinstance(default, str) and action.type is not None and callable(action.type):
+        if isinstance(default, str) and callable(action.type):
             default = action.type(default)  # as argparse converts a string default
         specs.append(
             OptionSpec(
@@ -151,11 +151,10 @@ def _kind(action: argparse.Action) -> Kind:
             raise ValueError(f"{action.option_strings}: no configuration form for nested lists")
         return Kind.LIST
     if isinstance(action, argparse._StoreAction):
-        return (
-            Kind.LIST
-            if action.nargs in ("+", "*") or isinstance(action.nargs, int)
-            else (Kind.VALUE)
-        )
+        several = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+        return Kind.LIST if several else Kind.VALUE
+    # A custom Action class: its own __call__ would be bypassed, so say so at once (every
+    # `stereo run` reads the parser, and tests/test_config_*.py do on import).
     raise ValueError(
         f"{action.option_strings or action.dest}: no configuration form for this action"
     )

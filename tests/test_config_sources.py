@@ -252,6 +252,10 @@ def test_actions_without_a_configuration_form_are_refused_when_the_parser_is_rea
     with pytest.raises(ValueError, match="nested lists"):
         specs_from_parser(parser)
     parser = argparse.ArgumentParser()
+    parser.add_argument("--custom", action=argparse.Action)  # its __call__ would be bypassed
+    with pytest.raises(ValueError, match="no configuration form for this action"):
+        specs_from_parser(parser)
+    parser = argparse.ArgumentParser()
     parser.add_argument("--a", dest="same")
     parser.add_argument("--b", dest="same")
     with pytest.raises(ValueError, match="several options store into 'same'"):
