@@ -1,0 +1,173 @@
+"""--reload, for development: watch the app's files and restart every worker, one at a time,
+when one changes.
+
+Changes come from watchfiles' ``awatch`` (inotify, in a thread, under trio through anyio). Which
+files count is :class:`ReloadFilter`'s (pure). A change triggers the supervisor's rolling restart,
+as SIGHUP does, slot by slot: each replacement must be ready before the old worker drains. If a
+replacement cannot start (the new code does not import), the restart stops there and says so
+once: every worker keeps running the code it has, and the next change tries again. A slot that
+had failed or was backing off is started at once by that restart, its backoff forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Protocol
+
+import trio
+
+from .config import Settings
+
+# As uvicorn's: Python sources, but not hidden files, bytecode, editor swap or backup files.
+DEFAULT_INCLUDE = ("*.py",)
+DEFAULT_EXCLUDE = (".*", ".py[cod]", ".sw.*", "~*")
+SHOWN_NAMES = 3  # changed files named in the log line
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFilter:
+    """Which changed paths restart the workers: under one of ``roots``, matching an ``include``
+    pattern (on its name, or on its path from the root for a pattern with a ``/``), and with no
+    part of its path from the root matching an ``exclude`` pattern (``.*`` leaves out ``.git/``
+    and ``.venv/`` whole)."""
+
+    roots: tuple[Path, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    @classmethod
+    def from_options(
+        cls, roots: Iterable[str], include: Sequence[str], exclude: Sequence[str]
+    ) -> ReloadFilter:
+        """As uvicorn: a default pattern given on the other side is dropped (``--reload-include
+        '.env'`` stops ``.*`` excluding it; ``--reload-exclude '*.py'`` drops ``*.py``)."""
+        return cls(
+            roots=tuple(Path(root).resolve() for root in roots),
+            include=_merge(DEFAULT_INCLUDE, include, dropped=exclude),
+            exclude=_merge(DEFAULT_EXCLUDE, exclude, dropped=include),
+        )
+
+    def relative(self, path: str) -> PurePath | None:
+        """``path`` from the root it is under; None if under none."""
+        pure = PurePath(path)
+        for root in self.roots:
+            if pure.is_relative_to(root):
+                return pure.relative_to(root)
+        return None
+
+    def wants(self, path: str) -> bool:
+        rel = self.relative(path)
+        if rel is None or not rel.parts:
+            return False
+        if not any(rel.match(pattern) for pattern in self.include):
+            return False
+        prefixes = [PurePath(*rel.parts[: end + 1]) for end in range(len(rel.parts))]
+        return not any(prefix.match(pattern) for prefix in prefixes for pattern in self.exclude)
+
+    def __call__(self, _change: object, path: str) -> bool:
+        """watchfiles' ``watch_filter``."""
+        return self.wants(path)
+
+
+def _merge(
+    defaults: Sequence[str], given: Sequence[str], dropped: Sequence[str]
+) -> tuple[str, ...]:
+    kept = [pattern for pattern in defaults if pattern not in dropped]
+    return tuple(dict.fromkeys([*kept, *given]))
+
+
+def describe_changes(paths: Iterable[str], flt: ReloadFilter) -> str:
+    """``app.py, lib/x.py and 2 more`` (pure)."""
+    names = sorted({str(flt.relative(path) or path) for path in paths})
+    shown = ", ".join(names[:SHOWN_NAMES])
+    more = len(names) - SHOWN_NAMES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+class _Slot(Protocol):
+    @property
+    def retiring(self) -> bool: ...
+
+
+class Restarter(Protocol):
+    """What a reload needs of the supervisor (:class:`~stereo.master.supervisor.Supervisor`)."""
+
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def slots(self) -> Mapping[int, _Slot]: ...
+    async def restart(self, slot_ids: Iterable[int] | None = None) -> list[int]: ...
+
+
+class Reloader:
+    """The reload task: one watcher, and one rolling restart at a time; changes made during a
+    restart are gathered into the next one."""
+
+    def __init__(
+        self, flt: ReloadFilter, supervisor: Restarter, log: Callable[[str], None]
+    ) -> None:
+        self.filter = flt
+        self.supervisor = supervisor
+        self.log = log
+        self._changed: set[str] = set()
+        self._wake = trio.Event()
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, supervisor: Restarter, log: Callable[[str], None]
+    ) -> Reloader:
+        """ConfigError for a --reload-dir that is not a directory."""
+        watched = ReloadFilter.from_options(
+            settings.watched_dirs(), settings.reload_include, settings.reload_exclude
+        )
+        return cls(watched, supervisor, log)
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._restart_loop)
+            await self._watch(nursery)
+
+    async def _watch(self, nursery: trio.Nursery) -> None:
+        from watchfiles import awatch  # imported only with --reload
+
+        changes = awatch(*self.filter.roots, watch_filter=self.filter)
+        # awatch sets up its watches when first iterated, before its first checkpoint; a task
+        # started now runs after that checkpoint, so its line means "a save from now on counts".
+        nursery.start_soon(self._say_watching)
+        async for batch in changes:
+            self._changed.update(path for _change, path in batch)
+            self._wake.set()
+
+    async def _say_watching(self) -> None:
+        roots = ", ".join(str(root) for root in self.filter.roots)
+        self.log(f"reload: watching {roots} ({' '.join(self.filter.include)})")
+
+    async def _restart_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            changed, self._changed = self._changed, set()
+            if self.supervisor.stopping:
+                return
+            self.log(
+                f"reload: {describe_changes(changed, self.filter)} changed; restarting workers"
+            )
+            await self.restart_all()
+
+    async def restart_all(self) -> None:
+        """Restart the slots one by one; stop at the first replacement that does not take over
+        (the new code does not start: the others would fail the same way)."""
+        for slot_id in sorted(self.supervisor.slots):
+            if self.supervisor.stopping:
+                return
+            if await self.supervisor.restart([slot_id]):
+                continue
+            slot = self.supervisor.slots.get(slot_id)
+            if slot is not None and not slot.retiring and not self.supervisor.stopping:
+                self.log(
+                    f"reload: the new code did not start in worker {slot_id} (its error is"
+                    " above); the workers keep the code they run until the next change"
+                )
+                return
