@@ -163,6 +163,11 @@ async def test_workers_run_as_nobody_on_a_privileged_port_the_master_bound_as_ro
         str(control),
         "--pid",
         str(pid_file),
+        # The bridge drops privileges too; nothing listens on port 1, so it keeps retrying.
+        "--bridge",
+        "redis://127.0.0.1:1/0",
+        "--graceful-timeout",
+        "5",
     )
     with trio.fail_after(90):
         async with open_stereo(
@@ -187,6 +192,9 @@ async def test_workers_run_as_nobody_on_a_privileged_port_the_master_bound_as_ro
             assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
             assert stat.S_IMODE(control.parent.stat().st_mode) == 0o700
             assert pid_file.read_text() == f"{stereo.pid}\n"
+            await stereo.wait_for(r"^\[bridge\] broker unavailable")
+            bridges = [p for p in stereo.children() if "stereo.bridge" in p.cmdline()]
+            assert [p.uids().real for p in bridges] == [uid]
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
     assert not pid_file.exists()

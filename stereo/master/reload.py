@@ -29,24 +29,29 @@ SHOWN_NAMES = 3  # changed files named in the log line
 @dataclass(frozen=True, slots=True)
 class ReloadFilter:
     """Which changed paths restart the workers: under one of ``roots``, matching an ``include``
-    pattern (on its name, or on its path from the root for a pattern with a ``/``), and with no
-    part of its path from the root matching an ``exclude`` pattern (``.*`` leaves out ``.git/``
-    and ``.venv/`` whole)."""
+    pattern (on its name, or on its path from the root for a pattern with a ``/``), with no
+    directory on its way from the root matching an ``exclude`` pattern (``.*`` leaves ``.git/``
+    and ``.venv/`` out whole), and its name matching none either, unless a pattern the user gave
+    includes it (``--reload-include .env`` beats the default ``.*``)."""
 
     roots: tuple[Path, ...]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
+    given_include: tuple[str, ...] = ()
+    given_exclude: tuple[str, ...] = ()
 
     @classmethod
     def from_options(
         cls, roots: Iterable[str], include: Sequence[str], exclude: Sequence[str]
     ) -> ReloadFilter:
-        """As uvicorn: a default pattern given on the other side is dropped (``--reload-include
-        '.env'`` stops ``.*`` excluding it; ``--reload-exclude '*.py'`` drops ``*.py``)."""
+        """As uvicorn: a default pattern given on the other side is dropped (``--reload-exclude
+        '*.py'`` drops ``*.py``)."""
         return cls(
             roots=tuple(Path(root).resolve() for root in roots),
             include=_merge(DEFAULT_INCLUDE, include, dropped=exclude),
             exclude=_merge(DEFAULT_EXCLUDE, exclude, dropped=include),
+            given_include=tuple(include),
+            given_exclude=tuple(exclude),
         )
 
     def relative(self, path: str) -> PurePath | None:
@@ -61,10 +66,15 @@ class ReloadFilter:
         rel = self.relative(path)
         if rel is None or not rel.parts:
             return False
-        if not any(rel.match(pattern) for pattern in self.include):
+        included = [pattern for pattern in self.include if rel.match(pattern)]
+        if not included:
             return False
-        prefixes = [PurePath(*rel.parts[: end + 1]) for end in range(len(rel.parts))]
-        return not any(prefix.match(pattern) for prefix in prefixes for pattern in self.exclude)
+        directories = [PurePath(*rel.parts[:end]) for end in range(1, len(rel.parts))]
+        if any(d.match(pattern) for d in directories for pattern in self.exclude):
+            return False
+        chosen = any(pattern in self.given_include for pattern in included)
+        excludes = self.given_exclude if chosen else self.exclude
+        return not any(rel.match(pattern) for pattern in excludes)
 
     def __call__(self, _change: object, path: str) -> bool:
         """watchfiles' ``watch_filter``."""
