@@ -146,9 +146,14 @@ class Reloader:
         # awatch sets up its watches when first iterated, before its first checkpoint; a task
         # started now runs after that checkpoint, so its line means "a save from now on counts".
         nursery.start_soon(self._say_watching)
-        async for batch in changes:
-            self._changed.update(path for _change, path in batch)
-            self._wake.set()
+        try:
+            async for batch in changes:
+                self._changed.update(path for _change, path in batch)
+                self._wake.set()
+        except (OSError, RuntimeError) as exc:
+            # The watch limit reached, a watched directory removed...: development stops
+            # reloading, the service does not stop.
+            self.log(f"reload: watching stopped: {exc}; restart the master to reload again")
 
     async def _say_watching(self) -> None:
         roots = ", ".join(str(root) for root in self.filter.roots)
