@@ -173,6 +173,10 @@ async def test_workers_run_as_nobody_on_a_privileged_port_the_master_bound_as_ro
         async with open_stereo(
             *args, env={"OPS_OUT": str(out)}, cwd=shared_dir, python=python
         ) as stereo:
+            await stereo.wait_for(
+                rf"^\[stereo\] workers run as nobody \(uid {uid}\), group nogroup \(gid {gid}\),"
+                r" umask 027$"
+            )
             whos = await stereo.wait_for(WHO, count=2)
             for who in whos:
                 assert (int(who[2]), int(who[3])) == (uid, gid)

@@ -287,8 +287,9 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
         elif pid_file is not None and handover is not None:
             handover.on_takeover = pid_file.write
         master = Master(settings, sockets, OutputSink(), argv, handover)
-        if stale:
-            master.sink.log(stale)
+        for note in (stale, settings.spawn_options().describe()):
+            if note:
+                master.sink.log(note)
         if handover is not None:
             master.sink.log(f"taking over from master pid {handover.old_pid}")
         await master.run()

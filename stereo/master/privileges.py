@@ -52,6 +52,13 @@ class SpawnOptions:
             options["umask"] = self.umask
         return options
 
+    def describe(self) -> str | None:
+        """A line for the master's log, or None when the workers inherit everything."""
+        parts = [self.identity.description] if self.identity is not None else []
+        if self.umask is not None:
+            parts.append(f"umask {self.umask:03o}")
+        return f"workers run as {', '.join(parts)}" if parts else None
+
 
 INHERIT = SpawnOptions()  # the master's own user, group and umask
 
