@@ -95,6 +95,11 @@ def save(app_dir: Path, text: str) -> None:
     (app_dir / "app.py").write_text(text)
 
 
+def import_errors(lines: list[str]) -> list[str]:
+    """The workers' own reports of an app that cannot be imported."""
+    return [line for line in lines if re.match(r"^\[worker \d+\] .*cannot import", line)]
+
+
 def versions_since(lines: list[str], start: int) -> dict[int, str]:
     found: dict[int, str] = {}
     for line in lines[start:]:
@@ -139,20 +144,32 @@ async def test_a_save_restarts_every_worker_and_a_broken_save_keeps_the_master_u
             save(app_dir, APP.format(version="three") + "\ndef broken(:\n")
             await stereo.wait_for(r"reload: the new code did not start in worker 1", start=mark)
             await stereo.wait_for(r"^\[worker 1\] SyntaxError: ", start=mark)
-            errors = [line for line in stereo.lines[mark:] if "cannot import" in line]
+            errors = import_errors(stereo.lines[mark:])
             assert len(errors) == 1, stereo.lines[mark:]
             assert stereo.process.returncode is None
             restarting = [line for line in stereo.lines[mark:] if "restarting workers" in line]
             assert len(restarting) == 1
 
-            # A worker that dies while the code is broken cannot come back: its slot fails.
+            # Workers that die while the code is broken cannot come back: their slots fail.
             pids = {int(m[1]): int(m[3]) for m in map(re.compile(STARTED).match, stereo.lines) if m}
-            os.kill(pids[2], signal.SIGKILL)
-            await wait_exited(pids[2])
-            await stereo.wait_for(r"^\[stereo\] worker 2 failed: .*app load error", start=mark)
+            for slot in (1, 2):
+                os.kill(pids[slot], signal.SIGKILL)
+                await wait_exited(pids[slot])
+                await stereo.wait_for(
+                    rf"^\[stereo\] worker {slot} failed: .*app load error", start=mark
+                )
 
-            # The next good save brings every worker back on the new code, the failed one too,
-            # without waiting out a backoff.
+            # Another broken save with every worker down: one slot tries it, alone, once.
+            mark = len(stereo.lines)
+            save(app_dir, APP.format(version="three") + "\nimport no_such_module_here\n")
+            await stereo.wait_for(r"reload: the new code did not start in worker 1", start=mark)
+            await stereo.wait_for(r"^\[stereo\] worker 1 failed: .*app load error", start=mark)
+            errors = import_errors(stereo.lines[mark:])
+            assert len(errors) == 1, stereo.lines[mark:]
+            assert "no_such_module_here" in errors[0]
+
+            # The next good save brings every worker back on the new code, the failed ones
+            # too, without waiting out a backoff.
             mark = len(stereo.lines)
             save(app_dir, APP.format(version="four"))
             await stereo.wait_for(r"^\[worker \d+\] version four ", count=2, start=mark)

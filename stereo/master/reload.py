@@ -19,6 +19,7 @@ from typing import Protocol
 import trio
 
 from .config import Settings
+from .lifecycle import SlotState
 
 # As uvicorn's: Python sources, but not hidden files, bytecode, editor swap or backup files.
 DEFAULT_INCLUDE = ("*.py",)
@@ -96,9 +97,20 @@ def describe_changes(paths: Iterable[str], flt: ReloadFilter) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
+class _Process(Protocol):
+    @property
+    def ready_event(self) -> trio.Event: ...
+    @property
+    def ended(self) -> trio.Event: ...
+
+
 class _Slot(Protocol):
     @property
     def retiring(self) -> bool: ...
+    @property
+    def state(self) -> SlotState: ...
+    @property
+    def current(self) -> _Process | None: ...
 
 
 class Restarter(Protocol):
@@ -108,6 +120,10 @@ class Restarter(Protocol):
     def stopping(self) -> bool: ...
     @property
     def slots(self) -> Mapping[int, _Slot]: ...
+    @property
+    def changed(self) -> trio.Event: ...
+    @property
+    def boot_timeout(self) -> float: ...
     async def restart(self, slot_ids: Iterable[int] | None = None) -> list[int]: ...
 
 
@@ -172,17 +188,51 @@ class Reloader:
             await self.restart_all()
 
     async def restart_all(self) -> None:
-        """Restart the slots one by one; stop at the first replacement that does not take over
-        (the new code does not start: the others would fail the same way)."""
-        for slot_id in sorted(self.supervisor.slots):
+        """Replace the running workers one by one, then start the failed or backing-off slots.
+        The first worker that does not start on the new code ends it (the others would fail
+        the same way, each printing the same error): when no worker was running, one failed
+        slot is tried, and the rest only if it comes up."""
+        slots = self.supervisor.slots
+        running = [i for i in sorted(slots) if slots[i].current is not None]
+        down = [i for i in sorted(slots) if slots[i].current is None]
+        for slot_id in running:
             if self.supervisor.stopping:
                 return
-            if await self.supervisor.restart([slot_id]):
-                continue
-            slot = self.supervisor.slots.get(slot_id)
-            if slot is not None and not slot.retiring and not self.supervisor.stopping:
-                self.log(
-                    f"reload: the new code did not start in worker {slot_id} (its error is"
-                    " above); the workers keep the code they run until the next change"
-                )
+            if not await self.supervisor.restart([slot_id]) and self._still_wanted(slot_id):
+                self._did_not_start(slot_id, "the workers keep the code they run")
                 return
+        if not running and down:
+            first, *down = down
+            if not await self._revive(first):
+                self._did_not_start(first, "its slot waits")
+                return
+        if down and not self.supervisor.stopping:
+            await self.supervisor.restart(down)
+
+    def _still_wanted(self, slot_id: int) -> bool:
+        slot = self.supervisor.slots.get(slot_id)
+        return slot is not None and not slot.retiring and not self.supervisor.stopping
+
+    def _did_not_start(self, slot_id: int, meanwhile: str) -> None:
+        self.log(
+            f"reload: the new code did not start in worker {slot_id} (its error is in its"
+            f" [worker {slot_id}] lines); {meanwhile} until the next change"
+        )
+
+    async def _revive(self, slot_id: int) -> bool:
+        """Start a failed or backing-off slot; whether its process came up (ready) rather than
+        failing again, within the supervisor's boot timeout."""
+        await self.supervisor.restart([slot_id])
+        with trio.move_on_after(self.supervisor.boot_timeout):
+            while self._still_wanted(slot_id):
+                slot = self.supervisor.slots[slot_id]
+                process = slot.current
+                if process is not None and process.ready_event.is_set():
+                    return True
+                if process is not None and process.ended.is_set():
+                    return False
+                if process is None and slot.state is not SlotState.RUNNING:
+                    return False  # failed again, or backing off after a crash
+                await self.supervisor.changed.wait()  # a process became ready or exited
+            return True  # removed or stopping: nothing to judge
+        return False
