@@ -27,6 +27,7 @@ from conftest import APPS, open_stereo, stereo_command, wait_exited
 from test_faults import started
 from test_upgrade import kill_tree
 
+from stereo.errors import ConfigError
 from stereo.master.pidfile import looks_like_stereo_run
 from stereo.master.privileges import SpawnOptions, parse_umask, resolve_identity
 
@@ -119,6 +120,27 @@ def test_spawn_options_become_popen_arguments() -> None:
     assert parse_umask("0o027") == parse_umask("027") == 0o27
     with pytest.raises(ValueError, match="not an octal umask"):
         parse_umask("8")
+
+
+def test_a_numeric_uid_without_a_passwd_entry_needs_a_group() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    _uid, gid = nobody()
+    unknown = next(u for u in range(54321, 60000) if not _has_passwd_entry(u))
+    with pytest.raises(ConfigError, match=f"uid {unknown} has no passwd entry; give --group"):
+        resolve_identity(str(unknown), None)
+    identity = resolve_identity(str(unknown), "nogroup")
+    assert identity is not None
+    assert (identity.uid, identity.gid, identity.groups) == (unknown, gid, (gid,))
+    assert identity.description == f"{unknown} (uid {unknown}), group nogroup (gid {gid})"
+
+
+def _has_passwd_entry(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
 
 
 def test_a_stereo_master_is_told_from_other_processes() -> None:
