@@ -101,7 +101,11 @@ class PidFile:
         """Write this process's pid, atomically; ConfigError if it cannot be written."""
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)  # a leftover of a crash with our pid
+            # Never through a symbolic link someone planted (e.g. in /tmp): a fresh file only.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(temporary, flags, 0o644)
             try:
                 os.fchmod(fd, 0o644)  # readable by monitors, whatever the umask
                 os.write(fd, f"{os.getpid()}\n".encode())
