@@ -33,6 +33,7 @@ from .master.config import (
     Settings,
     default_workers,
 )
+from .ops_options import add_ops_options, apply_ops_options
 from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not offer the interactive console, even in a terminal",
     )
     _add_asgi_options(run)
+    add_ops_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
     )
@@ -392,6 +394,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         bridge_timeout=args.bridge_timeout,
         bridge_retention=args.bridge_retention,
     )
+    apply_ops_options(args, settings)
     try:
         asgi = _asgi_settings(args)
         asgi.check()

@@ -158,13 +158,15 @@ async def open_stereo(
     env: dict[str, str] | None = None,
     cwd: Path = APPS,
     prefix: tuple[str, ...] = (),
+    python: str = sys.executable,
 ) -> AsyncIterator[Stereo]:
     """Start ``stereo run ARGS`` (stdout and stderr merged); kill whatever is left at the end.
     ``prefix`` runs it under a command that execs it, e.g. ``ip netns exec NS``, so that the
-    pid is still the master's."""
+    pid is still the master's. ``python``: the interpreter (one another user may run, for
+    --user)."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
-        [*prefix, *stereo_command("run", *args)],
+        [*prefix, python, "-m", "stereo", "run", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -78,7 +78,9 @@ async def _run_once(
     parent, child = hub_socketpair()
     try:
         async with trio.open_nursery() as nursery:
-            process = await start_on_hub(nursery, "stereo.bridge", child, capture=False)
+            process = await start_on_hub(
+                nursery, "stereo.bridge", child, capture=False, spawn=settings.spawn_options()
+            )
             child.close()
             peer = Peer(0, parent, settings.max_message_size, events)
             nursery.start_soon(hub.serve_bridge, peer, handshake_timeout)

@@ -15,6 +15,7 @@ from ..wire.protocol import (
     LARGEST_MESSAGE_SIZE,
 )
 from .binds import Bind
+from .privileges import SpawnOptions, check_umask, resolve_identity
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 DEFAULT_WORKER_OUTBOX_LIMIT = 4 * 1024 * 1024
@@ -70,6 +71,17 @@ class Settings:
     bridge_name: str = "stereo"
     bridge_timeout: float = 30.0
     bridge_retention: int = 1_000_000  # entries (batches) the broker keeps
+    # Operations (docs/operations.md): who the workers run as, where, with what umask; the pid
+    # file; reloading on code changes (reload_dirs empty: the app dir).
+    user: str | None = None
+    group: str | None = None
+    chdir: str | None = None
+    umask: int | None = None
+    pid_file: str | None = None
+    reload: bool = False
+    reload_dirs: list[str] = field(default_factory=list)
+    reload_include: list[str] = field(default_factory=list)
+    reload_exclude: list[str] = field(default_factory=list)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -117,3 +129,18 @@ class Settings:
                 raise ConfigError(f"--bridge-name {self.bridge_name!r}: must be printable text")
         if self.interface not in ("auto", "serve", "asgi"):
             raise ConfigError(f"--interface {self.interface!r}: must be auto, serve or asgi")
+        self.spawn_options()  # the user and group exist, we may switch to them, the umask is one
+
+    def spawn_options(self) -> SpawnOptions:
+        """Who the workers and the bridge run as, and their umask; ConfigError if impossible."""
+        check_umask(self.umask)
+        return SpawnOptions(resolve_identity(self.user, self.group), self.umask)
+
+    def watched_dirs(self) -> list[str]:
+        """--reload-dir, else the app dir; ConfigError for one that is not a directory (relative
+        ones are taken from the working directory: check after --chdir)."""
+        dirs = self.reload_dirs or [self.app_dir]
+        for directory in dirs:
+            if not os.path.isdir(directory):
+                raise ConfigError(f"--reload-dir {directory}: not a directory")
+        return dirs

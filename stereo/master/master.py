@@ -27,10 +27,13 @@ from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
 from .output import OutputSink
+from .pidfile import PidFile
 from .process import Launcher
+from .reload import Reloader
 from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
 from .upstream import Upstream
+from .workdir import enter as enter_workdir
 
 FINAL_FLUSH_TIMEOUT = 2.0
 # A new master told to stop before it took over drains like this one; past its own
@@ -79,6 +82,7 @@ class Master:
             handshake_timeout=max(settings.timeout, 5.0),
             welcome=self.supervisor.welcome,
             listen_fds=self.supervisor.listen_fds,
+            spawn=settings.spawn_options(),
         ).run
         self.started_at = trio.current_time()
         self.interrupts = 0
@@ -212,6 +216,9 @@ class Master:
                         run_bridge, self.hub, self.settings, self.sink.log, handshake
                     )
                 await nursery.start(self.supervisor.run)
+                if self.settings.reload:
+                    reloader = Reloader.for_settings(self.settings, self.supervisor, self.sink.log)
+                    nursery.start_soon(reloader.run)
                 # Taking over from an old master: its control socket is ours only once our
                 # workers serve; if they cannot, this master drains and the old one serves on.
                 if self.handover is None or await self.handover.wait_workers_ready(
@@ -258,10 +265,16 @@ class Master:
 async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> None:
     """Run a master until it stops. ``argv`` (the arguments after ``stereo``) lets SIGUSR2 start
     a new master with the same command line."""
+    enter_workdir(settings.chdir)  # first: relative paths are taken from there
     handover = Handover.from_environ(os.environ)
     if handover is not None and handover.workers is not None:
         settings.workers = handover.workers
     settings.check()  # before anything is bound or started
+    if settings.reload:
+        settings.watched_dirs()
+    pid_file = PidFile(settings.pid_file) if settings.pid_file else None
+    # A new master (upgrade) claims nothing: its predecessor holds the file until the takeover.
+    stale = pid_file.claim() if pid_file is not None and handover is None else None
     if handover is None:
         sockets = open_sockets(
             settings.binds, systemd_fds(os.environ, os.getpid()), settings.reuse_port
@@ -269,9 +282,18 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     else:
         sockets = handover.adopt_sockets(settings.binds)
     try:
+        if pid_file is not None and handover is None:
+            pid_file.write()
+        elif pid_file is not None and handover is not None:
+            handover.on_takeover = pid_file.write
         master = Master(settings, sockets, OutputSink(), argv, handover)
+        for note in (stale, settings.spawn_options().describe()):
+            if note:
+                master.sink.log(note)
         if handover is not None:
             master.sink.log(f"taking over from master pid {handover.old_pid}")
         await master.run()
     finally:
+        if pid_file is not None:
+            pid_file.remove()  # only if it is still ours: not after an upgrade handed it on
         close_sockets(sockets)

@@ -27,6 +27,7 @@ from ..snapshot import PeerStatistics, ProcessSnapshot
 from .hub import Hub, Peer
 from .lifecycle import ProcessEvent, ProcessState, process_after
 from .output import OutputSink, pump_lines
+from .privileges import INHERIT, SpawnOptions
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
 OUTPUT_LINGER = 1.0
@@ -171,10 +172,12 @@ async def start_on_hub(
     extra_fds: Sequence[int] = (),
     *,
     capture: bool,
+    spawn: SpawnOptions = INHERIT,
 ) -> trio.Process:
     """Start ``python -m module`` in ``nursery`` with ``child`` as its hub connection (and
-    ``extra_fds``); its stdout and stderr piped to us if ``capture``, else shared with ours.
-    Cancelling the nursery kills it."""
+    ``extra_fds``); its stdout and stderr piped to us if ``capture``, else shared with ours;
+    as ``spawn``'s user and group, with its umask (--user, --group, --umask). Cancelling the
+    nursery kills it."""
     env = dict(os.environ, STEREO_HUB_FD=str(child.fileno()))
     env.pop("LISTEN_FDS", None)
     env.pop("LISTEN_PID", None)
@@ -192,6 +195,7 @@ async def start_on_hub(
             env=env,
             # Own process group: Ctrl-C in the terminal reaches the master only.
             process_group=0,
+            **spawn.popen_options(),
         )
     )
     return process
@@ -209,8 +213,10 @@ class Launcher:
         handshake_timeout: float,
         welcome: Callable[[int], dict[str, Any]],
         listen_fds: Callable[[int], list[int]],
+        spawn: SpawnOptions = INHERIT,
     ) -> None:
         self.hub = hub
+        self.spawn = spawn
         self.sink = sink
         self.max_message_size = max_message_size
         self.handshake_timeout = handshake_timeout
@@ -225,7 +231,12 @@ class Launcher:
         try:
             async with trio.open_nursery() as nursery:
                 process = await start_on_hub(
-                    nursery, "stereo.worker", child, self.listen_fds(slot_id), capture=True
+                    nursery,
+                    "stereo.worker",
+                    child,
+                    self.listen_fds(slot_id),
+                    capture=True,
+                    spawn=self.spawn,
                 )
                 child.close()
                 proc = WorkerProcess(

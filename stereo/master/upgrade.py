@@ -43,15 +43,16 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Protocol
 
 import trio
 
 from .. import exitcodes
-from ..errors import BindError
+from ..errors import BindError, StereoError
 from .binds import Bind, BoundSocket, FdBind, UnixBind
 from .supervisor import Supervisor
+from .workdir import launch_dir
 
 
 class Host(Protocol):
@@ -84,6 +85,7 @@ class Handover:
         self.old_pid = old_pid
         self.workers = workers
         self.done = False
+        self.on_takeover: Callable[[], None] | None = None  # e.g. rewrite the --pid file
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> Handover | None:
@@ -175,6 +177,11 @@ class Handover:
                 os.write(self.notify_fd, READY)
         self._close_notify()
         self.done = True
+        if self.on_takeover is not None:
+            try:
+                self.on_takeover()
+            except StereoError as exc:
+                master.log(f"after the takeover: {exc}")
         ready = f"{len(master.supervisor.slots)} workers ready"
         if alone:
             master.log(
@@ -297,6 +304,7 @@ class Upgrader:
                 env=env,
                 pass_fds=(write_fd, *fds),
                 stdin=subprocess.DEVNULL,
+                cwd=launch_dir(),  # where this master started: a relative --chdir holds again
                 start_new_session=True,
             )
         except OSError as exc:
