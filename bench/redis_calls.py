@@ -11,6 +11,9 @@ times N round trips one after another and prints p50 / p99 µs:
   ``RedisStream.read`` (XREAD BLOCK, the other connection) has it back: the broker's share of
   the cross-hub latency.
 
+Beside the wall times, the CPU this process spent per call (both ends, for the wake-up): on a
+loaded machine the wall times swing with the neighbours, the CPU much less.
+
 ``--profile`` runs the coredis PING loop under pyinstrument (``pip install pyinstrument``) and
 prints where the time goes.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import statistics
 import tempfile
 import time
 import uuid
@@ -37,16 +39,26 @@ from .bridge import RedisBroker
 FRAMES_PER_BATCH = 64  # a busy worker's read: 64 broadcasts of 64 B
 
 
-def summary(name: str, samples_ns: list[int]) -> str:
-    ordered = sorted(samples_ns)
+class Samples(list[int]):
+    """Wall times of calls (ns), and the process's CPU time over all of them (ns): the CPU
+    figure moves less than the wall one when other processes load the machine."""
+
+    cpu_ns = 0
+
+
+def summary(name: str, samples: list[int]) -> str:
+    ordered = sorted(samples)
     p50 = ordered[len(ordered) // 2] / 1000
     p99 = ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)] / 1000
-    mean = statistics.fmean(ordered) / 1000
-    return f"{name:<18} p50 {p50:8.1f} µs   p99 {p99:8.1f} µs   mean {mean:8.1f} µs"
+    line = f"{name:<18} p50 {p50:8.1f} µs   p99 {p99:8.1f} µs"
+    if isinstance(samples, Samples):
+        line += f"   CPU {samples.cpu_ns / len(samples) / 1000:8.1f} µs/call"
+    return line
 
 
-def raw_ping(port: int, count: int) -> list[int]:
-    samples = []
+def raw_ping(port: int, count: int) -> Samples:
+    samples = Samples()
+    cpu = time.process_time_ns()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(count):
@@ -56,12 +68,14 @@ def raw_ping(port: int, count: int) -> list[int]:
             while not reply.endswith(b"\r\n"):
                 reply += sock.recv(64)
             samples.append(time.perf_counter_ns() - start)
+    samples.cpu_ns = time.process_time_ns() - cpu
     return samples
 
 
-async def trio_ping(port: int, count: int) -> list[int]:
-    samples = []
+async def trio_ping(port: int, count: int) -> Samples:
+    samples = Samples()
     stream = await trio.open_tcp_stream("127.0.0.1", port)
+    cpu = time.process_time_ns()
     async with stream:
         for _ in range(count):
             start = time.perf_counter_ns()
@@ -70,15 +84,18 @@ async def trio_ping(port: int, count: int) -> list[int]:
             while not reply.endswith(b"\r\n"):
                 reply += await stream.receive_some(64)
             samples.append(time.perf_counter_ns() - start)
+    samples.cpu_ns = time.process_time_ns() - cpu
     return samples
 
 
-async def timed(call: Callable[[], Awaitable[object]], count: int) -> list[int]:
-    samples = []
+async def timed(call: Callable[[], Awaitable[object]], count: int) -> Samples:
+    samples = Samples()
+    cpu = time.process_time_ns()
     for _ in range(count):
         start = time.perf_counter_ns()
         await call()
         samples.append(time.perf_counter_ns() - start)
+    samples.cpu_ns = time.process_time_ns() - cpu
     return samples
 
 
@@ -118,7 +135,8 @@ async def wake_ups(
 ) -> list[int]:
     """Append, and time until the follower (already blocked in XREAD) has the entry."""
     position = [await follower.tail()]
-    samples = []
+    samples = Samples()
+    cpu = time.process_time_ns()
     appended = [0]  # when the append began
 
     async def read() -> None:
@@ -132,6 +150,7 @@ async def wake_ups(
             await trio.testing.wait_all_tasks_blocked(1e-4)  # the reader sits in XREAD BLOCK
             appended[0] = time.perf_counter_ns()
             await appender.append_many(next_batch())
+    samples.cpu_ns = time.process_time_ns() - cpu
     return samples
 
 
