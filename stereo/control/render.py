@@ -136,6 +136,8 @@ def format_bridge(bridge: dict[str, Any]) -> str:
     )
     if bridge["last_reset"]:
         line += f" (last: {bridge['last_reset']})"
+    if bridge.get("broker_error"):
+        line += f"; broker away: {bridge['broker_error']}"
     return line
 
 

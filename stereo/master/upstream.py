@@ -42,6 +42,8 @@ class Upstream:
         self.entries_in = 0
         self.resets = 0
         self.last_reset: str | None = None
+        #: Why the bridge finds the broker away now (its error reply, or why unreachable).
+        self.broker_error: str | None = None
 
     @property
     def full(self) -> bool:
@@ -78,6 +80,7 @@ class Upstream:
     def detach(self, outbox: Outbox) -> None:
         if self.outbox is outbox:
             self.outbox = None
+            self.broker_error = None  # its successor says again if the broker is still away
 
     def reset(self, reason: str) -> None:
         """The bridge found this hub behind the broker (a gap, or the broker away too long)."""
@@ -110,6 +113,7 @@ class Upstream:
             restarts=self.restarts,
             resets=self.resets,
             last_reset=self.last_reset,
+            broker_error=self.broker_error,
         )
 
     def welcome(self) -> dict[str, Any]:
