@@ -18,6 +18,7 @@ import trio
 
 from ..outbox import Outbox
 from ..snapshot import BridgeStatistics
+from ..urls import redact
 from ..wire.bridge import encode_batch
 
 
@@ -102,7 +103,7 @@ class Upstream:
 
     def statistics(self) -> BridgeStatistics:
         return BridgeStatistics(
-            url=self.url,
+            url=redact(self.url),
             name=self.name,
             connected=self.outbox is not None,
             next_seq=self.next_seq,
