@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not offer the interactive console, even in a terminal",
     )
     _add_asgi_options(run)
+    _add_logging_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
     )
@@ -190,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches the broker keeps; a hub further behind is cut off (default: %(default)s)",
     )
 
+    logs = commands.add_parser(
+        "logs",
+        help="recent output of the workers and the master's lines; -f follows it live",
+        description="Print the last lines the master keeps (1,000 at most) from its workers"
+        " and itself, and with -f go on printing new ones until Ctrl-C. Worker ids choose"
+        " whose lines (0 is the master).",
+    )
+    logs.add_argument("ids", nargs="*", type=_whole, metavar="ID", help="only these workers")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_whole,
+        default=100,
+        metavar="N",
+        help="how many recent lines to print first (default: %(default)s)",
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object a line")
+    logs.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
+
     console = commands.add_parser("console", help="attach an interactive console to a master")
     console.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
 
@@ -217,6 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
         "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]", help="e.g. status, add 2"
     )
     return parser
+
+
+def _add_logging_options(run: argparse.ArgumentParser) -> None:
+    from .logs import LOG_FORMATS, LOG_LEVELS
+
+    group = run.add_argument_group("logging (docs/logging.md)")
+    group.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the master's own lines at this level and up (default: %(default)s)",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=None,
+        help="write the master's lines and the workers' output to PATH instead of the"
+        " terminal; SIGUSR1 reopens it (logrotate)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text, or json: one JSON object a line (default: %(default)s)",
+    )
 
 
 def _add_asgi_options(run: argparse.ArgumentParser) -> None:
@@ -343,6 +389,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         bridge_name=args.bridge_name,
         bridge_timeout=args.bridge_timeout,
         bridge_retention=args.bridge_retention,
+        log_level=args.log_level,
+        log_file=args.log_file,
+        log_format=args.log_format,
     )
     try:
         asgi = _asgi_settings(args)
@@ -365,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = args.control or default_control_path()
     if args.command == "console":
         sys.exit(_console_cli.console(path))
+    if args.command == "logs":
+        sys.exit(_console_cli.logs(path, args.ids, args.follow, args.lines, args.json))
     if args.command == "top":
         sys.exit(_console_cli.top(path, once=args.once))
     if args.command == "ctl":

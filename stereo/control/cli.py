@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import ControlError
+from ..logs import RING_LINES
 from ..wire.control import shown
 from .client import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -19,7 +20,7 @@ from .client import (
     ControlUnreachable,
     default_control_path,
 )
-from .render import format_help, format_result
+from .render import format_help, format_log_line, format_result
 from .syntax import UsageError, parse_words
 
 #: ``stereo ctl`` exit statuses.
@@ -28,6 +29,12 @@ EXIT_FAILED = 1  # the master refused or failed the command
 EXIT_USAGE = 2  # the command line is wrong (as argparse)
 EXIT_UNREACHABLE = 3  # no master answers at the control socket
 EXIT_TIMEOUT = 4  # connected, but no answer within --timeout (the master may still act on it)
+EXIT_INTERRUPTED = 130  # `stereo logs -f` left with Ctrl-C, as shells report it
+
+#: ``stereo logs -f``: each long poll asks the master to wait this long for new lines (at most
+#: the master's MAX_LOG_WAIT), and allows it this much more to answer.
+FOLLOW_WAIT = 25.0
+FOLLOW_SLACK = 10.0
 
 MAX_TIMEOUT = 86400.0  # a day: beyond it, "wait for ever" is what was meant, and is refused
 
@@ -70,6 +77,46 @@ def top(path: str, once: bool = False) -> int:
     if error is not None:
         print(f"stereo top: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def logs(path: str, ids: list[int], follow: bool, lines: int, as_json: bool) -> int:
+    """``stereo logs``: the last ``lines`` lines, then (``follow``) new ones as they come, by
+    long poll (docs/logging.md), until Ctrl-C or until the master goes away."""
+    chosen = {"ids": ids} if ids else {}
+
+    def show(result: dict[str, Any]) -> None:
+        if result["missed"]:
+            print(f"stereo logs: {result['missed']} lines were dropped here", file=sys.stderr)
+        for line in result["lines"]:
+            print(json.dumps(line) if as_json else format_log_line(line))
+        sys.stdout.flush()
+
+    following = False
+    try:
+        with ControlClient.connect(path) as client:
+            result = client.request("logs", {"limit": lines, **chosen})
+            show(result)
+            following = follow
+            while following:
+                request = {"after": result["next"], "wait": FOLLOW_WAIT, "limit": RING_LINES}
+                result = client.request(
+                    "logs", {**request, **chosen}, timeout=FOLLOW_WAIT + FOLLOW_SLACK
+                )
+                show(result)
+    except ControlUnreachable as exc:
+        if following:  # it was there: it stopped (or handed over to a new master)
+            print(f"stereo logs: {exc}", file=sys.stderr)
+            return EXIT_OK
+        print(f"stereo logs: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ControlError as exc:
+        print(f"stereo logs: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `stereo logs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -124,6 +171,8 @@ def ctl(
         return EXIT_OK
     if not command.in_master:
         return fail(EXIT_USAGE, f"{command.name} only makes sense in `stereo console`")
+    if args.pop("follow", False):
+        return fail(EXIT_USAGE, "logs -f: use `stereo logs -f` to follow the log")
     try:
         with ControlClient.connect(path, request_timeout=options["timeout"]) as client:
             result: Any = client.request(command.name, args)

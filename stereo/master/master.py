@@ -20,13 +20,14 @@ import trio
 
 from ..control.server import ControlServer
 from ..errors import TooManyWorkers
+from ..logs import LogSlice
 from ..snapshot import MasterSnapshot
 from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
-from .output import OutputSink
+from .output import OutputSink, open_output
 from .process import Launcher
 from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
@@ -44,6 +45,7 @@ HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR1,
     signal.SIGUSR2,
 )
 
@@ -130,6 +132,12 @@ class Master:
     def log(self, line: str) -> None:
         self.sink.log(line)
 
+    def read_logs(self, after: int | None, ids: list[int] | None, limit: int) -> LogSlice:
+        return self.sink.read_logs(after, ids, limit)
+
+    async def wait_logs(self, after: int) -> None:
+        await self.sink.wait_logs(after)
+
     # -- signal handlers ----------------------------------------------------------------------
 
     def handle_term(self) -> None:
@@ -165,6 +173,9 @@ class Master:
         removed = self.supervisor.remove(self.supervisor.highest_slots(1))
         self.sink.log(f"SIGTTOU: removing worker {removed}")
 
+    def handle_usr1(self) -> None:
+        self.start_soon(self.sink.reopen)
+
     def handle_usr2(self) -> None:
         self.start_soon(self.upgrader.run)
 
@@ -176,6 +187,7 @@ class Master:
             signal.SIGHUP: self.handle_hup,
             signal.SIGTTIN: self.handle_ttin,
             signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
             signal.SIGUSR2: self.handle_usr2,
         }
         handlers[signum]()
@@ -262,6 +274,7 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     if handover is not None and handover.workers is not None:
         settings.workers = handover.workers
     settings.check()  # before anything is bound or started
+    sink = open_output(settings.log_file, settings.log_format, settings.log_level)
     if handover is None:
         sockets = open_sockets(
             settings.binds, systemd_fds(os.environ, os.getpid()), settings.reuse_port
@@ -269,7 +282,7 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     else:
         sockets = handover.adopt_sockets(settings.binds)
     try:
-        master = Master(settings, sockets, OutputSink(), argv, handover)
+        master = Master(settings, sockets, sink, argv, handover)
         if handover is not None:
             master.sink.log(f"taking over from master pid {handover.old_pid}")
         await master.run()
