@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 from ..errors import ControlError
-from ..logs import RING_LINES
 from ..wire.control import shown
 from .client import (
     DEFAULT_REQUEST_TIMEOUT,
@@ -30,11 +29,6 @@ EXIT_USAGE = 2  # the command line is wrong (as argparse)
 EXIT_UNREACHABLE = 3  # no master answers at the control socket
 EXIT_TIMEOUT = 4  # connected, but no answer within --timeout (the master may still act on it)
 EXIT_INTERRUPTED = 130  # `stereo logs -f` left with Ctrl-C, as shells report it
-
-#: ``stereo logs -f``: each long poll asks the master to wait this long for new lines (at most
-#: the master's MAX_LOG_WAIT), and allows it this much more to answer.
-FOLLOW_WAIT = 25.0
-FOLLOW_SLACK = 10.0
 
 MAX_TIMEOUT = 86400.0  # a day: beyond it, "wait for ever" is what was meant, and is refused
 
@@ -83,33 +77,25 @@ def top(path: str, once: bool = False) -> int:
 def logs(path: str, ids: list[int], follow: bool, lines: int, as_json: bool) -> int:
     """``stereo logs``: the last ``lines`` lines, then (``follow``) new ones as they come, by
     long poll (docs/logging.md), until Ctrl-C or until the master goes away."""
-    chosen = {"ids": ids} if ids else {}
-
-    def show(result: dict[str, Any]) -> None:
-        if result["missed"]:
-            print(f"stereo logs: {result['missed']} lines were dropped here", file=sys.stderr)
-        for line in result["lines"]:
-            print(json.dumps(line) if as_json else format_log_line(line))
-        sys.stdout.flush()
+    from .follow import follow as follow_log
 
     following = False
     try:
         with ControlClient.connect(path) as client:
-            result = client.request("logs", {"limit": lines, **chosen})
-            show(result)
-            following = follow
-            while following:
-                request = {"after": result["next"], "wait": FOLLOW_WAIT, "limit": RING_LINES}
-                result = client.request(
-                    "logs", {**request, **chosen}, timeout=FOLLOW_WAIT + FOLLOW_SLACK
-                )
-                show(result)
+            for result in follow_log(client, ids or None, None, lines):
+                if result["missed"]:
+                    missed = result["missed"]
+                    print(f"stereo logs: {missed} lines were dropped here", file=sys.stderr)
+                for line in result["lines"]:
+                    print(json.dumps(line) if as_json else format_log_line(line))
+                sys.stdout.flush()
+                if not follow:
+                    break
+                following = True
     except ControlUnreachable as exc:
-        if following:  # it was there: it stopped (or handed over to a new master)
-            print(f"stereo logs: {exc}", file=sys.stderr)
-            return EXIT_OK
         print(f"stereo logs: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        # Once following, the master going away (it stopped) ends the follow normally.
+        return EXIT_OK if following else EXIT_UNREACHABLE
     except ControlError as exc:
         print(f"stereo logs: {exc}", file=sys.stderr)
         return EXIT_FAILED
