@@ -53,12 +53,14 @@ class Stereo:
     def pid(self) -> int:
         return self.process.pid
 
-    async def _collect(self) -> None:
-        assert self.process.stdout is not None
+    async def _collect(self, pipe: trio.abc.ReceiveStream | None = None) -> None:
+        """Read the master's stdout (or ``pipe``, e.g. its stderr) to its end."""
+        pipe = pipe or self.process.stdout
+        assert pipe is not None
         partial = b""
         while True:
             await self._reading.wait()
-            chunk = await self.process.stdout.receive_some()
+            chunk = await pipe.receive_some()
             if not chunk:
                 break
             partial += chunk

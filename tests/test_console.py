@@ -12,12 +12,14 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pexpect  # type: ignore[import-untyped]
 import psutil
 import trio
-from conftest import APPS, open_stereo
+from conftest import APPS, ctl, open_stereo
 
 # Cursor movements and erasures end a "line" as far as matching goes (the prompt is redrawn
 # with them before each line printed above it); every other sequence is dropped.
@@ -25,6 +27,7 @@ MOVES = re.compile(r"\x1b\[[0-9;]*[ABDHJK]")
 FORWARD = re.compile(r"\x1b\[\d*C")  # skipping blank cells: a space will do
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r|\x07|\x08")
 TIMEOUT = 20.0
+T = TypeVar("T")
 
 
 class Terminal:
@@ -119,6 +122,11 @@ def status_pids(term: Terminal, count: int) -> dict[int, int]:
     return {int(m[1]): int(m[2]) for m in rows}
 
 
+def await_in_thread(call: Coroutine[Any, Any, T]) -> T:
+    """Run ``call`` on the trio loop this test thread came from (the console tests block)."""
+    return trio.from_thread.run(lambda: call)
+
+
 def wait_gone(pids: set[int], timeout: float = TIMEOUT) -> None:
     for pid in pids:
         try:
@@ -188,6 +196,10 @@ def test_console_in_place(tmp_path: Path) -> None:
         term.expect(r"^broadcast: '\{oops' is not JSON")
         term.command("help kill")
         term.expect(r"^kill ID \[SIGNAL\]$")
+        term.command("logs -n 1 0")
+        term.expect(r"^\d{4}-\d\d-\d\dT[\d:.]+Z INFO \[stereo\] ")
+        term.command("logs -f")
+        term.expect(r"^worker output is shown here live already")
 
         term.command("quit")
         term.expect(r"console detached; the master keeps running")
@@ -261,6 +273,17 @@ async def test_remote_console_and_top(tmp_path: Path) -> None:
                     term.expect(r"SLOT +PID")
                     found = {int(term.expect(r"^ *[12] +(\d+) ")[1]) for _ in range(2)}
                     assert found == pids
+                    term.command("logs 1")
+                    term.expect(r"^\[worker 1\] ready$")
+                    # Following: new lines of worker 2 above the prompt, until toggled off.
+                    term.command("logs -f 2")
+                    term.expect(r"^following the log above the prompt")
+                    term.expect(r"^\[worker 2\] ready$")  # its recent lines first
+                    code, _, _ = await_in_thread(ctl("broadcast", "3", "--control", path))
+                    assert code == 0
+                    term.expect(r"^\[worker 2\] received 3 from 0$")
+                    term.command("logs -f")
+                    term.expect(r"^stopped following the log$")
                     since = term.command("top")
                     # Full-screen redraws skip cells that did not change: match words, not lines.
                     term.expect(r"master pid \d+, up [\d.]+s, 2 workers")

@@ -324,7 +324,7 @@ class OutputSink:
     async def reopen(self) -> None:
         """SIGUSR1: open --log-file afresh (logrotate moved it away)."""
         if self.log_file is None:
-            self.log("SIGUSR1: no --log-file to reopen")
+            self.log("SIGUSR1: no --log-file to reopen", logging.WARNING)
             return
         try:
             await trio.to_thread.run_sync(self.log_file.reopen)
