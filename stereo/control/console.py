@@ -183,9 +183,10 @@ class Console:
         if self.in_place:
             self.write("worker output is shown here live already (`stereo logs -f` elsewhere)")
             return
+        # Said first: the follower's first lines come after it, not before.
+        self.write("following the log above the prompt; `logs -f` again stops")
         self.follower = LogFollower(self.client.path, ids, self.write)
         self.follower.start()
-        self.write("following the log above the prompt; `logs -f` again stops")
 
     async def _handle(self, line: str) -> bool:
         """:meth:`handle` in a thread (it waits for the master); the live view in the loop."""
