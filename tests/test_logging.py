@@ -5,6 +5,7 @@ reopening on SIGUSR1, and the mark on the lines of a process being replaced."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -20,7 +21,14 @@ import trio
 from conftest import APPS, Stereo, ctl, stereo_command
 
 from stereo.errors import ConfigError
-from stereo.logs import JsonFormatter, TextFormatter, iso_time, json_line, worker_prefix
+from stereo.logs import (
+    JsonFormatter,
+    TextFormatter,
+    iso_time,
+    json_line,
+    json_lines,
+    worker_prefix,
+)
 from stereo.master.logfile import LogFile
 from stereo.master.output import open_output
 
@@ -80,7 +88,12 @@ def test_text_and_json_formats() -> None:
         "old": True,
         "message": "héllo",
     }
-    import logging
+    # A chunk of worker lines, encoded together, gives the same objects line by line.
+    chunk = json_lines(1.5, 2, 7, "stderr", True, [b'h\xc3\xa9llo "q"', b"\xff"]).decode()
+    assert [json.loads(text) for text in chunk.splitlines()] == [
+        json.loads(json_line(1.5, "info", "worker", 2, 7, "stderr", True, message))
+        for message in ('héllo "q"', "\ufffd")
+    ]
 
     entry = logging.LogRecord("stereo.master", logging.WARNING, __file__, 1, "x %s", ("y",), None)
     entry.created = 2.0

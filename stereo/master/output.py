@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from ..errors import ConfigError
-from ..logs import LogRing, LogSlice, formatter, json_line, worker_prefix
+from ..logs import LogRing, LogSlice, formatter, json_lines, worker_prefix
 from .logfile import LogFile, write_all
 
 MAX_LINE = 64 * 1024  # a longer "line" is cut into pieces rather than buffered without bound
@@ -281,14 +281,9 @@ class OutputSink:
         now = time.time()
         old = source.old()
         worker, pid, stream = source.worker, source.pid, source.stream
-        for line in lines:
-            self.ring.append(now, "info", worker, pid, stream, old, line)
+        self.ring.extend(now, "info", worker, pid, stream, old, lines)
         if self.log_format == "json":
-            text = (line.decode(errors="replace") for line in lines)
-            data = "".join(
-                json_line(now, "info", "worker", worker, pid, stream, old, message) + "\n"
-                for message in text
-            ).encode()
+            data = json_lines(now, worker, pid, stream, old, lines)
         else:
             prefix = worker_prefix(worker, pid, old)
             data = b"".join(prefix + line + b"\n" for line in lines)
