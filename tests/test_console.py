@@ -302,3 +302,34 @@ async def test_remote_console_and_top(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(console)
             assert stereo.process.returncode is None
             assert {child.pid for child in stereo.children()} == pids
+
+
+def test_in_place_with_a_log_file_follows_the_log_on_demand(tmp_path: Path) -> None:
+    """With --log-file the terminal shows only the console; `logs -f` brings the output back."""
+    path = str(tmp_path / "ctl.sock")
+    log = tmp_path / "stereo.log"
+    args = ["run", "control_app:serve", "-w", "1", "--control", path, "--log-file", str(log)]
+    term = Terminal(args, console_env(tmp_path))
+    try:
+        term.expect(r"`help` lists the commands")
+        term.command("logs -f 1")
+        term.expect(r"^following the log above the prompt")
+        term.expect(r"^\[worker 1\] ready$")  # from the ring, through the control socket
+        client = pexpect.run(
+            f"{sys.executable} -m stereo ctl --control {path} broadcast 4",
+            timeout=TIMEOUT,
+            withexitstatus=True,
+        )
+        assert client[1] == 0
+        term.expect(r"^\[worker 1\] received 4 from 0$")
+        term.command("logs -f")
+        term.expect(r"^stopped following the log$")
+        term.child.kill(signal.SIGTERM)
+        term.child.expect(pexpect.EOF, timeout=TIMEOUT)
+        term.child.close()
+        assert term.child.exitstatus == 0
+        assert "[stereo]" not in term.text  # the master's own lines went to the file only
+        logged = log.read_text()
+        assert "[worker 1] received 4 from 0" in logged and "[stereo] all workers stopped" in logged
+    finally:
+        term.close()

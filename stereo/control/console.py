@@ -118,11 +118,17 @@ class Console:
         client: ControlClient,
         *,
         in_place: bool = False,
+        live_output: bool = False,
+        follow_path: str | None = None,
         history: History | None = None,
         write: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.in_place = in_place
+        self.live_output = live_output  # worker output shows above the prompt anyway
+        # Where `logs -f` connects: the control socket (in place: None while worker output is
+        # shown live anyway, or when there is no socket to follow through).
+        self.follow_path = client.path if follow_path is None and not in_place else follow_path
         self.history = history if history is not None else open_history()
         self.terminal = TerminalWriter()
         self.write = write or self._print
@@ -180,12 +186,16 @@ class Console:
             self.follower = None
             self.write("stopped following the log")
             return
-        if self.in_place:
-            self.write("worker output is shown here live already (`stereo logs -f` elsewhere)")
+        if self.follow_path is None:
+            self.write(
+                "worker output is shown here live already"
+                if self.live_output
+                else "logs -f: no control socket to follow the log through"
+            )
             return
         # Said first: the follower's first lines come after it, not before.
         self.write("following the log above the prompt; `logs -f` again stops")
-        self.follower = LogFollower(self.client.path, ids, self.write)
+        self.follower = LogFollower(self.follow_path, ids, self.write)
         self.follower.start()
 
     async def _handle(self, line: str) -> bool:
@@ -310,6 +320,7 @@ async def run_in_place(
     stopping: Callable[[], bool],
     log: Callable[[str], None],
     reattach_path: str | None,
+    live_output: bool = True,
 ) -> None:
     """Offer the console in the master's own terminal; worker output goes above the prompt.
 
@@ -317,9 +328,17 @@ async def run_in_place(
     socketpair that ``serve_stream`` serves as a trusted control connection. Output is redirected
     from here, on the trio side, for as long as the console runs: ``redirect_output(writer)``
     sends the master's output through ``writer`` until the context ends. ``stopping`` says
-    whether the master is on its way out (then it does not say the console detached)."""
+    whether the master is on its way out (then it does not say the console detached).
+    ``live_output`` False: the output goes elsewhere (--log-file); ``logs -f`` then follows the
+    log through ``reattach_path``."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    console = Console(ControlClient(theirs, "this master"), in_place=True)
+    follow_path = None if live_output else reattach_path
+    console = Console(
+        ControlClient(theirs, "this master"),
+        in_place=True,
+        live_output=live_output,
+        follow_path=follow_path,
+    )
     done = threading.Event()
     failures: list[Exception] = []
 

@@ -249,6 +249,7 @@ class Master:
                                 stopping=lambda: self.supervisor.stopping,
                                 log=self.sink.log,
                                 reattach_path=self.control.listening,
+                                live_output=self.sink.log_file is None,
                             )
                         )
                 task_status.started()
