@@ -41,8 +41,10 @@ PROMPT = re.compile(r"^\s*\$ \S")
 
 # The last command of a line, when it starts a master.
 MASTER = re.compile(
-    r"(?:^|&&|;)\s*(?P<master>(?:\S*/)?(?:stereo|python3? -m stereo)\s+run\b[^;&|]*?)\s*$"
+    r"(?:^|&&|;)\s*(?P<master>(?:\w+=\S*\s+)*"  # VAR=value ...
+    r"(?:\S*/)?(?:stereo|python3? -m stereo)\s+run\b[^;&|]*?)\s*$"
 )
+HEREDOC = re.compile(r"<<-?\s*(?P<quote>['\"]?)(?P<word>\w+)(?P=quote)")
 # A TCP bind of a master: --bind/-b HOST:PORT or [V6]:PORT.
 TCP_BIND = re.compile(
     r"(?P<option>(?:--bind|-b)[= ]?)(?P<host>\[[^\]\s]+\]|[^\s:\[\]]+):(?P<port>\d+)\b"
@@ -90,11 +92,19 @@ class Block:
         return self.language in SHELL_LANGUAGES and self.skip is None
 
     def commands(self) -> list[Command]:
-        """Non-empty, non-comment lines, with ``\\`` continuations joined."""
+        """Non-empty, non-comment lines, with ``\\`` continuations joined and a here-document
+        (``cat > app.toml <<'EOF'``) kept with its command, up to its terminator."""
         found: list[Command] = []
         pending: list[str] = []
+        terminator: str | None = None
         start = 0
         for number, raw in enumerate(self.body, start=self.line + 1):
+            if terminator is not None:
+                pending.append(raw)
+                if raw.strip() == terminator:
+                    found.append(Command(self.page, start, "\n".join(pending)))
+                    pending, terminator = [], None
+                continue
             if not pending:
                 if not raw.strip() or raw.lstrip().startswith("#"):
                     continue
@@ -102,8 +112,16 @@ class Block:
             if raw.rstrip().endswith("\\"):
                 pending.append(raw.rstrip()[:-1])
                 continue
-            found.append(Command(self.page, start, " ".join([*pending, raw]).strip()))
+            line = " ".join([*pending, raw]).strip()
+            if heredoc := HEREDOC.search(without_comment(line)):
+                pending, terminator = [line], heredoc["word"]
+                continue
+            found.append(Command(self.page, start, line))
             pending = []
+        if terminator is not None:
+            raise DocSyntaxError(
+                f"{self.page}:{start}: the here-document never ends ({terminator})"
+            )
         if pending:
             raise DocSyntaxError(f"{self.page}:{start}: the block ends inside a `\\` continuation")
         return found

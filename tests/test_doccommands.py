@@ -86,6 +86,10 @@ def test_a_master_is_the_last_command_of_its_line() -> None:
         "",
         "python -m stereo run a:b --bind 127.0.0.1:0",
     )
+    assert split_master("STEREO_WORKERS=2 stereo run a:b") == (
+        "",
+        "STEREO_WORKERS=2 stereo run a:b",
+    )
     assert split_master("stereo ctl status") is None
     assert split_master("stereo run a:b | tee log") is None  # not a master of this convention
 
@@ -121,3 +125,14 @@ def test_the_suite_only_collects() -> None:
     assert prepare(".venv/bin/python -m pytest -q  # all", "/v").text == (
         "/v/bin/python -m pytest -q --collect-only  # all"
     )
+
+
+def test_a_here_document_stays_with_its_command() -> None:
+    page = "```sh\ncat > app.toml <<'EOF'  # the file\nworkers = 2\n\nEOF\nstereo run a:b\n```\n"
+    (block,) = read_blocks("p.md", page)
+    assert [(c.line, c.text) for c in block.commands()] == [
+        (2, "cat > app.toml <<'EOF'  # the file\nworkers = 2\n\nEOF"),
+        (6, "stereo run a:b"),
+    ]
+    with pytest.raises(DocSyntaxError, match=r"p\.md:2: the here-document never ends"):
+        read_blocks("p.md", "```sh\ncat <<EOF\nx\n```\n")[0].commands()

@@ -1,6 +1,6 @@
 """Every shell command of README.md and docs/*.md runs as written (the convention and what the test
-substitutes are in tests/doccommands.py): one shell per page, from the checkout's root, masters
-started in the background, awaited, and stopped with SIGTERM.
+substitutes are in tests/doccommands.py): one shell per page, from (a view of) the checkout's root,
+masters started in the background, awaited, and stopped with SIGTERM.
 
 A failure names the page, the line and the command as written (and as run, when a substitution
 changed it), with its output and the output of the master it ran against.
@@ -286,6 +286,17 @@ def new_terminal_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def checkout_view(tmp: Path) -> Path:
+    """A directory that looks like the checkout's root (a symbolic link to each of its entries),
+    so that files a doc's commands create (a config, a pid file, a log) land in ``tmp``."""
+    view = tmp / "checkout"
+    view.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name != ".git":
+            (view / entry.name).symlink_to(entry)
+    return view
+
+
 @asynccontextmanager
 async def open_terminal(tmp: Path) -> AsyncIterator[Terminal]:
     read_end, write_end = os.pipe()
@@ -294,7 +305,7 @@ async def open_terminal(tmp: Path) -> AsyncIterator[Terminal]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        cwd=ROOT,
+        cwd=checkout_view(tmp),
         env=new_terminal_env(tmp),
         pass_fds=(write_end,),
         start_new_session=True,
