@@ -68,6 +68,10 @@ class DocCommandFailed(AssertionError):
     pass
 
 
+class ShellSilent(Exception):
+    """The page's shell gave no status: it exited (a syntax error, an ``exit``) or timed out."""
+
+
 @dataclass
 class Master:
     command: Command
@@ -134,12 +138,11 @@ class Terminal:
             while len(self._statuses) == seen:
                 await self._changed.wait()
         if len(self._statuses) == seen:
-            raise DocCommandFailed(
-                f"no answer from the page's shell within {within} s to:\n{script}"
-            )
+            raise ShellSilent(f"ran over {within:g} s")
         status = self._statuses[seen]
         if status == "EOF":
-            raise DocCommandFailed("the page's shell exited (an `exit` in a command?)")
+            said = (self.tmp / "shell.err").read_text(errors="replace")[-2000:]
+            raise ShellSilent(f"ended the page's shell (a syntax error, an exit?):\n{said}")
         return status
 
     def master_output(self, start: int = 0) -> str:
@@ -167,10 +170,8 @@ class Terminal:
             status = await self._send(
                 f"{{ {ran}\n}} </dev/null >{out} 2>{err}\nprintf '\\n%s %d\\n' {self.marker} $?\n"
             )
-        except DocCommandFailed:
-            raise DocCommandFailed(
-                self.failure(command, ran, f"ran over {COMMAND_TIMEOUT} s")
-            ) from None
+        except ShellSilent as exc:
+            raise DocCommandFailed(self.failure(command, ran, str(exc))) from None
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
         detail = f"---- stdout ----\n{stdout[-3000:]}---- stderr ----\n{stderr[-3000:]}"
         missing = re.search(r"(\S+): command not found", stderr)
@@ -189,14 +190,22 @@ class Terminal:
         ran = prepare(master, self.venv).text
         start = len(self.output)
         background = f"{ran} </dev/null >&{self.output_fd} 2>&1 &"
-        pid = int(await self._send(f"{background}\nprintf '\\n%s %d\\n' {self.marker} $!\n"))
+        try:
+            pid = int(await self._send(f"{background}\nprintf '\\n%s %d\\n' {self.marker} $!\n"))
+        except ShellSilent as exc:
+            raise DocCommandFailed(self.failure(command, ran, str(exc))) from None
+        if pid <= 0:  # nothing started; never signal pid 0 (our own process group)
+            raise DocCommandFailed(self.failure(command, ran, "started no process"))
         self.master = Master(command, pid, {}, start)
         assert self.nursery is not None
         self.nursery.start_soon(self._watch, self.master)
         path = await self._wait_control_socket(command, ran, start)
         if path is None:  # it ended by itself: an ordinary command
             self.master = None
-            status = await self._send(f"wait {pid}\nprintf '\\n%s %d\\n' {self.marker} $?\n")
+            try:
+                status = await self._send(f"wait {pid}\nprintf '\\n%s %d\\n' {self.marker} $?\n")
+            except ShellSilent as exc:
+                raise DocCommandFailed(self.failure(command, ran, str(exc))) from None
             if status != "0":
                 detail = "---- its output ----\n" + self.master_output(start)
                 raise DocCommandFailed(self.failure(command, ran, f"exited {status}", detail))
@@ -253,10 +262,9 @@ class Terminal:
             status = await self._send(
                 f"wait {master.pid}\nprintf '\\n%s %d\\n' {self.marker} $?\n", STOP_TIMEOUT
             )
-        except DocCommandFailed:
+        except ShellSilent as exc:
             raise DocCommandFailed(
-                f"{what} did not stop within {STOP_TIMEOUT} s of SIGTERM\n"
-                + self.master_output(master.output_start)
+                f"{what}, sent SIGTERM, {exc}\n" + self.master_output(master.output_start)
             ) from None
         if status != "0":
             raise DocCommandFailed(
@@ -297,19 +305,34 @@ def checkout_view(tmp: Path) -> Path:
     return view
 
 
+def kill_tree(pid: int) -> None:
+    """Whatever a page left running (its masters and their workers), then its shell."""
+    try:
+        shell = psutil.Process(pid)
+        processes = [*shell.children(recursive=True), shell]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @asynccontextmanager
 async def open_terminal(tmp: Path) -> AsyncIterator[Terminal]:
     read_end, write_end = os.pipe()
-    process = await trio.lowlevel.open_process(
-        ["bash", "--noprofile", "--norc", "-o", "pipefail"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=checkout_view(tmp),
-        env=new_terminal_env(tmp),
-        pass_fds=(write_end,),
-        start_new_session=True,
-    )
+    with (tmp / "shell.err").open("wb") as shell_errors:
+        process = await trio.lowlevel.open_process(
+            ["bash", "--noprofile", "--norc", "-o", "pipefail"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=shell_errors,
+            cwd=checkout_view(tmp),
+            env=new_terminal_env(tmp),
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
     os.close(write_end)
     terminal = Terminal(process, tmp, write_end, str(Path(sys.prefix)))
     output = trio.lowlevel.FdStream(read_end)
@@ -321,15 +344,16 @@ async def open_terminal(tmp: Path) -> AsyncIterator[Terminal]:
             try:
                 yield terminal
             finally:
-                leftovers = psutil.Process(process.pid).children(recursive=True)
-                for child in leftovers:
-                    child.kill()
-                process.kill()
+                kill_tree(process.pid)
                 with trio.move_on_after(10):
                     await process.wait()
                 nursery.cancel_scope.cancel()
     finally:
         await output.aclose()
+        if process.stdin is not None:
+            await process.stdin.aclose()
+        if process.stdout is not None:
+            await process.stdout.aclose()
 
 
 @pytest.mark.timeout(300)
