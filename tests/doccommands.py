@@ -20,8 +20,8 @@ What the test changes in a command before running it, each visible in a failure'
 - a ``HOST:PORT`` bind of a master gets port 0, and that port, wherever a later command names
   it (``curl http://127.0.0.1:8000/``), becomes the port the master reports it bound: nothing
   collides with what else runs on the machine;
-- ``.venv`` is the venv running the tests, and ``python3 -m venv .venv`` checks that it exists
-  (creating it again would break the tests' own environment);
+- ``python3 -m venv .venv`` checks that the venv exists (the checkout's ``.venv`` is the venv
+  running the tests; creating it again would break the tests' own environment);
 - ``pip install ARGS`` runs with ``--dry-run --no-index``: it changes nothing and downloads
   nothing, yet fails when a name, an extra or a path does not resolve against what is installed
   (the distribution's name included: ``pip install trio-stereo``);
@@ -54,7 +54,6 @@ CONTROL_READY = re.compile(r"control socket: (?P<path>[^\s\"]+)")
 CONTROL_DISABLED = re.compile(r"control socket disabled: .*")
 
 VENV_CREATE = re.compile(r"\bpython3? -m venv (?P<path>\.venv)\b")
-VENV_PATH = re.compile(r"(?<![\w./-])\.venv(?=/)")
 PIP_INSTALL = re.compile(r"(?<![\w./-])(?P<pip>(?:\S*/)?pip3?|python3? -m pip) install\b")
 PIP_DRY_RUN = "--dry-run --no-index --no-build-isolation"
 PYTEST = re.compile(r"(?P<pytest>-m pytest\b[^;&|#]*?)(?P<end>\s*(?:#.*)?$|\s*[;&|])")
@@ -217,10 +216,9 @@ class Prepared:
     pip: bool  # a dry-run pip install: its warnings are failures too
 
 
-def prepare(text: str, venv: str) -> Prepared:
+def prepare(text: str) -> Prepared:
     """The substitutions of the module docstring other than ports."""
     text = VENV_CREATE.sub(r"test -x \g<path>/bin/python", text)
-    text = VENV_PATH.sub(venv, text)
     text, pips = PIP_INSTALL.subn(rf"\g<pip> install {PIP_DRY_RUN}", text)
     text = PYTEST.sub(r"\g<pytest> --collect-only\g<end>", text)
     return Prepared(text, pips > 0)

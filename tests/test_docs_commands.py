@@ -89,7 +89,6 @@ class Terminal:
     process: trio.Process
     tmp: Path
     output_fd: int  # the write end, in the shell, that masters write to
-    venv: str
     marker: str = field(default_factory=lambda: f"__doc_{secrets.token_hex(8)}__")
     output: list[str] = field(default_factory=list)
     _statuses: list[str] = field(default_factory=list)
@@ -160,7 +159,7 @@ class Terminal:
         return "\n".join(lines)
 
     async def run(self, command: Command, text: str) -> None:
-        prepared = prepare(text, self.venv)
+        prepared = prepare(text)
         ran = prepared.text
         if self.master is not None:
             ran = with_ports(ran, self.master.ports)
@@ -187,7 +186,7 @@ class Terminal:
         if setup:
             await self.run(command, setup)
         master, written = free_ports(master)
-        ran = prepare(master, self.venv).text
+        ran = prepare(master).text
         start = len(self.output)
         background = f"{ran} </dev/null >&{self.output_fd} 2>&1 &"
         try:
@@ -296,12 +295,14 @@ def new_terminal_env(tmp: Path) -> dict[str, str]:
 
 def checkout_view(tmp: Path) -> Path:
     """A directory that looks like the checkout's root (a symbolic link to each of its entries),
-    so that files a doc's commands create (a config, a pid file, a log) land in ``tmp``."""
+    so that files a doc's commands create (a config, a pid file, a log) land in ``tmp``; its
+    ``.venv`` is the venv running the tests."""
     view = tmp / "checkout"
     view.mkdir()
     for entry in ROOT.iterdir():
-        if entry.name != ".git":
+        if entry.name not in (".git", ".venv"):
             (view / entry.name).symlink_to(entry)
+    (view / ".venv").symlink_to(sys.prefix)
     return view
 
 
@@ -334,7 +335,7 @@ async def open_terminal(tmp: Path) -> AsyncIterator[Terminal]:
             start_new_session=True,
         )
     os.close(write_end)
-    terminal = Terminal(process, tmp, write_end, str(Path(sys.prefix)))
+    terminal = Terminal(process, tmp, write_end)
     output = trio.lowlevel.FdStream(read_end)
     try:
         async with trio.open_nursery() as nursery:
