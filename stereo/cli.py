@@ -26,6 +26,7 @@ from .master.config import (
     default_workers,
 )
 from .ops_options import add_ops_options, apply_ops_options
+from .version import VersionAction
 from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stereo",
         description="Run one network app as several worker processes that broadcast to each other.",
     )
+    parser.add_argument("-V", "--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start a master and its workers")
