@@ -190,6 +190,34 @@ def test_resent_batch_is_dropped(server: NatsServer) -> None:
     run(main())
 
 
+def test_a_resend_past_the_duplicate_window_is_dropped(server: NatsServer) -> None:
+    """JetStream appends a message ID again once its duplicate window has passed (a broker
+    away for minutes keeps the hub's batches waiting that long): the hub's own subject still
+    says the batch is in, for a restarted bridge and for one whose append call failed."""
+
+    async def main() -> None:
+        broker = JetStream(server.url, "late", retention=100, duplicate_window=0.5)
+        assert await broker.append(batch("h", 1, count=4)) == 1
+        await asyncio.sleep(1.0)  # the fault, held: past the window
+        again = JetStream(server.url, "late", retention=100, duplicate_window=0.5)
+        assert await again.append(batch("h", 1, count=4)) is None
+        assert await again.append(batch("h", 2, count=2)) == 5
+        # The server restarted (store kept): the append call fails, its outcome unknown.
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(BrokerUnavailable):
+            await again.append(batch("h", 3, count=1))
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(1.0)  # past the window again
+        assert await again.append(batch("h", 2, count=2)) is None
+        assert await again.append(batch("h", 3, count=1)) == 7
+        entries = await read_all(broker, 1, 8)
+        assert [(e.number, e.first_seq) for e in entries] == [(1, 1), (2, 5), (3, 7)]
+        await broker.aclose()
+        await again.aclose()
+
+    run(main())
+
+
 def test_tail_of_an_empty_stream_sees_an_append_racing_it(
     server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,12 +369,12 @@ def test_an_incompatible_stream_is_refused(server: NatsServer) -> None:
 
 
 def test_stream_config_problems() -> None:
-    good = StreamConfig(subjects=["stereo.x"], max_msgs=10, duplicate_window=120)
-    assert stream_config_problems(good, "stereo.x", 10) == []
+    good = StreamConfig(subjects=["stereo.x.*"], max_msgs=10, duplicate_window=120)
+    assert stream_config_problems(good, "stereo.x.*", 10) == []
     bad = StreamConfig(
         subjects=["stereo.>"], max_msgs=5, discard=DiscardPolicy.NEW, duplicate_window=0
     )
-    assert len(stream_config_problems(bad, "stereo.x", 10)) == 4
+    assert len(stream_config_problems(bad, "stereo.x.*", 10)) == 4
 
 
 def test_throughput(server: NatsServer) -> None:

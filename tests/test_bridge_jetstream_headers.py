@@ -17,6 +17,8 @@ from stereo.bridge.jetstream_headers import (
     MalformedEntry,
     decode_entry,
     encode_headers,
+    every_hub,
+    hub_subject,
     next_seq,
     stream_names,
 )
@@ -100,6 +102,14 @@ def test_a_message_without_headers_is_malformed() -> None:
     with pytest.raises(MalformedEntry):
         decode_entry(None, b"x")
     assert decode_entry(GOOD, None).frames == b""
+
+
+def test_hub_subjects() -> None:
+    assert every_hub("stereo.chat") == "stereo.chat.*"
+    assert hub_subject("stereo.chat", "0f3a-b_c") == "stereo.chat.0f3a-b_c"
+    for bad in ("", "a.b", "a*", ">", "a b"):
+        with pytest.raises(ValueError):
+            hub_subject("stereo.chat", bad)
 
 
 def test_stream_names() -> None:

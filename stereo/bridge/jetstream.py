@@ -2,7 +2,8 @@
 is asyncio only, so the NATS bridge process runs an asyncio loop and this module never imports
 trio.
 
-One stream ``STEREO_{name}`` on one subject ``stereo.{name}``; one message per batch.
+One stream ``STEREO_{name}`` on the subjects ``stereo.{name}.*``, one per hub (its hub id); one
+message per batch.
 
 **Numbering.** JetStream numbers messages (entries), not frames, and a publisher cannot learn
 the global frame count atomically, so every frame's global seq is written into its entry when it
@@ -24,8 +25,21 @@ here, as does a stream that is gone or was recreated (its creation time changed)
 is caught up waits on a plain subscription to the subject, opened before the stream info it
 compares against, so no append slips between the check and the wait.
 
-The duplicate window (``duplicate_window``, 120 s by default) bounds the idempotence: a batch
-resent later than that after its first append is appended again.
+**Idempotence.** A batch may be appended and its acknowledgement lost (the connection dropped,
+the call timed out, the bridge killed before it told the hub), and the hub resends it, maybe
+long after: the broker away for minutes, past ``--bridge-timeout``, keeps the hub's batches
+waiting. ``Nats-Msg-Id`` drops a resend only within the stream's duplicate window (120 s by
+default; past it the server appends the same message ID again, checked against nats-server
+2.9). So the adapter does not lean on it: each hub appends to its own subject, and a hub's
+batch numbers grow in the stream (one appender per hub, in order), so the last message on that
+subject says which batch numbers are in. Whenever the outcome of this adapter's last append for
+a hub is unknown (a fresh adapter, or any failure of an append call), it reads that message
+before publishing, and drops a batch numbered at or below it; an append whose publish then
+loses a race reads it again, since an earlier publish of the same batch on a dropped connection
+may be what got in first (a stale publish that comes later is refused by its expected last
+sequence). Once an append is acknowledged the adapter knows, so the steady state pays nothing.
+What is left to the duplicate window is a hub whose last entry was already trimmed away by
+``retention`` when it resends: a hub that far behind has its position trimmed too.
 
 Connections do not reconnect behind the adapter's back (a publish buffered during a reconnect
 would be sent later, unseen): any connection error or timeout drops the client and raises
@@ -49,7 +63,15 @@ from nats.js.api import StreamInfo as _StreamInfo
 
 from ..errors import StereoError
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
-from .jetstream_headers import MalformedEntry, decode_entry, encode_headers, next_seq, stream_names
+from .jetstream_headers import (
+    MalformedEntry,
+    decode_entry,
+    encode_headers,
+    every_hub,
+    hub_subject,
+    next_seq,
+    stream_names,
+)
 
 __all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
 
@@ -98,7 +120,8 @@ class JetStream:
         if retention < 1 or timeout <= 0 or duplicate_window <= 0 or read_batch < 1:
             raise ValueError("retention, timeout, duplicate_window and read_batch must be > 0")
         self.url = url
-        self.stream, self.subject = stream_names(name)
+        self.stream, self.prefix = stream_names(name)
+        self.subject = every_hub(self.prefix)  # the stream's subjects
         self.retention = retention
         self.timeout = timeout
         self.duplicate_window = duplicate_window
@@ -109,6 +132,9 @@ class JetStream:
         self._direct = True
         # Appender: (stream seq of the last entry, global seq after it), None to be read again.
         self._head: tuple[int, int] | None = None
+        # Per hub, the last batch number known to be in the stream; absent while unknown (a
+        # fresh adapter, or an append whose outcome is unknown): then read from the stream.
+        self._appended: dict[str, int] = {}
         # Reader: (the next global seq, the stream seq of the entry that should carry it).
         self._cursor: tuple[int, int] | None = None
         self._read_created: datetime.datetime | None = None
@@ -226,20 +252,42 @@ class JetStream:
             raise MalformedEntry("a stored message without its stream seq")
         return msg.seq, next_seq(decode_entry(msg.headers, msg.data))
 
+    async def _hub_last(self, js: JetStreamContext, hub_subject: str) -> int:
+        """The number of the last batch on ``hub_subject`` in the stream (0 if none)."""
+        try:
+            msg = await js.get_last_msg(self.stream, hub_subject, direct=self._direct)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return decode_entry(msg.headers, msg.data).number
+
     async def append(self, batch: Batch) -> int | None:
         """See Broker.append. Also raises MalformedEntry if the stream's last message is not
         stereo's (its successor's seqs cannot be computed) and StreamMismatch."""
+        try:
+            return await self._append(batch)
+        except BaseException:
+            # Published or not, nobody knows: the next append of this hub reads the stream.
+            self._appended.pop(batch.hub_id, None)
+            raise
+
+    async def _append(self, batch: Batch) -> int | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        subject = hub_subject(self.prefix, batch.hub_id)
+        known = batch.hub_id in self._appended
         with self._unavailable():
             js = await self._connect()
             while True:
+                if not known:  # every time round: what got in first may be this very batch
+                    self._appended[batch.hub_id] = await self._hub_last(js, subject)
+                if batch.number <= self._appended[batch.hub_id]:
+                    return None  # appended before (a resend): numbered then, not now
                 if self._head is None:
                     self._head = await self._last_entry(js)
                 after, first = self._head
                 try:
                     ack = await js.publish(
-                        self.subject, batch.frames, headers=encode_headers(batch, first, after)
+                        subject, batch.frames, headers=encode_headers(batch, first, after)
                     )
                 except nats.js.errors.NoStreamResponseError:
                     # The stream is gone (a server restarted without its store): a new one
@@ -251,13 +299,14 @@ class JetStream:
                     if exc.err_code != _WRONG_LAST_SEQUENCE:
                         raise
                     self.conflicts += 1
-                    self._head = None
+                    self._head = None  # and, if unknown, the hub's last batch is read again
                     if loop.time() > deadline:
                         raise BrokerUnavailable(
                             f"{self.stream}: other appenders kept getting in first for "
                             f"{self.timeout} s"
                         ) from exc
                     continue
+                self._appended[batch.hub_id] = batch.number
                 if ack.duplicate:
                     return None  # appended before (a resend): numbered then, not now
                 self._head = (ack.seq, first + batch.count)
