@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -39,22 +40,37 @@ pytestmark = pytest.mark.skipif(
 
 class NatsServer:
     """A private JetStream server on a port it picks itself (``-p -1``) the first time and keeps
-    across restarts, its store under a test's tmp_path."""
+    across restarts, its store under a test's tmp_path. ``host`` is the address it binds (and is
+    reached at); ``prefix`` runs it under a command that execs it, e.g. ``ip netns exec NS``."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(
+        self, store: Path, host: str = "127.0.0.1", prefix: tuple[str, ...] = (), port: int = -1
+    ) -> None:
         self.store = store
-        self.port = -1
+        self.host = host
+        self.prefix = prefix
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._drainer: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self) -> None:
         assert self.process is None
         self.process = subprocess.Popen(
-            [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            [
+                *self.prefix,
+                NATS_SERVER,
+                "-js",
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -77,8 +93,13 @@ class NatsServer:
             self.stop()
             raise RuntimeError("nats-server did not become ready in 10 s")
 
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot stop
             self.process.terminate()
             try:
                 self.process.wait(10)
