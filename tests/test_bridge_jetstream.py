@@ -239,6 +239,28 @@ def test_a_resend_past_the_duplicate_window_is_dropped(server: NatsServer) -> No
     run(main())
 
 
+def test_batches_that_piled_up_are_one_entry_and_a_regrouped_resend_is_dropped(
+    server: NatsServer,
+) -> None:
+    """The bridge appends what piled up as one message; a new bridge gets every batch not yet
+    acknowledged, maybe grouped otherwise: those in the stream are dropped, the rest appended."""
+
+    async def main() -> None:
+        broker = JetStream(server.url, "merge", retention=100)
+        one, two, three = batch("h", 1, count=2), batch("h", 2, count=3), batch("h", 3, count=1)
+        assert await broker.append_many([one, two]) == 1
+        again = JetStream(server.url, "merge", retention=100)  # a restarted bridge
+        assert await again.append_many([two]) is None
+        assert await again.append_many([two, three]) == 6
+        entries = await read_all(broker, 1, 7)
+        assert [(e.number, e.first_seq, e.count) for e in entries] == [(2, 1, 5), (3, 6, 1)]
+        assert entries[0].frames == one.frames + two.frames
+        await broker.aclose()
+        await again.aclose()
+
+    run(main())
+
+
 def test_tail_of_an_empty_stream_sees_an_append_racing_it(
     server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

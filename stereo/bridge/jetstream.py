@@ -3,7 +3,9 @@ is asyncio only, so the NATS bridge process runs an asyncio loop and this module
 trio.
 
 One stream ``STEREO_{name}`` on the subjects ``stereo.{name}.*``, one per hub (its hub id); one
-message per batch.
+message per append call: a batch, or the run of one hub's batches that piled up while the last
+append was under way (numbered as the last of them), so that the appends keep up with the hub
+at one round trip each.
 
 **Numbering.** JetStream numbers messages (entries), not frames, and a publisher cannot learn
 the global frame count atomically, so every frame's global seq is written into its entry when it
@@ -23,7 +25,8 @@ call. The stream info is what makes trimming visible: JetStream silently starts 
 its first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap
 here, as does a stream that is gone or was recreated (its creation time changed). A reader that
 is caught up waits on a plain subscription to the subject, opened before the stream info it
-compares against, so no append slips between the check and the wait.
+compares against, so no append slips between the check and the wait: one subscription per
+connection, which only rings a bell (what it carries may be a publish the stream refused).
 
 **Idempotence.** A batch may be appended and its acknowledgement lost (the connection dropped,
 the call timed out, the bridge killed before it told the hub), and the hub resends it, maybe
@@ -32,7 +35,8 @@ waiting. ``Nats-Msg-Id`` drops a resend only within the stream's duplicate windo
 default; past it the server appends the same message ID again, checked against nats-server
 2.9). So the adapter does not lean on it: each hub appends to its own subject, and a hub's
 batch numbers grow in the stream (one appender per hub, in order), so the last message on that
-subject says which batch numbers are in. Whenever the outcome of this adapter's last append for
+subject says which batch numbers are in (all up to its number, however the batches were
+grouped into messages). Whenever the outcome of this adapter's last append for
 a hub is unknown (a fresh adapter, or any failure of an append call), it reads that message
 before publishing, and drops a batch numbered at or below it; an append whose publish then
 loses a race reads it again, since an earlier publish of the same batch on a dropped connection
@@ -51,12 +55,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
 from nats.js.api import StreamInfo as _StreamInfo
@@ -69,6 +74,7 @@ from .jetstream_headers import (
     encode_headers,
     every_hub,
     hub_subject,
+    merge,
     next_seq,
     stream_names,
 )
@@ -139,6 +145,10 @@ class JetStream:
         self._cursor: tuple[int, int] | None = None
         self._read_created: datetime.datetime | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # The reader's bell: rung by every message published on the stream's subjects, on a
+        # subscription of the current connection (None: not subscribed on it yet).
+        self._bell = asyncio.Event()
+        self._bell_on: Client | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -263,25 +273,35 @@ class JetStream:
     async def append(self, batch: Batch) -> int | None:
         """See Broker.append. Also raises MalformedEntry if the stream's last message is not
         stereo's (its successor's seqs cannot be computed) and StreamMismatch."""
+        return await self.append_many([batch])
+
+    async def append_many(self, batches: Sequence[Batch]) -> int | None:
+        """One hub's consecutive ``batches``, those not appended before, as one entry (one
+        message: a round trip, and at most one lost race, for all of them); the entry's first
+        seq, or None if every one of them was appended before. As :meth:`append` otherwise."""
+        hub_id = batches[-1].hub_id
         try:
-            return await self._append(batch)
+            return await self._append(hub_id, batches)
         except BaseException:
             # Published or not, nobody knows: the next append of this hub reads the stream.
-            self._appended.pop(batch.hub_id, None)
+            self._appended.pop(hub_id, None)
             raise
 
-    async def _append(self, batch: Batch) -> int | None:
+    async def _append(self, hub_id: str, batches: Sequence[Batch]) -> int | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        subject = hub_subject(self.prefix, batch.hub_id)
-        known = batch.hub_id in self._appended
+        subject = hub_subject(self.prefix, hub_id)
+        known = hub_id in self._appended
         with self._unavailable():
             js = await self._connect()
             while True:
-                if not known:  # every time round: what got in first may be this very batch
-                    self._appended[batch.hub_id] = await self._hub_last(js, subject)
-                if batch.number <= self._appended[batch.hub_id]:
-                    return None  # appended before (a resend): numbered then, not now
+                if not known:  # every time round: what got in first may be these very batches
+                    self._appended[hub_id] = await self._hub_last(js, subject)
+                # Appended before (a resend): numbered then, not now.
+                fresh = [batch for batch in batches if batch.number > self._appended[hub_id]]
+                if not fresh:
+                    return None
+                batch = merge(fresh)
                 if self._head is None:
                     self._head = await self._last_entry(js)
                 after, first = self._head
@@ -306,7 +326,7 @@ class JetStream:
                             f"{self.timeout} s"
                         ) from exc
                     continue
-                self._appended[batch.hub_id] = batch.number
+                self._appended[hub_id] = batch.number
                 if ack.duplicate:
                     return None  # appended before (a resend): numbered then, not now
                 self._head = (ack.seq, first + batch.count)
@@ -410,6 +430,9 @@ class JetStream:
     async def read(self, expected: int, block: float) -> list[Entry]:
         with self._unavailable():
             js = await self._connect()
+            await self._listen()
+            # Silenced before the info: an append after it rings again.
+            self._bell.clear()
             info = await self._read_info(js, expected)
             if self._cursor is not None and self._cursor[0] == expected:
                 start = self._cursor[1]
@@ -420,24 +443,28 @@ class JetStream:
                 info = await self._wait(js, expected, start, block)
             return await self._fetch(js, expected, start, info)
 
+    async def _listen(self) -> None:
+        """Subscribe the bell on the current connection (flushed: the server has it), once."""
+        nc = self._nc
+        assert nc is not None
+        if self._bell_on is nc:
+            return
+
+        async def ring(msg: Msg) -> None:
+            self._bell.set()
+
+        await nc.subscribe(self.subject, cb=ring)
+        await nc.flush(timeout=max(1, round(self.timeout)))
+        self._bell_on = nc
+
     async def _wait(
         self, js: JetStreamContext, expected: int, start: int, block: float
     ) -> _StreamInfo:
-        """Wait up to ``block`` seconds for stream seq ``start`` to exist; the fresh info."""
-        assert self._nc is not None
-        # The subscription is in place (flushed) before the info that says "nothing yet", so an
-        # append between the two still rings.
-        sub = await self._nc.subscribe(self.subject, max_msgs=1)
-        try:
-            await self._nc.flush(timeout=max(1, round(self.timeout)))
-            info = await self._read_info(js, expected)
-            if start <= info.state.last_seq:
-                return info
-            with contextlib.suppress(nats.errors.TimeoutError):
-                await sub.next_msg(timeout=block)
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        """Wait up to ``block`` seconds for stream seq ``start`` to exist (the bell was
+        silenced before the info that said it does not); the fresh info."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(block):
+                await self._bell.wait()
         return await self._read_info(js, expected)
 
     async def tail(self) -> int:

@@ -10,13 +10,14 @@ as its payload and these headers:
   the server refuses the append if another one got in first, so ``Stereo-First`` below, computed
   from that previous entry, can never be claimed twice;
 - ``Stereo-First``, ``Stereo-Count``: the global seqs of the frames are ``first .. first+count-1``;
-- ``Stereo-Hub``, ``Stereo-Number``: who appended it (the Entry's hub_id and number).
+- ``Stereo-Hub``, ``Stereo-Number``: who appended it (the Entry's hub_id and number: of the
+  last batch, when one message carries several, see :func:`merge`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..errors import StereoError
 from .broker import Batch, Entry
@@ -109,3 +110,23 @@ def decode_entry(headers: Mapping[str, str] | None, payload: bytes | None) -> En
 def next_seq(entry: Entry | None) -> int:
     """The global seq the frame after ``entry`` gets (1 after none: an empty stream)."""
     return 1 if entry is None else entry.last_seq + 1
+
+
+def merge(batches: Sequence[Batch]) -> Batch:
+    """Consecutive batches of one hub as one: one message, numbered as the last of them. A
+    stored message numbered N says every batch of its hub up to N is in (a hub's batches are
+    appended in order), so a resend regrouped differently is still recognised (jetstream.py)."""
+    if not batches:
+        raise ValueError("nothing to merge")
+    last = batches[-1]
+    if len(batches) == 1:
+        return last
+    numbers = [batch.number for batch in batches]
+    if {batch.hub_id for batch in batches} != {last.hub_id} or numbers != sorted(set(numbers)):
+        raise ValueError("only one hub's batches, in order, merge")
+    return Batch(
+        last.hub_id,
+        last.number,
+        sum(batch.count for batch in batches),
+        b"".join(batch.frames for batch in batches),
+    )
