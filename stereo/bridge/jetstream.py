@@ -63,10 +63,9 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import RawStreamMsg
 from nats.js.api import StreamInfo as _StreamInfo
 
-from ..errors import StereoError
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
 from .jetstream_headers import (
     MalformedEntry,
@@ -78,32 +77,11 @@ from .jetstream_headers import (
     next_seq,
     stream_names,
 )
+from .jetstream_stream import StreamMismatch, stream_config, stream_config_problems
 
 __all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a refused expected-last-sequence
-
-
-class StreamMismatch(StereoError, ValueError):
-    """The stream exists with a configuration stereo cannot share (other subjects, another
-    retention): a configuration error, not something a retry fixes."""
-
-
-def stream_config_problems(config: StreamConfig, subject: str, retention: int) -> list[str]:
-    """What makes an existing stream unusable for ``subject`` with ``retention`` entries."""
-    problems = []
-    if config.subjects != [subject]:
-        problems.append(f"subjects {config.subjects} instead of [{subject!r}]")
-    if config.max_msgs != retention:
-        problems.append(f"max_msgs {config.max_msgs} instead of {retention}")
-    if config.retention not in (None, RetentionPolicy.LIMITS):
-        problems.append(f"retention {config.retention} instead of limits")
-    if config.discard not in (None, DiscardPolicy.OLD):
-        # DiscardPolicy.NEW would refuse appends once full instead of trimming the oldest.
-        problems.append(f"discard {config.discard} instead of old")
-    if not config.duplicate_window:
-        problems.append("no duplicate window (a resent batch would be appended twice)")
-    return problems
 
 
 class JetStream:
@@ -213,16 +191,7 @@ class JetStream:
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            config = StreamConfig(
-                name=self.stream,
-                subjects=[self.subject],
-                retention=RetentionPolicy.LIMITS,
-                discard=DiscardPolicy.OLD,
-                max_msgs=self.retention,
-                storage=StorageType.FILE,
-                duplicate_window=self.duplicate_window,
-                allow_direct=True,
-            )
+            config = stream_config(self.stream, self.subject, self.retention, self.duplicate_window)
             try:
                 info = await js.add_stream(config)
             except nats.js.errors.BadRequestError:
