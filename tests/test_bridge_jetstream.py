@@ -1,6 +1,7 @@
 """The JetStream adapter against a private ``nats-server -js`` (never the shared one on 4222):
-numbering under concurrent appenders, idempotent resends, trimming, a server that lost its store,
-a server that went away and came back, and a throughput run.
+numbering under concurrent appenders, idempotent resends (regrouped, and past the duplicate
+window), trimming, a server that lost its store, a server that went away and came back, and a
+throughput run.
 
 nats-py is asyncio only and pytest runs async tests under trio here, so each test is a plain
 function calling ``asyncio.run`` on a coroutine bounded by ``asyncio.timeout``.

@@ -1,7 +1,10 @@
 """The bridge's asyncio driver, for brokers whose client is asyncio only (NATS JetStream through
 nats-py; the rule: a broker-bridge process may host an asyncio client where no trio one exists,
 and never through trio-asyncio). The I/O around :class:`.logic.BridgeLogic`, after
-:func:`.runtime.handshake`; the twin of :mod:`.runtime_trio`, loop for loop. No trio here."""
+:func:`.runtime.handshake`; the twin of :mod:`.runtime_trio`, loop for loop, but that the
+master's batches are received by a loop of their own, so that everything that came in while an
+append was under way goes out in the next one (the trio driver takes only what one read of the
+hub connection holds). No trio here."""
 
 from __future__ import annotations
 
