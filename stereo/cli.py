@@ -34,6 +34,7 @@ from .master.config import (
     default_workers,
 )
 from .ops_options import add_ops_options, apply_ops_options
+from .pool_options import add_pool_options, apply_pool_options
 from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_asgi_options(run)
     add_ops_options(run)
+    add_pool_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
     )
@@ -395,6 +397,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         bridge_retention=args.bridge_retention,
     )
     apply_ops_options(args, settings)
+    apply_pool_options(args, settings)
     try:
         asgi = _asgi_settings(args)
         asgi.check()

@@ -15,6 +15,7 @@ from ..wire.protocol import (
     LARGEST_MESSAGE_SIZE,
 )
 from .binds import Bind
+from .pools import check_pools
 from .privileges import SpawnOptions, check_umask, resolve_identity
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
@@ -82,6 +83,8 @@ class Settings:
     reload_dirs: list[str] = field(default_factory=list)
     reload_include: list[str] = field(default_factory=list)
     reload_exclude: list[str] = field(default_factory=list)
+    # The job pool (docs/pool.md): pool name -> pool processes (--pool N, --pool NAME=N).
+    pools: dict[str, int] = field(default_factory=dict)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -96,6 +99,7 @@ class Settings:
         trip on them later."""
         check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
         check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
+        check_pools(self.pools, self.max_workers - self.workers)
         check_whole(
             "--max-message-size",
             self.max_message_size,
