@@ -109,6 +109,7 @@ class SupervisorSnapshot:
     slots: tuple[SlotSnapshot, ...]  # by id; a removed slot appears while a process drains
     respawns: int
     stopping: bool
+    pools: tuple[str, ...] = ()  # the job pools' names (--pool)
 
     @property
     def ids(self) -> list[int]:

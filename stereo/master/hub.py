@@ -22,10 +22,9 @@ from ..errors import ProtocolError
 from ..outbox import Outbox
 from ..snapshot import HubStatistics, JobCounts, PeerStatistics
 from ..wire.bridge import decode_appended, decode_deliver
-from ..wire.framing import Frame, FrameReader
+from ..wire.framing import Direct, Frame, FrameReader
 from ..wire.protocol import (
     PROTOCOL_VERSION,
-    Direct,
     HubIngress,
     Kind,
     Run,

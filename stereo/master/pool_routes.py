@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..outbox import Outbox
-from ..wire.framing import PREFIX_SIZE, encode_frame
-from ..wire.protocol import Direct, HubIngress, Kind, encode_map
+from ..wire.framing import PREFIX_SIZE, Direct, encode_frame
+from ..wire.protocol import HubIngress, Kind, encode_map
 
 
 class RoutedPeer(Protocol):
@@ -53,6 +53,9 @@ class PoolRoutes(Generic[P]):
         self.by_address: dict[int, P] = {}
         self.members: dict[P, None] = {}  # ready pool processes, not leaving
         self._next_address = 1
+        # MEMBERS goes out only once a pool process has joined: without --pool, workers see
+        # no frame but BROADCAST, as before the pool existed.
+        self._active = False
         self.relayed = 0
         self.bounced = 0
 
@@ -61,12 +64,13 @@ class PoolRoutes(Generic[P]):
         peer.address = peer.ingress.address = self._next_address
         self._next_address += 1
         self.by_address[peer.address] = peer
-        if peer.pool is None:
+        if peer.pool is None and self._active:
             peer.outbox.put(self._notice(()))
 
     def ready(self, peer: P) -> None:
         if peer.pool is not None and not peer.pool_leaving and peer not in self.members:
             self.members[peer] = None
+            self._active = True
             self._notify(())
 
     def state(self, peer: P, state: dict[str, Any]) -> None:

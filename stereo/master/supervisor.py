@@ -428,6 +428,7 @@ class Supervisor:
             slots=tuple(slot_snapshot(i, self.slots.get(i), by_slot.get(i, [])) for i in slot_ids),
             respawns=self.respawns,
             stopping=self.stopping,
+            pools=tuple(self.settings.pools),
         )
 
     # -- the task ----------------------------------------------------------------------------------

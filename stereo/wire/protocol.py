@@ -21,7 +21,9 @@ from ..errors import EncodeError, MessageTooLarge, ProtocolError
 from .framing import (
     PREFIX,
     PREFIX_SIZE,
+    Direct,
     Frame,
+    direct_frames,
     length_error,
     missing_bytes,
     prefix_error,
@@ -134,14 +136,6 @@ SIDE_KINDS: Final = frozenset({Kind.DIRECT, Kind.MEMBERS, Kind.BOUNCED})
 _DIRECT_MIN_LENGTH: Final = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Direct:
-    """One DIRECT frame for the hub address ``target``, its sender already stamped in place."""
-
-    data: bytes
-    target: int
-
-
 class HubIngress:
     """The master's side of one worker's hub connection.
 
@@ -187,6 +181,8 @@ class HubIngress:
         offset = 0
         run_start = 0
         run_count = 0
+        direct_start = direct_stop = 0
+        direct_target = -1  # DIRECT frames pending for one address (-1: none)
         end = len(buffer)
         sender = self.sender
         max_length = self._max_length
@@ -217,12 +213,15 @@ class HubIngress:
                 if length < _DIRECT_MIN_LENGTH:
                     error = ProtocolError(f"DIRECT frame of {length} bytes is too short")
                     break
-                if run_count:
-                    out.append(_run(buffer, run_start, offset, run_count, next_seq))
-                    run_count = 0
                 target = _PEER.unpack_from(buffer, offset + PREFIX_SIZE)[0]
                 _PEER.pack_into(buffer, offset + PREFIX_SIZE, self.address)
-                out.append(Direct(bytes(buffer[offset:stop]), target))
+                # Consecutive frames for one address leave as one (they are independent of
+                # the broadcasts, so a broadcast between them need not split them).
+                if target != direct_target or direct_stop != offset:
+                    if direct_target >= 0:
+                        out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
+                    direct_start, direct_target = offset, target
+                direct_stop = stop
             else:
                 if length == 0 or kind not in WORKER_TO_MASTER:
                     error = _refused_from_worker(kind, length, max_length)
@@ -236,6 +235,8 @@ class HubIngress:
             error = prefix_error(buffer, offset, max_length)
         if run_count:
             out.append(_run(buffer, run_start, offset, run_count, next_seq))
+        if direct_target >= 0:
+            out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
         if error is not None:
             out.append(error)
         if offset:
