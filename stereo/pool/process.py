@@ -121,6 +121,10 @@ class PoolProcess:
         sock = self.sock
         poll = False
         while True:
+            if self.ended and not self.queue:  # answered everything sent before END
+                self.send(self.state(drained=True))
+                print(f"stereo pool: stopped after {self.done} jobs", file=sys.stderr, flush=True)
+                return exitcodes.STOPPED
             if not self.queue or poll:
                 try:
                     data = sock.recv(RECEIVE_SIZE, 0 if not self.queue else socket.MSG_DONTWAIT)
@@ -135,9 +139,6 @@ class PoolProcess:
                 started = time.perf_counter()
                 self.send(self.run_one(job))
                 poll = time.perf_counter() - started > POLL_AFTER
-            elif self.ended:
-                self.send(self.state(drained=True))
-                return exitcodes.STOPPED
 
 
 def handshake(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
