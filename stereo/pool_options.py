@@ -12,11 +12,13 @@ from .master.config import Settings
 from .master.pools import parse_pool
 
 
-def _pool(text: str) -> tuple[str, int]:
+def _pool(text: str) -> str:
+    """Checked here, kept as text: the config printout shows it as it is written."""
     try:
-        return parse_pool(text)
+        parse_pool(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def add_pool_options(run: argparse.ArgumentParser) -> None:
@@ -35,6 +37,7 @@ def add_pool_options(run: argparse.ArgumentParser) -> None:
 
 def apply_pool_options(args: argparse.Namespace, settings: Settings) -> None:
     pools: dict[str, int] = {}
-    for name, count in args.pools or []:
+    for text in args.pools or []:
+        name, count = parse_pool(text)
         pools[name] = count  # a name given twice: the last one counts
     settings.pools = pools

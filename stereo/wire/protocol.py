@@ -213,10 +213,12 @@ class HubIngress:
                 if length < _DIRECT_MIN_LENGTH:
                     error = ProtocolError(f"DIRECT frame of {length} bytes is too short")
                     break
+                if run_count:  # a run is one slice of the buffer: it ends here
+                    out.append(_run(buffer, run_start, offset, run_count, next_seq))
+                    run_count = 0
                 target = _PEER.unpack_from(buffer, offset + PREFIX_SIZE)[0]
                 _PEER.pack_into(buffer, offset + PREFIX_SIZE, self.address)
-                # Consecutive frames for one address leave as one (they are independent of
-                # the broadcasts, so a broadcast between them need not split them).
+                # Consecutive frames for one address leave as one slice.
                 if target != direct_target or direct_stop != offset:
                     if direct_target >= 0:
                         out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
