@@ -306,6 +306,7 @@ class Hub:
             self.bytes_in += len(data)
             ingress.receive_data(data)
             events, self.next_seq = ingress.events(self.next_seq)
+            directs: list[Direct] = []
             for index, event in enumerate(events):
                 if isinstance(event, Run):
                     peer.messages_in += event.count
@@ -315,8 +316,11 @@ class Hub:
                         upstream.add(event.data, event.count)
                     continue
                 if isinstance(event, Direct):
-                    self.routes.relay(peer, event)
+                    directs.append(event)  # relayed together: one write per receiver
                     continue
+                if directs:
+                    self.routes.relay_all(peer, directs)
+                    directs = []
                 try:
                     if isinstance(event, Frame):
                         self._control(peer, event)
@@ -329,6 +333,8 @@ class Hub:
                     if later:
                         self.next_seq = later[0].first_seq
                     raise
+            if directs:
+                self.routes.relay_all(peer, directs)
 
     def _control(self, peer: Peer, frame: Frame) -> None:
         kind = frame.kind

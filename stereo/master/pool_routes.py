@@ -99,6 +99,22 @@ class PoolRoutes(Generic[P]):
 
     # -- the relay (no checkpoints) -------------------------------------------------------------
 
+    def relay_all(self, sender: P, directs: list[Direct]) -> None:
+        """Relay what one read brought, each receiver's frames in one piece, in order."""
+        if len(directs) == 1:
+            self.relay(sender, directs[0])
+            return
+        by_target: dict[int, list[bytes]] = {}
+        for direct in directs:
+            by_target.setdefault(direct.target, []).append(direct.data)
+        for target, chunks in by_target.items():
+            receiver = self.by_address.get(target)
+            if len(chunks) == 1 or receiver is None or receiver.pool_leaving:
+                for chunk in chunks:  # a bounce goes back frame by frame
+                    self.relay(sender, Direct(chunk, target))
+            else:
+                self.relay(sender, Direct(b"".join(chunks), target))
+
     def relay(self, sender: P, direct: Direct) -> None:
         target = self.by_address.get(direct.target)
         if target is None or target.pool_leaving:
