@@ -143,6 +143,25 @@ def test_routes_relay_bounce_and_tell_the_workers_who_serves() -> None:
     assert pool.jobs_done == 3 and cut == []
 
 
+def test_one_reads_frames_leave_in_one_write_per_receiver_and_bounce_one_by_one() -> None:
+    callers: dict[FakePeer, None] = {}
+    routes: PoolRoutes[FakePeer] = PoolRoutes(callers, lambda peer, why: None)
+    worker, first, second = FakePeer(None), FakePeer("default"), FakePeer("default")
+    for peer in (worker, first, second):
+        routes.join(peer)
+    frames = [encode_job(p.address, Op.JOB, n) for n, p in enumerate([first, second, first])]
+    routes.relay_all(worker, [Direct(f, f[8]) for f in frames])
+    assert first.outbox.take() == [frames[0] + frames[2]]  # one chunk, in order
+    assert second.outbox.take() == [frames[1]]
+    first.pool_leaving = True
+    routes.relay_all(worker, [Direct(frames[0], first.address), Direct(frames[2], first.address)])
+    bounced = worker.frames()
+    assert [(f.kind, decode_job(f.body).job) for f in bounced] == [
+        (Kind.BOUNCED, 0),
+        (Kind.BOUNCED, 2),
+    ]
+
+
 def test_pool_option_syntax() -> None:
     assert parse_pool("2") == ("default", 2)
     assert parse_pool("pdf=1") == ("pdf", 1)
