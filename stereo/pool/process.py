@@ -26,9 +26,10 @@ from typing import Any, NoReturn
 
 from .. import exitcodes
 from ..errors import ProtocolError
+from ..hubhandshake import blocking_handshake
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.jobs import JOB_OVERHEAD, JobFrame, Op, decode_job, encode_job
-from ..wire.protocol import PROTOCOL_VERSION, Kind, decode_map, encode_map, max_body_size
+from ..wire.protocol import PROTOCOL_VERSION, Kind, encode_map, max_body_size
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024
@@ -143,16 +144,7 @@ class PoolProcess:
 
 def handshake(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
     """HELLO out, WELCOME in; returns WELCOME and whatever followed it."""
-    sock.sendall(encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid()}))
-    reader = FrameReader(HANDSHAKE_LIMIT)
-    while (first := reader.next_frame()) is None:
-        data = sock.recv(RECEIVE_SIZE)
-        if not data:
-            raise ProtocolError("the master closed the hub connection during the handshake")
-        reader.receive_data(data)
-    if first.kind != Kind.WELCOME:
-        raise ProtocolError("expected a WELCOME frame first")
-    welcome = decode_map(first)
+    welcome, reader = blocking_handshake(sock, HANDSHAKE_LIMIT)
     if welcome.get("version") != PROTOCOL_VERSION:
         raise ProtocolError(f"master speaks protocol {welcome.get('version')!r}")
     return welcome, bytes(reader.take_buffer())
@@ -168,7 +160,7 @@ def main(stop: threading.Event) -> NoReturn:
     sock = socket.socket(fileno=int(fd_text))
     try:
         welcome, rest = handshake(sock)
-    except (OSError, ProtocolError, KeyError, ValueError) as exc:
+    except (OSError, EOFError, ProtocolError, KeyError, ValueError) as exc:
         print(f"stereo pool: handshake with the master failed: {exc}", file=sys.stderr)
         raise SystemExit(exitcodes.WORKER_BOOT_ERROR) from None
     # Jobs name their functions by module: the app's directory is where its modules are.
