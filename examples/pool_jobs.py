@@ -45,7 +45,9 @@ async def reply_to(worker: stereo.Worker, data: bytes) -> bytes:
         try:
             await worker.run_sync(boom)
         except ValueError as exc:
-            reply = f"{exc!r}, remote traceback:{exc.__cause__}"
+            # The pool process's traceback came along as the cause (stereo.RemoteTraceback).
+            remote = getattr(exc.__cause__, "text", "").strip().splitlines()
+            reply = f"{exc!r}, raised at: {remote[-2].strip() if len(remote) > 1 else '?'}"
     elif text.isdigit() and 0 < int(text) <= 200_000:
         reply = str(await worker.run_sync(nth_prime, int(text)))
     else:
