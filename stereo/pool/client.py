@@ -60,7 +60,18 @@ class _Target:
 
 
 class _Job:
-    __slots__ = ("abandoned", "body", "done", "error", "id", "op", "reply", "retry", "target")
+    __slots__ = (
+        "abandoned",
+        "body",
+        "done",
+        "error",
+        "id",
+        "op",
+        "reply",
+        "retry",
+        "sent",
+        "target",
+    )
 
     def __init__(self, job_id: int, body: bytes) -> None:
         self.id = job_id
@@ -71,6 +82,7 @@ class _Job:
         self.reply = b""
         self.error: BaseException | None = None  # raised instead of an answer
         self.abandoned = False  # its caller was cancelled and left
+        self.sent = 0  # when its frame went into the outbox, in sends (0: waiting for room)
         self.retry = False  # it never ran: send it again
 
 
@@ -82,6 +94,7 @@ class PoolClient:
         self._targets: dict[int, _Target] = {}
         self._jobs: dict[int, _Job] = {}
         self._next_id = 1
+        self._sends = 0
         self._changed = trio.Event()  # room freed or pool processes changed, for waiters
         self._waiting = 0
 
@@ -118,11 +131,13 @@ class PoolClient:
                 if not self._outbox.offer(frame):
                     await self._outbox.wait_for_room(len(frame))
                     self._outbox.send(frame)
+                self._sends += 1
+                job.sent = self._sends
                 await job.done.wait()
                 if not job.retry:
                     result: T = self._outcome(job)
                     return result
-                job.retry, job.done = False, trio.Event()
+                job.retry, job.sent, job.done = False, 0, trio.Event()
         except trio.Cancelled:
             self._cancel(job, kill_on_cancel)
             raise
@@ -176,9 +191,12 @@ class PoolClient:
     def _cancel(self, job: _Job, kill: bool) -> None:
         target = job.target
         if target is None or job.id not in target.jobs:
-            return  # not sent yet, or already answered
+            return  # not placed yet, or already answered
+        if not job.sent:  # cancelled while waiting for room in our outbox: it never left
+            self._release(target, job)
+            return
         job.abandoned = True
-        if kill and next(iter(target.jobs)) == job.id and target.pid:
+        if kill and _oldest_sent(target) is job and target.pid:
             # Our oldest job there: it may be running. Kill the process; its death notice
             # sends our other jobs there again (this one is not failed: it was cancelled).
             try:
@@ -245,8 +263,9 @@ class PoolClient:
         if target is None:
             return
         target.leaving = True
-        for index, job in enumerate(list(target.jobs.values())):
-            if index == 0:  # it may have been running
+        oldest = _oldest_sent(target)
+        for job in list(target.jobs.values()):
+            if job is oldest:  # it may have been running
                 job.error = PoolProcessDied(
                     f"pool process {target.pid} died while it was running this job, or may"
                     " have been; the job may or may not have run"
@@ -273,3 +292,13 @@ class PoolClient:
         if self._waiting:
             self._changed.set()
             self._changed = trio.Event()
+
+
+def _oldest_sent(target: _Target) -> _Job | None:
+    """This worker's job that the pool process may be running: the first one sent there and
+    not answered (it answers in order)."""
+    return min((job for job in target.jobs.values() if job.sent), key=_sent_at, default=None)
+
+
+def _sent_at(job: _Job) -> int:
+    return job.sent
