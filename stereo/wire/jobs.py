@@ -17,11 +17,6 @@ from ..errors import ProtocolError
 from .framing import PREFIX_SIZE
 from .protocol import Kind
 
-#: length u32, kind u8, peer u32: what the master reads of a DIRECT frame.
-DIRECT_HEADER: Final = struct.Struct(">IBI")
-DIRECT_HEADER_SIZE: Final = DIRECT_HEADER.size  # 9
-PEER: Final = struct.Struct(">I")
-PEER_OFFSET: Final = PREFIX_SIZE
 #: The whole header of a job frame: length, kind, peer, op, job id.
 JOB_HEADER: Final = struct.Struct(">IBIBQ")
 JOB_HEADER_SIZE: Final = JOB_HEADER.size  # 18
@@ -63,8 +58,3 @@ def decode_job(body: bytes | bytearray | memoryview) -> JobFrame:
 
 
 _OPS: Final = frozenset(int(op) for op in Op)
-
-
-def direct_target(buffer: bytes | bytearray, offset: int) -> int:
-    """The address a DIRECT frame starting at ``offset`` is for."""
-    return int(PEER.unpack_from(buffer, offset + PEER_OFFSET)[0])
