@@ -30,10 +30,14 @@ async def result(stereo: Stereo) -> dict[str, Any]:
 
 async def test_results_and_exceptions_round_trip(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
-        async with start(tmp_path, "roundtrip", "--pool", "2") as stereo:
+        async with start(tmp_path, "roundtrip", "--pool", "2", "--pool", "pdf=1") as stereo:
             got = await result(stereo)
+            code, out, err = await ctl("--control", str(tmp_path / "ctl.sock"), "status")
     assert got["total"] == 50  # (2 + 3) * 10: args and kwargs travelled
     assert len(got["pids"]) == 2 and got["worker_pid"] not in got["pids"]  # both processes ran
+    # The named pool is its own process, and status shows each pool as a group.
+    assert len(got["pdf"]) == 1 and got["pdf"][0] not in got["pids"]
+    assert code == 0 and "pool default: " in out and "pool pdf: " in out, out + err
     assert got["error"] == "ValueError: bad input"
     assert "in fail" in got["remote"] and "raise ValueError(text)" in got["remote"]
     assert "Unpicklable" in got["unpicklable"] and "cannot be pickled" in got["unpicklable"]

@@ -81,6 +81,7 @@ async def roundtrip(worker: stereo.Worker, tmp: str) -> None:
     async with trio.open_nursery() as nursery:
         for _ in range(40):
             nursery.start_soon(one)
+    pdf = {await worker.run_sync(pid, pool="pdf") for _ in range(10)}
     try:
         await worker.run_sync(fail, "bad input")
     except ValueError as exc:
@@ -98,6 +99,7 @@ async def roundtrip(worker: stereo.Worker, tmp: str) -> None:
     report(
         total=total,
         pids=sorted(pids),
+        pdf=sorted(pdf),
         error=error,
         remote=remote,
         unpicklable=unpicklable,
