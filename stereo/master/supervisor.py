@@ -82,7 +82,7 @@ class Supervisor:
             "pools": sorted(s.pools),
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": self.listen_fds(slot_id),
+            "listen_fds": [] if pool_of(self.slots, slot_id) else self.listen_fds(slot_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
             "inbox_limit": s.inbox_limit,
