@@ -25,12 +25,13 @@ from .load import WRK_MISSING, tool_name
 from .peers import Peer, all_peers
 from .peers.stereo_peer import installation
 from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
+from .pool import run_pool
 from .relay import run_leg
 from .report import render, size
 from .results import BASELINE, RelayResult, Results, ServingResult, median_round
 from .serving import run_serving_leg
 
-WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge")
+WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge", "pool")
 # Not a tracked path: a run overwrites the results, tables and charts in its output directory.
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -253,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "bridge" in args.only:
             results.bridge = run_bridge(
                 plan, max(1, args.repeat), _progress, partial(_loud, results)
+            )
+        if "pool" in args.only:
+            results.pool = run_pool(
+                args.quick, max(1, args.repeat), _progress, partial(_loud, results)
             )
         results.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if (note := machine.busy_note()) is not None:

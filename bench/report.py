@@ -16,6 +16,7 @@ from .results import (
     AsgiHttpResult,
     BridgeResult,
     FanoutResult,
+    PoolResult,
     RelayResult,
     Results,
     ServingResult,
@@ -559,6 +560,37 @@ def bridge_targets_table(results: Results) -> str:
     return _table(["target (bridge)", "measured", "verdict"], rows)
 
 
+def pool_section(rows: list[PoolResult]) -> str:
+    """The job pool table, with issue 14's targets checked against stereo's figures."""
+    r0 = rows[0]
+    lines = [
+        f"### Job pool, {r0.processes} processes\n",
+        f"Trivial jobs/s with {r0.callers} concurrent callers ({r0.jobs:,} jobs); one job at a"
+        f" time, call to result (p50/p99); {r0.cpu_jobs:,} jobs of {r0.cpu_ms:g} ms of CPU each"
+        f" with {r0.callers} callers, wall time against the ideal {r0.cpu_ideal_s:.2f} s.\n",
+        "| system | jobs/s | p50 | p99 | CPU-bound wall | / ideal |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.error is not None:
+            lines.append(f"| {r.system} | failed: {r.error} | | | | |")
+            continue
+        lines.append(
+            f"| {r.system} | {r.jobs_per_s:,.0f} | {r.p50_us:,.0f} µs | {r.p99_us:,.0f} µs"
+            f" | {r.cpu_wall_s:.3f} s | {r.cpu_wall_s / r.cpu_ideal_s:.2f}x |"
+        )
+    ours = rows[0]
+    if ours.error is None:
+        peers = [r for r in rows[1:] if r.error is None and r.jobs_per_s]
+        ratios = ", ".join(f"{ours.jobs_per_s / r.jobs_per_s:.1f}x {r.system}" for r in peers)
+        lines.append(
+            f"\nTargets: jobs/s >= 3x each peer (here {ratios}) and >= 45,000 (here"
+            f" {ours.jobs_per_s:,.0f}); CPU-bound wall <= 1.1x ideal (here"
+            f" {ours.cpu_wall_s / ours.cpu_ideal_s:.2f}x)."
+        )
+    return "\n".join(lines)
+
+
 def render(results: Results) -> str:
     """Every table, as Markdown, with the loud notes first."""
     parts = []
@@ -627,6 +659,8 @@ def render(results: Results) -> str:
         )
     if results.asgi or results.fanout:
         parts.append("### ASGI targets\n\n" + asgi_targets_table(results))
+    if results.pool:
+        parts.append(pool_section(results.pool))
     if results.bridge:
         b0 = results.bridge[0]
         bpaced = next((r for r in results.bridge if r.mode == "paced"), b0)

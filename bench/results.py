@@ -143,6 +143,27 @@ class FanoutResult:
 
 
 @dataclass
+class PoolResult:
+    """One round of the job pool workload for one system (bench/pool.py)."""
+
+    system: str
+    processes: int
+    callers: int  # concurrent callers in the throughput and CPU legs
+    jobs: int  # trivial jobs in the throughput leg
+    cpu_jobs: int
+    cpu_ms: float  # CPU per CPU-bound job
+    jobs_per_s: float = 0.0
+    p50_us: float = 0.0  # one job at a time, call to result
+    p99_us: float = 0.0
+    cpu_wall_s: float = 0.0  # all CPU-bound jobs, first call to last result
+    error: str | None = None
+
+    @property
+    def cpu_ideal_s(self) -> float:
+        return self.cpu_jobs * self.cpu_ms / 1000 / self.processes
+
+
+@dataclass
 class BridgeResult:
     """One run of the bridge workload: two hubs of W workers sharing one private broker, every
     worker a sender and a receiver (bench/bridge.py). Loss is counted per sender and seq."""
@@ -224,6 +245,7 @@ class Results:
     asgi: list[AsgiHttpResult] = field(default_factory=list)
     fanout: list[FanoutResult] = field(default_factory=list)
     bridge: list[BridgeResult] = field(default_factory=list)
+    pool: list[PoolResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
 
     def save(self, path: Path) -> None:
@@ -262,6 +284,7 @@ class Results:
                 BridgeResult(**{k: v for k, v in r.items() if k != "deliveries_per_s"})
                 for r in data.get("bridge", [])
             ],
+            pool=[PoolResult(**r) for r in data.get("pool", [])],
             skipped=data["skipped"],
         )
 

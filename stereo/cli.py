@@ -26,6 +26,7 @@ from .master.config import (
     default_workers,
 )
 from .ops_options import add_ops_options, apply_ops_options
+from .pool_options import add_pool_options, apply_pool_options
 from .version import VersionAction
 from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_asgi_options(run)
     add_ops_options(run)
     _add_logging_options(run)
+    add_pool_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
     )
@@ -327,6 +329,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         log_format=args.log_format,
     )
     apply_ops_options(args, settings)
+    apply_pool_options(args, settings)
     try:
         asgi = asgi_settings(args)
         asgi.check()

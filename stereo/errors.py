@@ -56,3 +56,25 @@ class SubscriberCutOff(StereoError):
 class ClientDisconnected(StereoError, OSError):
     """Raised in an ASGI app by ``send()`` once its client has gone (the ASGI spec's OSError,
     as uvicorn raises), for HTTP and WebSocket alike."""
+
+
+class PoolError(StereoError):
+    """A job could not run in the job pool: no such pool (--pool), or the hub connection
+    ended while it waited (docs/pool.md)."""
+
+
+class PoolProcessDied(PoolError):
+    """The pool process died while it was running this job, or may have been (it had not
+    answered this worker's oldest job there); the job may or may not have run."""
+
+
+class RemoteTraceback(Exception):
+    """Attached as ``__cause__`` to an exception a job raised: the traceback in the pool
+    process, as text (as concurrent.futures does)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'

@@ -56,6 +56,14 @@ class PeerStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class JobCounts:
+    """A pool process's jobs (docs/pool.md), as it reports them with its heartbeats."""
+
+    done: int
+    queued: int  # received, not yet run
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessSnapshot:
     pid: int
     state: str  # a ProcessState value: starting, ready, draining, ...
@@ -67,6 +75,7 @@ class ProcessSnapshot:
     last_heartbeat: float
     boot_error: str | None
     hub: PeerStatistics
+    jobs: JobCounts | None = None  # a pool process's (None: a worker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,7 @@ class SlotSnapshot:
     quick_failures: int  # the app's own quick crashes in a row (the limit makes it FAILED)
     setbacks: int  # exits not of the app's doing (outside kills, cut-offs, failed starts)
     processes: tuple[ProcessSnapshot, ...]  # alive, oldest first (mid-restart: two)
+    pool: str | None = None  # the job pool this slot serves (None: a worker slot)
 
     @property
     def current_pid(self) -> int | None:
@@ -100,6 +110,7 @@ class SupervisorSnapshot:
     slots: tuple[SlotSnapshot, ...]  # by id; a removed slot appears while a process drains
     respawns: int
     stopping: bool
+    pools: tuple[str, ...] = ()  # the job pools' names (--pool)
 
     @property
     def ids(self) -> list[int]:

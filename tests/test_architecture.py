@@ -35,6 +35,9 @@ FORBIDDEN = {
     "stereo.asgi": ("stereo.master", "stereo.control", "stereo.worker"),
     # The bridge is a process of its own that speaks the hub protocol, as a worker does.
     "stereo.bridge": ("stereo.master", "stereo.control", "stereo.asgi"),
+    # The job pool: the caller's side runs in a worker (which imports it), the pool process is
+    # a process of its own; neither knows the master, the console or the worker.
+    "stereo.pool": ("stereo.master", "stereo.control", "stereo.asgi", "stereo.worker"),
 }
 
 

@@ -325,7 +325,7 @@ class FakeMaster:
     def snapshot(self) -> MasterSnapshot:
         return self.snap
 
-    def add(self, count: int) -> list[int]:
+    def add(self, count: int, pool: str | None = None) -> list[int]:
         self.calls.append(("add", count))
         return [9]
 
@@ -333,10 +333,10 @@ class FakeMaster:
         self.calls.append(("remove", slot_ids))
         return slot_ids
 
-    def highest_slots(self, count: int) -> list[int]:
+    def highest_slots(self, count: int, pool: str | None = None) -> list[int]:
         return sorted(self.snap.supervisor.active_ids, reverse=True)[:count]
 
-    def scale(self, workers: int) -> tuple[list[int], list[int]]:
+    def scale(self, workers: int, pool: str | None = None) -> tuple[list[int], list[int]]:
         self.calls.append(("scale", workers))
         return [], []
 

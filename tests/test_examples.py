@@ -163,6 +163,31 @@ async def test_pool_completes_every_job_exactly_once() -> None:
             assert await stereo.wait() == 0
 
 
+async def ask(address: tuple[str, int], line: bytes) -> str:
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(line)
+        data = b""
+        while chunk := await stream.receive_some(65536):  # the example answers, then closes
+            data += chunk
+    return data.decode()
+
+
+async def test_pool_jobs_run_in_the_job_pool_and_bring_their_exceptions_back() -> None:
+    args = [*example_args("pool_jobs:serve"), "--pool", "2"]
+    with trio.fail_after(60):
+        async with open_stereo(*args, cwd=EXAMPLES) as stereo:
+            address = await stereo.address()
+            assert await ask(address, b"100\n") == "541\n"  # the 100th prime
+            boom = await ask(address, b"boom\n")
+            assert boom == (
+                "ValueError('raised in a pool process'), raised at:"
+                ' raise ValueError("raised in a pool process")\n'
+            )
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0
+
+
 async def test_webchat_page_and_a_line_to_websockets_on_every_worker() -> None:
     with trio.fail_after(30):
         async with open_stereo(*example_args("app:app", app_dir=WEBCHAT), cwd=WEBCHAT) as stereo:

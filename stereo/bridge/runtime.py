@@ -22,26 +22,15 @@ from typing import Any, NoReturn
 
 from .. import exitcodes
 from ..errors import ProtocolError
+from ..hubhandshake import blocking_handshake
 from ..urls import redact
 from ..wire.framing import FrameReader
-from ..wire.protocol import PROTOCOL_VERSION, Kind, decode_map, encode_map
-from .logic import HUB_MAX_BODY, RECEIVE_SIZE, say
+from .logic import HUB_MAX_BODY, say
 
 
 def handshake(sock: socket.socket) -> tuple[dict[str, Any], FrameReader]:
     """HELLO, then WELCOME; the reader keeps the batches the master sends right behind it."""
-    sock.sendall(
-        encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid(), "role": "bridge"})
-    )
-    reader = FrameReader(HUB_MAX_BODY)
-    while (frame := reader.next_frame()) is None:
-        data = sock.recv(RECEIVE_SIZE)
-        if not data:
-            raise EOFError("the master closed the hub connection")
-        reader.append(data)
-    if frame.kind != Kind.WELCOME:
-        raise ProtocolError("expected a WELCOME frame first")
-    welcome = decode_map(frame)
+    welcome, reader = blocking_handshake(sock, HUB_MAX_BODY, role="bridge")
     if welcome.get("role") != "bridge":
         raise ProtocolError("the master did not welcome a bridge")
     return welcome, reader

@@ -27,6 +27,7 @@ from ..snapshot import MasterSnapshot, ProcessSnapshot, SlotSnapshot
 from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
 from .logfeed import DEFAULT_LOG_LINES, LogSource, logs, seconds_arg
+from .pools import arg_pool, check_pool, pool_fields
 from .sampler import Sampler
 
 
@@ -36,7 +37,7 @@ class Target(LogSource, Protocol):
 
     def snapshot(self) -> MasterSnapshot: ...
 
-    def add(self, count: int) -> list[int]:
+    def add(self, count: int, pool: str | None = None) -> list[int]:
         """Start ``count`` workers in new slots (lowest free ids); returns their ids. Raises
         TooManyWorkers, starting none, past --max-workers."""
         ...
@@ -45,13 +46,13 @@ class Target(LogSource, Protocol):
         """Retire slots gracefully (drain, not replaced); returns those it retired."""
         ...
 
-    def highest_slots(self, count: int) -> list[int]:
+    def highest_slots(self, count: int, pool: str | None = None) -> list[int]:
         """The ``count`` highest ids of slots not being removed, highest first."""
         ...
 
-    def scale(self, workers: int) -> tuple[list[int], list[int]]:
-        """Add or remove slots until there are ``workers``; returns (added, removed). Raises
-        TooManyWorkers, changing nothing, past --max-workers."""
+    def scale(self, workers: int, pool: str | None = None) -> tuple[list[int], list[int]]:
+        """Add or remove slots (of the job pool ``pool``) until there are ``workers``; returns
+        (added, removed). Raises TooManyWorkers, changing nothing, past --max-workers."""
         ...
 
     async def restart(self, slot_ids: list[int] | None) -> list[int]:
@@ -108,6 +109,7 @@ def _process_row(
         "messages_out": peer.messages_out,
         "outbox_bytes": peer.outbox_bytes,
         "outbox_fill": round(peer.outbox_bytes / limit, 4) if limit else 0.0,
+        **pool_fields(slot, proc),
     }
 
 
@@ -262,17 +264,19 @@ def _running(ctx: Context) -> MasterSnapshot:
     return snap
 
 
-def add(ctx: Context, count: int = 1) -> dict[str, Any]:
+def add(ctx: Context, count: int = 1, pool: str | None = None) -> dict[str, Any]:
     if count < 1:
         raise ControlError("add: the count must be at least 1")
-    _running(ctx)
+    check_pool(_running(ctx), "add", pool)
     try:
-        return {"added": ctx.target.add(count)}
+        return {"added": ctx.target.add(count, pool)}
     except TooManyWorkers as exc:
         raise ControlError(f"add: {exc}") from None
 
 
-def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None) -> dict[str, Any]:
+def remove(
+    ctx: Context, ids: list[int] | None = None, count: int | None = None, pool: str | None = None
+) -> dict[str, Any]:
     """Retire workers gracefully (they drain; they are not replaced). With neither ``ids`` nor
     ``count``, the highest-numbered worker goes; an empty ``ids`` is refused."""
     snap = _running(ctx)
@@ -282,16 +286,16 @@ def remove(ctx: Context, ids: list[int] | None = None, count: int | None = None)
         wanted = 1 if count is None else count
         if wanted < 1:
             raise ControlError("remove: the count must be at least 1")
-        chosen = ctx.target.highest_slots(wanted)
+        chosen = ctx.target.highest_slots(wanted, check_pool(snap, "remove", pool))
     return {"removed": ctx.target.remove(chosen)}
 
 
-def scale(ctx: Context, workers: int) -> dict[str, Any]:
+def scale(ctx: Context, workers: int, pool: str | None = None) -> dict[str, Any]:
     if workers < 0:
         raise ControlError("scale: the number of workers cannot be negative")
-    _running(ctx)
+    check_pool(_running(ctx), "scale", pool)
     try:
-        added, removed = ctx.target.scale(workers)
+        added, removed = ctx.target.scale(workers, pool)
     except TooManyWorkers as exc:
         raise ControlError(f"scale: {exc}") from None
     return {"added": added, "removed": removed}
@@ -389,9 +393,11 @@ def _arg_value(args: dict[str, Any]) -> Any:
 HANDLERS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
     "status": lambda ctx, args: status(ctx),
     "inspect": lambda ctx, args: inspect(ctx, _arg_int(args, "id")),
-    "add": lambda ctx, args: add(ctx, _arg_int(args, "count", 1)),
-    "remove": lambda ctx, args: remove(ctx, _arg_ids(args), _arg_optional_int(args, "count")),
-    "scale": lambda ctx, args: scale(ctx, _arg_int(args, "workers")),
+    "add": lambda ctx, args: add(ctx, _arg_int(args, "count", 1), arg_pool(args)),
+    "remove": lambda ctx, args: remove(
+        ctx, _arg_ids(args), _arg_optional_int(args, "count"), arg_pool(args)
+    ),
+    "scale": lambda ctx, args: scale(ctx, _arg_int(args, "workers"), arg_pool(args)),
     "restart": lambda ctx, args: restart(ctx, _arg_ids(args)),
     "kill": lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
     "broadcast": lambda ctx, args: broadcast(ctx, _arg_value(args)),

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .pools import format_grouped
 from .syntax import COMMANDS, lookup
 
 
@@ -79,6 +80,12 @@ STATUS_HEADERS = (
 def format_status(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no workers"
+    if any(row.get("pool") is not None for row in rows):
+        return format_grouped(rows, _status_table)
+    return _status_table(rows)
+
+
+def _status_table(rows: list[dict[str, Any]]) -> str:
     cells = []
     for row in rows:
         state = row["state"] + ("" if row["current"] or row["pid"] is None else " (old)")

@@ -63,26 +63,40 @@ def _parse_inspect(words: list[str], rest: str) -> dict[str, Any]:
     return {"id": _word_int(words[0], "a worker id")}
 
 
+def _take_pool(words: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``--pool [NAME]`` among the words (the job pool; NAME: default), taken out."""
+    if "--pool" not in words:
+        return words, {}
+    at = words.index("--pool")
+    rest = words[at + 1 :]
+    if rest and not rest[0].isdigit() and not rest[0].startswith("-"):
+        return words[:at] + rest[1:], {"pool": rest[0]}
+    return words[:at] + rest, {"pool": "default"}
+
+
 def _parse_add(words: list[str], rest: str) -> dict[str, Any]:
+    words, pool = _take_pool(words)
     if len(words) > 1:
-        raise UsageError("usage: add [N]")
-    return {"count": _word_int(words[0], "N") if words else 1}
+        raise UsageError("usage: add [N] [--pool [NAME]]")
+    return {"count": _word_int(words[0], "N") if words else 1, **pool}
 
 
 def _parse_remove(words: list[str], rest: str) -> dict[str, Any]:
+    words, pool = _take_pool(words)
     if not words:
-        return {}
+        return pool
     if words[0] in ("-n", "--count"):
         if len(words) != 2:
-            raise UsageError("usage: remove -n N")
-        return {"count": _word_int(words[1], "N")}
+            raise UsageError("usage: remove -n N [--pool [NAME]]")
+        return {"count": _word_int(words[1], "N"), **pool}
     return {"ids": [_word_int(word, "a worker id") for word in words]}
 
 
 def _parse_scale(words: list[str], rest: str) -> dict[str, Any]:
+    words, pool = _take_pool(words)
     if len(words) != 1:
-        raise UsageError("usage: scale N")
-    return {"workers": _word_int(words[0], "N")}
+        raise UsageError("usage: scale N [--pool [NAME]]")
+    return {"workers": _word_int(words[0], "N"), **pool}
 
 
 def _parse_restart(words: list[str], rest: str) -> dict[str, Any]:
@@ -206,27 +220,29 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "add",
-            "add [N]",
+            "add [N] [--pool [NAME]]",
             "start N more workers (default 1)",
             "New workers take the lowest free ids. Refused, adding none, past the master's"
-            " --max-workers (draining workers count).",
+            " --max-workers (draining workers count). --pool: pool processes of the job pool"
+            " NAME (default: the default pool) instead.",
             _parse_add,
         ),
         Command(
             "remove",
-            "remove [ID...] | remove -n N",
+            "remove [ID...] | remove -n N [--pool [NAME]]",
             "stop workers gracefully, without replacing them",
             "Removes the named workers, or the N highest-numbered ones (default: the highest one)."
-            " Each drains (SIGTERM) and is killed after --graceful-timeout.",
+            " Each drains (SIGTERM) and is killed after --graceful-timeout. With --pool, the"
+            " highest-numbered pool processes (they finish the jobs they were sent first).",
             _parse_remove,
             takes_ids=True,
         ),
         Command(
             "scale",
-            "scale N",
+            "scale N [--pool [NAME]]",
             "add or remove workers until there are N",
             "Removal is graceful and takes the highest ids first. Refused, changing nothing,"
-            " past the master's --max-workers.",
+            " past the master's --max-workers. --pool: the job pool's processes instead.",
             _parse_scale,
         ),
         Command(

@@ -16,6 +16,7 @@ from ..wire.protocol import (
     LARGEST_MESSAGE_SIZE,
 )
 from .binds import Bind
+from .pools import check_pools
 from .privileges import SpawnOptions, check_umask, resolve_identity
 
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
@@ -88,6 +89,8 @@ class Settings:
     log_level: str = "info"
     log_file: str | None = None
     log_format: str = "text"
+    # The job pool (docs/pool.md): pool name -> pool processes (--pool N, --pool NAME=N).
+    pools: dict[str, int] = field(default_factory=dict)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -102,6 +105,7 @@ class Settings:
         trip on them later."""
         check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
         check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
+        check_pools(self.pools, self.max_workers - self.workers)
         check_whole(
             "--max-message-size",
             self.max_message_size,

@@ -20,9 +20,9 @@ import trio
 
 from ..errors import ProtocolError
 from ..outbox import Outbox
-from ..snapshot import HubStatistics, PeerStatistics
+from ..snapshot import HubStatistics, JobCounts, PeerStatistics
 from ..wire.bridge import decode_appended, decode_deliver
-from ..wire.framing import Frame, FrameReader
+from ..wire.framing import Direct, Frame, FrameReader
 from ..wire.protocol import (
     PROTOCOL_VERSION,
     HubIngress,
@@ -32,6 +32,7 @@ from ..wire.protocol import (
     encode_broadcast,
     encode_map,
 )
+from .pool_routes import PoolRoutes
 from .upstream import Upstream
 from .watchdog import run_within
 
@@ -79,6 +80,14 @@ class Peer:
         self.messages_in = 0
         self.messages_out = 0
         self.bytes_in = 0
+        # The job pool (pool_routes.py): its hub address, and for a pool process its pool's
+        # name, what it last reported and whether it is leaving or left cleanly.
+        self.address = 0
+        self.pool: str | None = None
+        self.pool_leaving = False
+        self.pool_drained = False
+        self.jobs_done = 0
+        self.jobs_queued = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -100,6 +109,10 @@ class Peer:
         except OSError:
             return 0  # closed: nothing more will be read
         return int.from_bytes(raw, sys.byteorder)
+
+    def job_counts(self) -> JobCounts:
+        """A pool process's jobs, as it last reported them (every heartbeat)."""
+        return JobCounts(done=self.jobs_done, queued=self.jobs_queued)
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
@@ -130,6 +143,7 @@ class Hub:
         self.bytes_in = 0
         self.bytes_out = 0
         self.cutoffs = 0
+        self.routes: PoolRoutes[Peer] = PoolRoutes(self.peers, self._cut_off)
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
@@ -223,6 +237,7 @@ class Hub:
             self.peers.pop(peer, None)
             peer.outbox.clear()
             peer.stream.socket.close()
+            self.routes.leave(peer)
             peer.ended.set()
 
     def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
@@ -268,8 +283,10 @@ class Hub:
         # A relay member from its WELCOME on, with no checkpoint in between: every broadcast
         # stamped after this reaches it.
         peer.outbox.limit = self.outbox_limit
-        if member:
+        if member and peer.pool is None:  # a pool process takes jobs, not broadcasts
             self.peers[peer] = None
+        if member:
+            self.routes.join(peer)
         peer.welcomed.set()
 
     async def _read_loop(self, peer: Peer) -> None:
@@ -289,6 +306,7 @@ class Hub:
             self.bytes_in += len(data)
             ingress.receive_data(data)
             events, self.next_seq = ingress.events(self.next_seq)
+            directs: list[Direct] = []
             for index, event in enumerate(events):
                 if isinstance(event, Run):
                     peer.messages_in += event.count
@@ -297,6 +315,12 @@ class Hub:
                     else:  # ordered by the broker, delivered when the bridge reads it back
                         upstream.add(event.data, event.count)
                     continue
+                if isinstance(event, Direct):
+                    directs.append(event)  # relayed together: one write per receiver
+                    continue
+                if directs:
+                    self.routes.relay_all(peer, directs)
+                    directs = []
                 try:
                     if isinstance(event, Frame):
                         self._control(peer, event)
@@ -309,6 +333,8 @@ class Hub:
                     if later:
                         self.next_seq = later[0].first_seq
                     raise
+            if directs:
+                self.routes.relay_all(peer, directs)
 
     def _control(self, peer: Peer, frame: Frame) -> None:
         kind = frame.kind
@@ -316,6 +342,12 @@ class Hub:
             peer.events.heartbeat()
         elif kind == Kind.READY:
             peer.events.ready()
+            self.routes.ready(peer)
+        elif kind == Kind.POOL_STATE:
+            try:
+                self.routes.state(peer, decode_map(frame))
+            except ProtocolError as exc:
+                raise CutOff(f"protocol error: {exc}") from None
         elif kind == Kind.BOOT_ERROR:
             try:
                 reason = decode_map(frame).get("reason")

@@ -31,6 +31,7 @@ from .output import OutputSink, open_output
 from .pidfile import PidFile
 from .process import Launcher
 from .reload import Reloader
+from .slot import pool_of
 from .supervisor import Supervisor
 from .upgrade import Handover, Upgrader
 from .upstream import Upstream
@@ -85,6 +86,7 @@ class Master:
             welcome=self.supervisor.welcome,
             listen_fds=self.supervisor.listen_fds,
             spawn=settings.spawn_options(),
+            pool_of=partial(pool_of, self.supervisor.slots),
         ).run
         self.started_at = trio.current_time()
         self.interrupts = 0
@@ -112,17 +114,17 @@ class Master:
 
     # -- what the control plane may do (stereo.control.commands.Target) ------------------------
 
-    def add(self, count: int) -> list[int]:
-        return self.supervisor.add(count)
+    def add(self, count: int, pool: str | None = None) -> list[int]:
+        return self.supervisor.add(count, pool)
 
     def remove(self, slot_ids: list[int]) -> list[int]:
         return self.supervisor.remove(slot_ids)
 
-    def highest_slots(self, count: int) -> list[int]:
-        return self.supervisor.highest_slots(count)
+    def highest_slots(self, count: int, pool: str | None = None) -> list[int]:
+        return self.supervisor.highest_slots(count, pool)
 
-    def scale(self, workers: int) -> tuple[list[int], list[int]]:
-        return self.supervisor.scale(workers)
+    def scale(self, workers: int, pool: str | None = None) -> tuple[list[int], list[int]]:
+        return self.supervisor.scale(workers, pool)
 
     async def restart(self, slot_ids: list[int] | None) -> list[int]:
         return await self.supervisor.restart(slot_ids)

@@ -110,6 +110,7 @@ class WorkerProcess:
             last_heartbeat=self.last_heartbeat,
             boot_error=self.boot_error_reason,
             hub=_NO_TRAFFIC if self.peer is None else self.peer.statistics(),
+            jobs=None if self.peer is None or self.peer.pool is None else self.peer.job_counts(),
         )
 
     # -- PeerEvents: what its hub connection reports ----------------------------------------------
@@ -214,8 +215,10 @@ class Launcher:
         welcome: Callable[[int], dict[str, Any]],
         listen_fds: Callable[[int], list[int]],
         spawn: SpawnOptions = INHERIT,
+        pool_of: Callable[[int], str | None] = lambda slot_id: None,
     ) -> None:
         self.hub = hub
+        self.pool_of = pool_of  # a slot of the job pool runs `python -m stereo.pool`
         self.spawn = spawn
         self.sink = sink
         self.max_message_size = max_message_size
@@ -231,13 +234,14 @@ class Launcher:
         it exited and its connection and output were read (OSError if it cannot be started)."""
         parent, child = hub_socketpair()
         proc: WorkerProcess | None = None
+        pool = self.pool_of(slot_id)
         try:
             async with trio.open_nursery() as nursery:
                 process = await start_on_hub(
                     nursery,
-                    "stereo.worker",
+                    "stereo.worker" if pool is None else "stereo.pool",
                     child,
-                    self.listen_fds(slot_id),
+                    self.listen_fds(slot_id) if pool is None else (),  # a pool listens on none
                     capture=True,
                     spawn=self.spawn,
                 )
@@ -249,6 +253,7 @@ class Launcher:
                     partial(self.welcome, slot_id),
                 )
                 peer = proc.peer = Peer(slot_id, parent, self.max_message_size, proc)
+                peer.pool = pool
                 output = trio.CancelScope()
                 nursery.start_soon(self._pump_output, process, slot_id, output)
                 nursery.start_soon(self.hub.serve_peer, peer, self.handshake_timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import socket
+from collections.abc import Iterable, Mapping
 
 import trio
 
@@ -19,9 +20,10 @@ from .process import WorkerProcess
 
 
 class Slot:
-    def __init__(self, slot_id: int, life: SlotLifecycle) -> None:
+    def __init__(self, slot_id: int, life: SlotLifecycle, pool: str | None = None) -> None:
         self.id = slot_id
         self.life = life
+        self.pool = pool  # the job pool's name for a pool process's slot (docs/pool.md)
         self.current: WorkerProcess | None = None
         self.processes: list[WorkerProcess] = []  # alive: current plus any still draining
         self.restarts = 0
@@ -109,4 +111,19 @@ def slot_snapshot(slot_id: int, slot: Slot | None, procs: list[WorkerProcess]) -
         quick_failures=slot.life.crashes if slot is not None else 0,
         setbacks=slot.life.setbacks if slot is not None else 0,
         processes=tuple(p.snapshot(p is current) for p in procs),
+        pool=slot.pool if slot is not None else None,
     )
+
+
+def only_pools_left(slots: Iterable[Slot], live: Iterable[WorkerProcess]) -> bool:
+    """No worker slot and no worker process is left, only the job pool's: time to stop it
+    (draining workers may run jobs in it until they are gone)."""
+    return all(slot.pool is not None for slot in slots) and all(
+        proc.peer is not None and proc.peer.pool is not None for proc in live
+    )
+
+
+def pool_of(slots: Mapping[int, Slot], slot_id: int) -> str | None:
+    """The job pool a slot serves (None: a worker slot, or gone)."""
+    slot = slots.get(slot_id)
+    return slot.pool if slot is not None else None

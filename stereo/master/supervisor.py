@@ -27,8 +27,8 @@ from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
-from .slot import Slot, SlotIds, slot_snapshot
-from .watchdog import run_within, wait_silence
+from .slot import Slot, SlotIds, only_pools_left, pool_of, slot_snapshot
+from .watchdog import either, run_within, wait_silence
 
 
 class Launch(Protocol):
@@ -78,9 +78,11 @@ class Supervisor:
         return {
             "version": PROTOCOL_VERSION,
             "slot": slot_id,
+            "pool": pool_of(self.slots, slot_id),  # a pool process's (docs/pool.md)
+            "pools": sorted(s.pools),
             "app": s.app,
             "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": self.listen_fds(slot_id),
+            "listen_fds": [] if pool_of(self.slots, slot_id) else self.listen_fds(slot_id),
             "max_message_size": s.max_message_size,
             "outbox_limit": s.worker_outbox_limit,
             "inbox_limit": s.inbox_limit,
@@ -270,7 +272,7 @@ class Supervisor:
 
     # -- operations (signals and control commands) -------------------------------------------------
 
-    def add(self, count: int = 1) -> list[int]:
+    def add(self, count: int = 1, pool: str | None = None) -> list[int]:
         """Open ``count`` new slots, each taking the lowest free id; returns their ids. Raises
         TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers."""
         assert self._nursery is not None
@@ -280,9 +282,12 @@ class Supervisor:
         added = self._ids.take(count, draining=len(self.slots) - self.active_count())
         for slot_id in added:
             slot = Slot(
-                slot_id, SlotLifecycle(s.backoff_base, s.backoff_cap, s.backoff_limit, s.quick_exit)
+                slot_id,
+                SlotLifecycle(s.backoff_base, s.backoff_cap, s.backoff_limit, s.quick_exit),
+                pool,
             )
-            self._open_own_sockets(slot)
+            if pool is None:
+                self._open_own_sockets(slot)
             self.slots[slot_id] = slot
             self._nursery.start_soon(self._supervise, slot)
         return added
@@ -306,15 +311,17 @@ class Supervisor:
             removed.append(slot_id)
         return removed
 
-    def highest_slots(self, count: int) -> list[int]:
-        active = sorted((s.id for s in self.slots.values() if not s.retiring), reverse=True)
+    def highest_slots(self, count: int, pool: str | None = None) -> list[int]:
+        active = sorted(
+            (s.id for s in self.slots.values() if not s.retiring and s.pool == pool), reverse=True
+        )
         return active[:count]
 
-    def scale(self, target: int) -> tuple[list[int], list[int]]:
-        active = [s for s in self.slots.values() if not s.retiring]
+    def scale(self, target: int, pool: str | None = None) -> tuple[list[int], list[int]]:
+        active = [s for s in self.slots.values() if not s.retiring and s.pool == pool]
         if target > len(active):
-            return self.add(target - len(active)), []
-        return [], self.remove(self.highest_slots(len(active) - target))
+            return self.add(target - len(active), pool), []
+        return [], self.remove(self.highest_slots(len(active) - target, pool))
 
     @property
     def boot_timeout(self) -> float:
@@ -349,7 +356,7 @@ class Supervisor:
             return False
         # Ready, ended, or boot_timeout of the master's running time with nothing unread.
         await run_within(
-            self.boot_timeout, new.unread_bytes, partial(_either, new.ready_event, new.ended)
+            self.boot_timeout, new.unread_bytes, partial(either, new.ready_event, new.ended)
         )
         if not new.ready_event.is_set() and not new.ended.is_set():
             self.log(
@@ -390,12 +397,16 @@ class Supervisor:
                     proc.handle(ProcessEvent.STOP)
                     proc.signal(signal.SIGKILL)
         for slot in list(self.slots.values()):
-            self._apply(slot, SlotEvent.RETIRED)  # drains whatever was not killed above
+            if not graceful or slot.pool is None:
+                self._apply(slot, SlotEvent.RETIRED)  # drains whatever was not killed above
         self._check_idle()
 
     def _check_idle(self) -> None:
         if self.stopping and not self.slots and not self.live:
             self.idle.set()
+        elif self.stopping and only_pools_left(self.slots.values(), self.live):
+            for slot in [s for s in self.slots.values() if not s.retiring]:
+                self._apply(slot, SlotEvent.RETIRED)  # the job pool stops last
 
     # -- what the control plane reads -------------------------------------------------------------
 
@@ -417,6 +428,7 @@ class Supervisor:
             slots=tuple(slot_snapshot(i, self.slots.get(i), by_slot.get(i, [])) for i in slot_ids),
             respawns=self.respawns,
             stopping=self.stopping,
+            pools=tuple(self.settings.pools),
         )
 
     # -- the task ----------------------------------------------------------------------------------
@@ -425,6 +437,8 @@ class Supervisor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.add(self.settings.workers)
+            for name, count in self.settings.pools.items():
+                self.add(count, pool=name)
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
@@ -433,15 +447,3 @@ class Supervisor:
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-async def _either(first: trio.Event, second: trio.Event) -> None:
-    """Return once either event is set."""
-    async with trio.open_nursery() as nursery:
-        for event in (first, second):
-            nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
-
-
-async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -43,6 +43,21 @@ class Frame:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """DIRECT frames for the hub address ``target`` (the job pool), their sender already
+    stamped in place: relayed as they are."""
+
+    data: bytes
+    target: int
+
+
+def direct_frames(buffer: bytearray, start: int, stop: int, target: int) -> Direct:
+    with memoryview(buffer) as view:  # one copy, as for a run of broadcasts
+        data = bytes(view[start:stop])
+    return Direct(data, target)
+
+
 def encode_frame(kind: int, body: bytes = b"") -> bytes:
     return PREFIX.pack(len(body) + 1, kind) + body
 

@@ -21,7 +21,9 @@ from ..errors import EncodeError, MessageTooLarge, ProtocolError
 from .framing import (
     PREFIX,
     PREFIX_SIZE,
+    Direct,
     Frame,
+    direct_frames,
     length_error,
     missing_bytes,
     prefix_error,
@@ -46,9 +48,15 @@ class Kind(IntEnum):
     APPENDED = 0x08  # bridge -> master: u64 batch number (every batch up to it is appended)
     DELIVER = 0x09  # bridge -> master: u32 count, u64 first global seq, BROADCAST frames
     RESET = 0x0A  # bridge -> master: CBOR map {"reason": str}: cut every worker off
-    BRIDGE_STATUS = 0x0B  # bridge -> master: CBOR map {"error": str | None}: why the broker is away
+    # The job pool (docs/pool.md; stereo/wire/jobs.py), outside the broadcast order:
+    DIRECT = 0x0B  # worker -> one hub address (relayed unread): u32 peer, payload
+    MEMBERS = 0x0C  # master -> worker: CBOR map {"pools": {name: [[address, pid]]}, "dead": [...]}
+    POOL_STATE = 0x0D  # pool process -> master: CBOR map {"done", "queued", "leaving", "drained"}
+    END = 0x0E  # master -> pool process: nothing more will be relayed to you; empty
+    BOUNCED = 0x0F  # master -> worker: a DIRECT frame given back, its address unreachable
     REQUEST = 0x10  # control client -> master, CBOR map
     REPLY = 0x11  # master -> control client, CBOR map
+    BRIDGE_STATUS = 0x12  # bridge -> master: CBOR map {"error": str | None}: broker away, why
 
 
 # length u32, kind u8, seq u64, sender u32: one pack/unpack per broadcast on the hot path.
@@ -120,7 +128,13 @@ class Run:
     first_seq: int
 
 
-WORKER_TO_MASTER: Final = frozenset({Kind.HELLO, Kind.READY, Kind.HEARTBEAT, Kind.BOOT_ERROR})
+WORKER_TO_MASTER: Final = frozenset(
+    {Kind.HELLO, Kind.READY, Kind.HEARTBEAT, Kind.BOOT_ERROR, Kind.POOL_STATE}
+)
+#: The frames a worker's broadcast reader hands to its side handler (the pool client).
+SIDE_KINDS: Final = frozenset({Kind.DIRECT, Kind.MEMBERS, Kind.BOUNCED})
+# A DIRECT frame's length holds at least its kind byte and u32 peer.
+_DIRECT_MIN_LENGTH: Final = 5
 
 
 class HubIngress:
@@ -131,10 +145,12 @@ class HubIngress:
     costs one header unpack and one pack: the payload is never copied twice or decoded.
     """
 
-    __slots__ = ("_buffer", "_max_length", "sender")
+    __slots__ = ("_buffer", "_max_length", "address", "sender")
 
     def __init__(self, sender: int, max_message_size: int) -> None:
         self.sender = sender
+        #: The connection's hub address, stamped into the DIRECT frames it sends (the job pool).
+        self.address = 0
         # +1: the length prefix also counts the kind byte.
         self._max_length = max_body_size(max_message_size) + 1
         self._buffer = bytearray()
@@ -153,7 +169,7 @@ class HubIngress:
         """Bytes still to come for the incomplete frame buffered (0 if none or unknown)."""
         return missing_bytes(self._buffer, self._max_length)
 
-    def events(self, next_seq: int) -> tuple[list[Run | Frame | ProtocolError], int]:
+    def events(self, next_seq: int) -> tuple[list[Run | Frame | Direct | ProtocolError], int]:
         """Complete frames so far as runs and control frames, plus the next free sequence number.
 
         A bad length prefix, a broadcast shorter than its header or a kind a worker may not send
@@ -161,11 +177,13 @@ class HubIngress:
         are still returned, so a worker's last good broadcasts are relayed.
         """
         buffer = self._buffer
-        out: list[Run | Frame | ProtocolError] = []
+        out: list[Run | Frame | Direct | ProtocolError] = []
         error: ProtocolError | None = None
         offset = 0
         run_start = 0
         run_count = 0
+        direct_start = direct_stop = 0
+        direct_target = -1  # DIRECT frames pending for one address (-1: none)
         end = len(buffer)
         sender = self.sender
         max_length = self._max_length
@@ -192,6 +210,21 @@ class HubIngress:
                 stamp(buffer, offset + STAMP_OFFSET, next_seq, sender)
                 next_seq += 1
                 run_count += 1
+            elif kind == _DIRECT:  # the job pool: stamp the sender where the target was
+                if length < _DIRECT_MIN_LENGTH:
+                    error = ProtocolError(f"DIRECT frame of {length} bytes is too short")
+                    break
+                if run_count:  # a run is one slice of the buffer: it ends here
+                    out.append(_run(buffer, run_start, offset, run_count, next_seq))
+                    run_count = 0
+                target = _PEER.unpack_from(buffer, offset + PREFIX_SIZE)[0]
+                _PEER.pack_into(buffer, offset + PREFIX_SIZE, self.address)
+                # Consecutive frames for one address leave as one slice.
+                if target != direct_target or direct_stop != offset:
+                    if direct_target >= 0:
+                        out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
+                    direct_start, direct_target = offset, target
+                direct_stop = stop
             else:
                 if length == 0 or kind not in WORKER_TO_MASTER:
                     error = _refused_from_worker(kind, length, max_length)
@@ -205,11 +238,17 @@ class HubIngress:
             error = prefix_error(buffer, offset, max_length)
         if run_count:
             out.append(_run(buffer, run_start, offset, run_count, next_seq))
+        if direct_target >= 0:
+            out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
         if error is not None:
             out.append(error)
         if offset:
             del buffer[:offset]
         return out, next_seq
+
+
+_DIRECT: Final = Kind.DIRECT.value
+_PEER: Final = struct.Struct(">I")
 
 
 def _refused_from_worker(kind: int, length: int, max_length: int) -> ProtocolError:
@@ -315,12 +354,15 @@ class BroadcastReader:
     frames without it), so both produce the same messages and errors.
     """
 
-    __slots__ = ("_buffer", "_fast", "_max_length", "last_size")
+    __slots__ = ("_buffer", "_fast", "_max_length", "last_size", "on_frame")
 
     def __init__(self, max_message_size: int, *, accelerate: bool = True) -> None:
         self._max_length = max_body_size(max_message_size) + 1
         self._buffer = bytearray()
         self._fast = _decode_fast if accelerate else None
+        #: Called with (kind, body) for each DIRECT, MEMBERS and BOUNCED frame (the job pool's
+        #: client); None: those frames are refused like any other unexpected kind.
+        self.on_frame: Callable[[int, bytes], None] | None = None
         #: Bytes of the frames the last :meth:`deliveries` decoded: what a batch weighs.
         self.last_size = 0
 
@@ -356,7 +398,19 @@ class BroadcastReader:
                         break
                 length, kind, seq, sender = unpack(buffer, offset)
                 if kind != broadcast or length > max_length or length < 1 + BROADCAST_OVERHEAD:
-                    raise _unexpected_frame(kind, length, max_length)
+                    # Off the broadcast path: the pool's frames, else a protocol error.
+                    if (
+                        self.on_frame is None
+                        or kind not in SIDE_KINDS
+                        or not 0 < length <= max_length
+                    ):
+                        raise _unexpected_frame(kind, length, max_length)
+                    stop = offset + 4 + length
+                    if stop > end:
+                        break
+                    self.on_frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop]))
+                    offset = stop
+                    continue
                 stop = offset + 4 + length
                 if stop > end:
                     break

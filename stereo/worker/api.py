@@ -8,19 +8,23 @@ holds: its hub connection's :class:`~stereo.outbox.Outbox` (what it broadcasts) 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import cbor2
 import trio
 
 from ..outbox import Outbox
+from ..pool.client import DEFAULT_POOL, PoolClient
 from ..wire.nesting import MAX_DEPTH
 from ..wire.protocol import Kind, encode_broadcast, encode_cbor, frame_broadcast, refuse_too_deep
 from .inbox import CHECKPOINT_EVERY, Inbox, MessageStream
 from .listeners import ConnectionTracker, Listener
 
 __all__ = ["MessageStream", "Worker", "WorkerStatistics"]
+
+T = TypeVar("T")
 
 dumps = cbor2.dumps
 _frame = frame_broadcast
@@ -65,6 +69,8 @@ class Worker:
         self._inbox = inbox
         self._since_checkpoint = 0
         self._sent = 0
+        #: The job pool's caller side (the runtime feeds it the pool's frames).
+        self.jobs = PoolClient(outbox, max_message_size)
 
     @property
     def _hub_sock(self) -> socket.socket | None:
@@ -116,6 +122,26 @@ class Worker:
         else:
             self._since_checkpoint = 0
             await trio.lowlevel.checkpoint()
+
+    # -- the job pool ------------------------------------------------------------------------
+
+    async def run_sync(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: str = DEFAULT_POOL,
+        kill_on_cancel: bool = False,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` in a pool process (``stereo run --pool N``) and return
+        its result, or raise what it raised (its remote traceback as ``__cause__``).
+
+        ``fn`` travels by module and qualified name, arguments and result pickled (docs/pool.md).
+        Waits while this worker has as many jobs in flight as the pool takes. Cancelled before
+        the job started, it never runs; once it runs, it finishes unless ``kill_on_cancel``, which
+        kills its pool process (the master starts another).
+        """
+        return await self.jobs.run_sync(fn, args, kwargs, pool=pool, kill_on_cancel=kill_on_cancel)
 
     # -- receiving ---------------------------------------------------------------------------
 

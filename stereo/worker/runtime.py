@@ -165,6 +165,8 @@ async def run_worker(hub_fd: int) -> int:
         int(welcome["slot"]), listeners, tracker, max_message_size, outbox=outbox, inbox=inbox
     )
     current.install(worker)
+    worker.jobs.pools = set(welcome.get("pools") or ())
+    link.broadcasts.on_frame = worker.jobs.receive_frame  # type: ignore[union-attr]
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 

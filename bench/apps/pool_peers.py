@@ -1,0 +1,40 @@
+"""The job pool workload's peers, one per run: ``python -m bench.apps.pool_peers NAME`` prints
+one JSON line of :class:`bench.pool_work.Figures` (the work described in STEREO_BENCH_POOL)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import sys
+from dataclasses import asdict
+from functools import partial
+
+import trio
+
+from bench.pool_work import PoolWork, measure, measure_executor
+
+POOL_ENV = "STEREO_BENCH_POOL"
+
+
+def main(name: str) -> None:
+    work = PoolWork(**json.loads(os.environ[POOL_ENV]))
+    if name == "trio_parallel.run_sync":
+        import trio_parallel  # type: ignore[import-untyped]
+
+        async def run() -> object:
+            limiter = trio.CapacityLimiter(work.processes)
+            async with trio_parallel.open_worker_context() as context:
+                return await measure(partial(context.run_sync, limiter=limiter), work)
+
+        figures = trio.run(run)
+    elif name == "ProcessPoolExecutor(2)":
+        with concurrent.futures.ProcessPoolExecutor(work.processes) as executor:
+            figures = measure_executor(executor, work)
+    else:
+        raise SystemExit(f"unknown peer {name!r}")
+    print(json.dumps(asdict(figures)), flush=True)  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

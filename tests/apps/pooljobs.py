@@ -1,0 +1,252 @@
+"""A worker app for tests/test_pool.py: runs the job pool scenario named by POOL_SCENARIO and
+prints ``RESULT {json}`` lines; the jobs are the functions below (imported by the pool processes
+from this module, as an app's own would be)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import trio
+import trio.testing
+
+import stereo
+from stereo import PoolError, PoolProcessDied, RemoteTraceback
+
+MAX_IN_FLIGHT = 64  # stereo.pool.client.MAX_OUTSTANDING, per pool process
+
+
+def add(a: int, b: int, *, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def fail(text: str) -> None:
+    raise ValueError(text)
+
+
+class Unpicklable(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.lock = threading.Lock()  # a lock cannot be pickled
+
+
+def fail_unpicklable() -> None:
+    raise Unpicklable("with a lock inside")
+
+
+def gated(path: str) -> str:
+    """Blocks its pool process until someone writes to the FIFO ``path``."""
+    print(f"gated pid={os.getpid()}", flush=True)
+    with open(path) as fifo:
+        return fifo.read()
+
+
+def record(path: str, text: str) -> str:
+    with open(path, "a") as log:
+        log.write(text + "\n")
+    return text
+
+
+def nap(value: int) -> int:
+    time.sleep(0.001)  # a job that takes a little while, so jobs are in flight when we scale
+    return value
+
+
+def report(**fields: Any) -> None:
+    print("RESULT " + json.dumps(fields), flush=True)
+
+
+async def release(path: str, text: str = "go") -> None:
+    def write() -> None:
+        with open(path, "w") as fifo:
+            fifo.write(text)
+
+    await trio.to_thread.run_sync(write)
+
+
+async def roundtrip(worker: stereo.Worker, tmp: str) -> None:
+    total = await worker.run_sync(add, 2, 3, scale=10)
+    pids: set[int] = set()
+
+    async def one() -> None:
+        pids.add(await worker.run_sync(pid))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(one)
+    pdf = {await worker.run_sync(pid, pool="pdf") for _ in range(10)}
+    try:
+        await worker.run_sync(fail, "bad input")
+    except ValueError as exc:
+        cause = exc.__cause__
+        remote = cause.text if isinstance(cause, RemoteTraceback) else ""
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        await worker.run_sync(fail_unpicklable)
+    except PoolError as exc:
+        unpicklable = str(exc)
+    try:
+        await worker.run_sync(add, 1, 2, pool="nope")
+    except PoolError as exc:
+        unknown = str(exc)
+    report(
+        total=total,
+        pids=sorted(pids),
+        pdf=sorted(pdf),
+        error=error,
+        remote=remote,
+        unpicklable=unpicklable,
+        unknown=unknown,
+        worker_pid=os.getpid(),
+    )
+
+
+async def killmid(worker: stereo.Worker, tmp: str) -> None:
+    gate = os.path.join(tmp, "gate")
+    os.mkfifo(gate)
+    outcome: dict[str, Any] = {}
+
+    async def first() -> None:
+        try:
+            await worker.run_sync(gated, gate)
+            outcome["first"] = "returned"
+        except PoolProcessDied as exc:
+            outcome["first"] = f"PoolProcessDied: {exc}"
+
+    async def later(name: str) -> None:
+        outcome[name] = await worker.run_sync(pid)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(later, "second")
+        nursery.start_soon(later, "third")
+    report(**outcome)
+
+
+async def cancel(worker: stereo.Worker, tmp: str) -> None:
+    log = os.path.join(tmp, "log")
+    gate = os.path.join(tmp, "gate")
+    os.mkfifo(gate)
+    # 1. A job cancelled while queued behind a running one never runs.
+    messages = worker.messages()
+    queued = trio.CancelScope()
+
+    async def queued_job() -> None:
+        with queued:
+            await worker.run_sync(record, log, "queued")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run_sync, gated, gate)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(queued_job)
+        await trio.testing.wait_all_tasks_blocked()  # sent, and queued behind the gated job
+        queued.cancel()
+        await trio.testing.wait_all_tasks_blocked()  # its CANCEL is in our outbox
+        # Our own broadcast comes back after the master relayed what we sent before it: the
+        # CANCEL has reached the pool process's socket when we release the running job.
+        await worker.broadcast("echo")
+        async for message in messages:
+            if message.data == "echo":
+                break
+        await release(gate)
+    await worker.run_sync(record, log, "after")
+    with open(log) as file:
+        ran = file.read().split()
+    # 2. kill_on_cancel: a running job's pool process is killed (and replaced).
+    before = await worker.run_sync(pid)
+    gate2 = os.path.join(tmp, "gate2")
+    os.mkfifo(gate2)
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as running:
+            nursery.start_soon(wait_for_cancel, worker, running)
+            await worker.run_sync(gated, gate2, kill_on_cancel=True)
+        nursery.cancel_scope.cancel()
+    after = await worker.run_sync(pid)
+    report(ran=ran, killed=running.cancelled_caught, before=before, after=after)
+
+
+async def wait_for_cancel(worker: stereo.Worker, scope: trio.CancelScope) -> None:
+    print("waiting for cancel", flush=True)
+    async for message in worker.messages():
+        if message.data == "cancel":
+            scope.cancel()
+            return
+
+
+async def flood(worker: stereo.Worker, tmp: str) -> None:
+    gate = os.path.join(tmp, "gate")
+    os.mkfifo(gate)
+    results: list[int] = []
+
+    async def one(value: int) -> None:
+        results.append(await worker.run_sync(add, value, 1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run_sync, gated, gate)
+        await trio.testing.wait_all_tasks_blocked()
+        for value in range(5000):
+            nursery.start_soon(one, value)
+        await trio.testing.wait_all_tasks_blocked()
+        in_flight = sum(len(t.jobs) for t in worker.jobs._targets.values())
+        nursery.start_soon(release, gate)
+    report(in_flight=in_flight, done=len(results), correct=sorted(results) == list(range(1, 5001)))
+
+
+async def scale(worker: stereo.Worker, tmp: str) -> None:
+    done = 0
+    wrong = 0
+    errors: list[str] = []
+    pids: set[int] = set()
+    stop = trio.Event()
+
+    async def caller(index: int) -> None:
+        nonlocal done, wrong
+        value = index
+        while not stop.is_set():
+            try:
+                got = await worker.run_sync(nap, value)
+            except Exception as exc:
+                errors.append(repr(exc))
+                continue
+            wrong += got != value
+            done += 1
+            value += 64
+            if done == 200:
+                print("load running", flush=True)
+
+    async def watch() -> None:
+        while not stop.is_set():
+            pids.update(t.pid for t in worker.jobs._targets.values())
+            await trio.sleep(0.05)  # sampling who serves, not synchronising
+
+    async with trio.open_nursery() as nursery:
+        for index in range(64):
+            nursery.start_soon(caller, index)
+        nursery.start_soon(watch)
+        async for message in worker.messages():
+            if message.data == "stop":
+                stop.set()
+                break
+    report(done=done, wrong=wrong, errors=errors[:5], pool_pids=len(pids))
+
+
+SCENARIOS = {
+    "roundtrip": roundtrip,
+    "killmid": killmid,
+    "cancel": cancel,
+    "flood": flood,
+    "scale": scale,
+}
+
+
+async def serve(worker: stereo.Worker) -> None:
+    await SCENARIOS[os.environ["POOL_SCENARIO"]](worker, os.environ["POOL_TMP"])
+    await trio.sleep_forever()
