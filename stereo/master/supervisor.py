@@ -28,7 +28,8 @@ from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
 from .slot import Slot, SlotIds, slot_snapshot
-from .watchdog import run_within, wait_silence
+from .startup import BootReports, tell_once
+from .watchdog import run_within, wait_either, wait_silence
 
 
 class Launch(Protocol):
@@ -69,6 +70,8 @@ class Supervisor:
         self.changed = trio.Event()
         self.unexpected_exits = 0  # processes that exited without being asked to stop
         self.idle = trio.Event()  # set once every slot is removed and every process has exited
+        self.boot = BootReports(settle=settings.quick_exit)
+        self.boot_failed = trio.Event()  # set when a boot error ended the start-up (see startup.py)
 
     # -- what a new worker is told -----------------------------------------------------------------
 
@@ -161,6 +164,10 @@ class Supervisor:
         slot.current = None
         slot.last_exit = proc.exit_reason
         retiring = slot.retiring
+        status = exitcodes.describe(proc.returncode or 0)
+        cannot_boot = not retiring and self.boot.exited(
+            trio.current_time(), proc, proc.boot_error_reason or status, self.live
+        )
         event = slot.life.exit_event(
             Exit(
                 uptime=proc.uptime,
@@ -177,11 +184,15 @@ class Supervisor:
         self._apply(slot, event)
         if retiring:
             return
-        if slot.state is SlotState.FAILED:
-            self.log(
-                f"worker {slot.id} failed: {proc.exit_reason}; not restarting"
-                " (fix the app, then `restart`)"
-            )
+        if cannot_boot:  # the reason is the master's to tell, as it exits
+            self.log(f"worker {slot.id} failed at start-up: {status}")
+            self.boot_failed.set()
+        elif slot.state is SlotState.FAILED:
+            failed = {s.id: s.failed_reason for s in self.slots.values()}
+            told = tell_once(slot.id, proc.exit_reason, status, failed)
+            # After a failed start-up nothing will be restarted: the master stops.
+            then = "" if self.boot_failed.is_set() else "; not restarting (fix it, then `restart`)"
+            self.log(f"worker {slot.id} failed: {told}{then}")
         else:
             delay = slot.life.delay
             self.log(
@@ -270,10 +281,13 @@ class Supervisor:
 
     # -- operations (signals and control commands) -------------------------------------------------
 
-    def add(self, count: int = 1) -> list[int]:
+    def add(self, count: int = 1, *, operator: bool = True) -> list[int]:
         """Open ``count`` new slots, each taking the lowest free id; returns their ids. Raises
-        TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers."""
+        TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers.
+        ``operator``: on an operator's request, not the start-up's (see startup.py)."""
         assert self._nursery is not None
+        if operator:
+            self.boot.operator_acted()
         if self.stopping:
             return []
         s = self.settings
@@ -326,6 +340,7 @@ class Supervisor:
         """Rolling restart, one slot at a time: the replacement is ready before the old one
         drains. A FAILED or BACKOFF slot is simply started again. Returns the restarted ids."""
         done = []
+        self.boot.operator_acted()
         async with self._restart_lock:
             for slot_id in list(slot_ids if slot_ids is not None else sorted(self.slots)):
                 slot = self.slots.get(slot_id)
@@ -349,7 +364,7 @@ class Supervisor:
             return False
         # Ready, ended, or boot_timeout of the master's running time with nothing unread.
         await run_within(
-            self.boot_timeout, new.unread_bytes, partial(_either, new.ready_event, new.ended)
+            self.boot_timeout, new.unread_bytes, partial(wait_either, new.ready_event, new.ended)
         )
         if not new.ready_event.is_set() and not new.ended.is_set():
             self.log(
@@ -424,7 +439,7 @@ class Supervisor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.add(self.settings.workers)
+            self.add(self.settings.workers, operator=False)
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
@@ -433,15 +448,3 @@ class Supervisor:
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-async def _either(first: trio.Event, second: trio.Event) -> None:
-    """Return once either event is set."""
-    async with trio.open_nursery() as nursery:
-        for event in (first, second):
-            nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
-
-
-async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

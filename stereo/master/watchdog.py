@@ -73,3 +73,15 @@ async def run_within(
     if failure is not None:
         raise failure
     return finished
+
+
+async def wait_either(first: trio.Event, second: trio.Event) -> None:
+    """Return once either event is set (what :func:`run_within` bounds, for instance)."""
+    async with trio.open_nursery() as nursery:
+        for event in (first, second):
+            nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
