@@ -427,7 +427,7 @@ async def test_kills_from_outside_are_retried_however_often_they_come() -> None:
     # kill -9 (the OOM killer, an operator) right after each start, more often than the crash
     # limit (5 in a row): the slot keeps respawning, because the app did nothing wrong.
     with trio.fail_after(60):
-        async with open_stereo("pids:serve", "-w", "1") as stereo:
+        async with open_stereo("pids:serve", "-w", "1", "--bind", "127.0.0.1:0") as stereo:
             mark = 0
             for _ in range(6):
                 pid = (await started(stereo, 1, start=mark))[1]
