@@ -261,10 +261,10 @@ async def run_serve(app: App, worker: Worker) -> None:
     by where it was raised and by the empty listeners, so no other assertion is taken for it."""
     try:
         await app(worker)
-    except* AssertionError as group:
-        if worker.listeners or not _raised_in_serve_listeners(group):
-            raise
-        raise AppStartError(NO_LISTENERS) from None
+    except (AssertionError, BaseExceptionGroup) as exc:  # not except*: the rest stays unwrapped
+        if not worker.listeners and _raised_in_serve_listeners(exc):
+            raise AppStartError(NO_LISTENERS) from None
+        raise
 
 
 def _raised_in_serve_listeners(exc: BaseException) -> bool:
