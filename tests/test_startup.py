@@ -192,9 +192,18 @@ async def test_after_start_up_boot_errors_fail_their_slots_once_and_the_master_s
 
 
 class Proc:
-    def __init__(self, returncode: int | None, ready_at: float | None) -> None:
+    def __init__(self, returncode: int | None, ready_at: float | None, said: str | None = None):
         self.returncode = returncode
         self.ready_at = ready_at
+        self.boot_error_reason = said
+        status = exitcodes.describe(returncode or 0)
+        self.exit_reason = f"{status}: {said}" if said else status
+
+
+class Slot:
+    def __init__(self, slot_id: int, failed_reason: str | None) -> None:
+        self.id = slot_id
+        self.failed_reason = failed_reason
 
 
 LOAD = exitcodes.APP_LOAD_ERROR
@@ -203,17 +212,21 @@ LOAD = exitcodes.APP_LOAD_ERROR
 def test_the_first_boot_error_at_start_up_is_the_apps_failure() -> None:
     boot = BootReports(settle=2.0)
     # A kill before the app ever ran proves nothing either way.
-    assert not boot.exited(1.0, Proc(-9, None), "killed by SIGKILL", [])
-    assert boot.exited(1.5, Proc(LOAD, None), "cannot import 'x'", [Proc(None, None)])
+    assert not boot.exited(1.0, Proc(-9, None), [])
+    assert boot.exited(1.5, Proc(LOAD, None, "cannot import 'x'"), [Proc(None, None)])
     assert boot.failure == "cannot import 'x'"
-    assert not boot.exited(1.6, Proc(LOAD, None), "cannot import 'x'", [])  # once
+    assert not boot.exited(1.6, Proc(LOAD, None, "cannot import 'x'"), [])  # once
+    # An app's own exit 4 without a word: its status is the reason.
+    boot = BootReports(settle=2.0)
+    assert boot.exited(0.5, Proc(LOAD, None), [])
+    assert boot.failure == "exit 4 (app load error)"
 
 
 def test_ready_a_moment_before_a_boot_error_is_not_having_run() -> None:
     # serve() says READY, then finds no listener: still the start-up, for it and the others.
     boot = BootReports(settle=2.0)
     others = [Proc(None, 0.6), Proc(None, 0.7)]
-    assert boot.exited(1.0, Proc(LOAD, 0.5), "no listening socket", others)
+    assert boot.exited(1.0, Proc(LOAD, 0.5, "no listening socket"), others)
 
 
 @pytest.mark.parametrize(
@@ -227,27 +240,31 @@ def test_ready_a_moment_before_a_boot_error_is_not_having_run() -> None:
 )
 def test_start_up_ends_once_the_app_has_run(ended: Proc, others: list[Proc]) -> None:
     boot = BootReports(settle=2.0)
-    assert not boot.exited(2.5, ended, "why", others)
-    assert not boot.exited(2.6, Proc(LOAD, None), "cannot import 'x'", [])
+    assert not boot.exited(2.5, ended, others)
+    assert not boot.exited(2.6, Proc(LOAD, None, "cannot import 'x'"), [])
     assert boot.failure is None
 
 
 def test_an_operators_act_ends_the_start_up() -> None:
     boot = BootReports(settle=2.0)
     boot.operator_acted()
-    assert not boot.exited(0.1, Proc(LOAD, None), "cannot import 'x'", [])
+    assert not boot.exited(0.1, Proc(LOAD, None, "cannot import 'x'"), [])
     assert boot.failure is None
 
 
 def test_a_reason_is_told_once_while_a_slot_is_failed_for_it() -> None:
-    status = "exit 4 (app load error)"
-    full = f"{status}: cannot import 'x'"
-    assert tell_once(2, full, status, {1: None, 2: full}) == full  # only itself
-    assert tell_once(2, full, status, {1: full, 2: full, 3: full}) == f"{status}, as worker 1"
-    assert tell_once(2, full, status, {1: f"{status}: other", 2: full}) == full
+    proc = Proc(LOAD, None, "cannot import 'x'")
+    full = "exit 4 (app load error): cannot import 'x'"
+    then = "; not restarting (fix it, then `restart`)"
+    assert tell_once(2, proc, [Slot(1, None), Slot(2, full)], False) == full + then
+    failed = [Slot(3, full), Slot(1, full), Slot(2, full)]
+    assert tell_once(2, proc, failed, False) == f"exit 4 (app load error), as worker 1{then}"
+    assert tell_once(2, proc, [Slot(1, "exit 4 (app load error): other")], False) == full + then
+    assert tell_once(2, proc, failed, True) == "exit 4 (app load error), as worker 1"  # stopping
     # A bare status is shorter than a reference: each slot tells it.
-    crashed = "exit 1 (app crashed)"
-    assert tell_once(2, crashed, crashed, {1: crashed, 2: crashed}) == crashed
+    crashed = Proc(1, 0.1)
+    slots = [Slot(1, "exit 1 (app crashed)")]
+    assert tell_once(2, crashed, slots, False) == f"exit 1 (app crashed){then}"
 
 
 async def test_only_trios_own_assertion_in_serve_listeners_is_taken_for_a_missing_bind() -> None:

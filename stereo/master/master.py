@@ -99,9 +99,10 @@ class Master:
             stop_timeout=settings.graceful_timeout + UPGRADE_STOP_MARGIN,
         )
         self.handover = handover
-        if handover is not None:
-            # An upgrade is an operator's act: if the new workers cannot boot, the handover is
-            # abandoned (upgrade.py) and the old master serves on.
+        if handover is not None or settings.reload:
+            # No exit at start-up for a boot error (startup.py) in an upgrade, whose new
+            # workers either all start or the handover is abandoned and the old master serves
+            # on (upgrade.py); nor with --reload, where the next save may fix the app.
             self.supervisor.boot.operator_acted()
 
     def snapshot(self) -> MasterSnapshot:

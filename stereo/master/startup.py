@@ -16,7 +16,7 @@ Later, a boot error only fails its slot (after a bad deploy the others serve on)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Protocol
 
 from .. import exitcodes
@@ -29,6 +29,22 @@ class Process(Protocol):
     def returncode(self) -> int | None: ...
     @property
     def ready_at(self) -> float | None: ...  # on the trio clock; None: it never said READY
+    @property
+    def boot_error_reason(self) -> str | None: ...  # what it said in BOOT_ERROR
+    @property
+    def exit_reason(self) -> str: ...  # its status, and any reason it gave
+
+
+class FailedSlot(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def failed_reason(self) -> str | None: ...  # the exit_reason that failed it, if it failed
+
+
+def status_of(proc: Process) -> str:
+    """Its exit status alone, e.g. ``exit 4 (app load error)``."""
+    return exitcodes.describe(proc.returncode if proc.returncode is not None else 0)
 
 
 class BootReports:
@@ -41,35 +57,36 @@ class BootReports:
         self.failure: str | None = None
 
     def operator_acted(self) -> None:
-        """Workers started on an operator's request: their boot errors fail their slots only."""
+        """From now on boot errors fail their slots only: an operator acted on the workers (or
+        this master takes over from another, whose upgrade has its own rule, or --reload waits
+        for the next save)."""
         self.starting = False
 
-    def exited(self, now: float, ended: Process, reason: str, live: Iterable[Process]) -> bool:
-        """A slot's current process ``ended`` at ``now``, for ``reason``, leaving ``live``. True
-        if that ended the start-up with a boot error: the app cannot boot, and :attr:`failure`
-        says why."""
+    def exited(self, now: float, ended: Process, live: Iterable[Process]) -> bool:
+        """A slot's current process ``ended`` at ``now``, leaving ``live``. True if that ended
+        the start-up with a boot error: the app cannot boot, and :attr:`failure` says why."""
         if not self.starting:
             return False
-        boot_error = reason if ended.returncode == exitcodes.APP_LOAD_ERROR else None
+        load_error = ended.returncode == exitcodes.APP_LOAD_ERROR
         settled = now - self.settle
-        proven = ended.ready_at is not None and (boot_error is None or ended.ready_at <= settled)
+        proven = ended.ready_at is not None and (not load_error or ended.ready_at <= settled)
         if proven or any(p.ready_at is not None and p.ready_at <= settled for p in live):
             self.starting = False
             return False
-        if boot_error is None:
+        if not load_error:
             return False
         self.starting = False
-        self.failure = boot_error
+        self.failure = ended.boot_error_reason or status_of(ended)
         return True
 
 
-def tell_once(slot_id: int, exit_reason: str, status: str, failed: Mapping[int, str | None]) -> str:
-    """How to report that slot ``slot_id`` failed with ``exit_reason`` (its exit ``status`` and
-    what the worker said, such as why the app cannot load), given the ``failed`` reasons of the
-    slots: by reference to a slot still failed for the same reason, else in full. One reason, N
-    workers, told once (told again once an operator revived those slots)."""
-    if exit_reason != status:
-        for other, reason in sorted(failed.items()):
-            if other != slot_id and reason == exit_reason:
-                return f"{status}, as worker {other}"
-    return exit_reason
+def tell_once(slot_id: int, proc: Process, slots: Iterable[FailedSlot], stopping: bool) -> str:
+    """How to report that ``proc`` failed slot ``slot_id``: by reference to another slot still
+    failed for the same reason, else in full (one reason, N workers: told once; told again once
+    an operator revived those slots). ``stopping``: the master stops, nothing will restart."""
+    reason = proc.exit_reason
+    if reason != status_of(proc):  # more than a bare status, which is shorter than a reference
+        same = sorted(s.id for s in slots if s.id != slot_id and s.failed_reason == reason)
+        if same:
+            reason = f"{status_of(proc)}, as worker {same[0]}"
+    return reason if stopping else f"{reason}; not restarting (fix it, then `restart`)"

@@ -28,8 +28,8 @@ from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
 from .slot import Slot, SlotIds, slot_snapshot
-from .startup import BootReports, tell_once
-from .watchdog import run_within, wait_either, wait_silence
+from .startup import BootReports, status_of, tell_once
+from .watchdog import either, run_within, wait_silence
 
 
 class Launch(Protocol):
@@ -72,6 +72,7 @@ class Supervisor:
         self.idle = trio.Event()  # set once every slot is removed and every process has exited
         self.boot = BootReports(settle=settings.quick_exit)
         self.boot_failed = trio.Event()  # set when a boot error ended the start-up (see startup.py)
+        self.started = False  # the start-up's workers were added (by run())
 
     # -- what a new worker is told -----------------------------------------------------------------
 
@@ -164,10 +165,7 @@ class Supervisor:
         slot.current = None
         slot.last_exit = proc.exit_reason
         retiring = slot.retiring
-        status = exitcodes.describe(proc.returncode or 0)
-        cannot_boot = not retiring and self.boot.exited(
-            trio.current_time(), proc, proc.boot_error_reason or status, self.live
-        )
+        cannot_boot = not retiring and self.boot.exited(trio.current_time(), proc, self.live)
         event = slot.life.exit_event(
             Exit(
                 uptime=proc.uptime,
@@ -185,14 +183,11 @@ class Supervisor:
         if retiring:
             return
         if cannot_boot:  # the reason is the master's to tell, as it exits
-            self.log(f"worker {slot.id} failed at start-up: {status}")
+            self.log(f"worker {slot.id} failed at start-up: {status_of(proc)}")
             self.boot_failed.set()
         elif slot.state is SlotState.FAILED:
-            failed = {s.id: s.failed_reason for s in self.slots.values()}
-            told = tell_once(slot.id, proc.exit_reason, status, failed)
-            # After a failed start-up nothing will be restarted: the master stops.
-            then = "" if self.boot_failed.is_set() else "; not restarting (fix it, then `restart`)"
-            self.log(f"worker {slot.id} failed: {told}{then}")
+            told = tell_once(slot.id, proc, self.slots.values(), self.boot_failed.is_set())
+            self.log(f"worker {slot.id} failed: {told}")
         else:
             delay = slot.life.delay
             self.log(
@@ -281,12 +276,11 @@ class Supervisor:
 
     # -- operations (signals and control commands) -------------------------------------------------
 
-    def add(self, count: int = 1, *, operator: bool = True) -> list[int]:
+    def add(self, count: int = 1) -> list[int]:
         """Open ``count`` new slots, each taking the lowest free id; returns their ids. Raises
-        TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers.
-        ``operator``: on an operator's request, not the start-up's (see startup.py)."""
+        TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers."""
         assert self._nursery is not None
-        if operator:
+        if self.started:  # an operator's, not the start-up's (see startup.py)
             self.boot.operator_acted()
         if self.stopping:
             return []
@@ -364,7 +358,7 @@ class Supervisor:
             return False
         # Ready, ended, or boot_timeout of the master's running time with nothing unread.
         await run_within(
-            self.boot_timeout, new.unread_bytes, partial(wait_either, new.ready_event, new.ended)
+            self.boot_timeout, new.unread_bytes, partial(either, new.ready_event, new.ended)
         )
         if not new.ready_event.is_set() and not new.ended.is_set():
             self.log(
@@ -373,6 +367,8 @@ class Supervisor:
             )
             self._stop_process(new)
             return False
+        if new.ended.is_set():  # its reason, once: the worker does not print it (runtime.py)
+            self.log(f"restart of worker {slot.id}: the new process ended: {new.exit_reason}")
         if new.ended.is_set() or slot.retiring or self.stopping:
             return False  # the replacement died (the old one keeps serving), or all stop
         # Re-read: the old process may have died while the replacement booted, and the slot's
@@ -439,7 +435,8 @@ class Supervisor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.add(self.settings.workers, operator=False)
+            self.add(self.settings.workers)
+            self.started = True
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()

@@ -75,8 +75,8 @@ async def run_within(
     return finished
 
 
-async def wait_either(first: trio.Event, second: trio.Event) -> None:
-    """Return once either event is set (what :func:`run_within` bounds, for instance)."""
+async def either(first: trio.Event, second: trio.Event) -> None:
+    """Return once either event is set."""
     async with trio.open_nursery() as nursery:
         for event in (first, second):
             nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
