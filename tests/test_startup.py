@@ -188,6 +188,53 @@ async def test_after_start_up_boot_errors_fail_their_slots_once_and_the_master_s
             assert await st.wait() == 0
 
 
+async def test_a_sighup_onto_a_bad_deploy_tells_the_reason_once_and_the_old_worker_serves_on(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "broken"
+    env = {"BREAK_MARKER": str(marker)}
+    with trio.fail_after(90):
+        async with open_stereo(
+            "breakable:serve", "-w", "1", "--bind", "127.0.0.1:0", env=env
+        ) as st:
+            host, port = await st.address()
+            await started(st, 1)
+            marker.touch()
+            st.signal(signal.SIGHUP)
+            await st.wait_for(
+                r"^\[stereo\] restart of worker 1: the new process ended: exit 4 \(app load"
+                r" error\): cannot import 'breakable': ImportError: simulated bad deploy"
+            )
+            assert count(st.lines, "simulated bad deploy") == 1, st.lines
+            stream = await trio.open_tcp_stream(host, port)  # the old worker still answers
+            assert await stream.receive_some() == b"worker 1\n"
+            await stream.aclose()
+            assert st.process.returncode is None
+            st.signal(signal.SIGTERM)
+            assert await st.wait() == 0
+
+
+async def test_with_reload_an_app_broken_at_start_waits_for_the_save_that_fixes_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "app.py").write_text("import no_such_module_here\n")
+    args = ("app:serve", "-w", "1", "--app-dir", str(tmp_path), "--reload")
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    with trio.fail_after(90):
+        async with open_stereo(*args, "--control", str(tmp_path / "c"), env=env) as st:
+            await st.wait_for(
+                r"^\[stereo\] worker 1 failed: .*no_such_module_here.*; not restarting"
+            )
+            await st.wait_for(r"^\[stereo\] reload: watching ")
+            (tmp_path / "app.py").write_text(
+                "async def serve(worker):\n    print('fixed', flush=True)\n"
+                "    await worker.stopping.wait()\n"
+            )
+            await st.wait_for(r"^\[worker 1\] fixed$")
+            st.signal(signal.SIGTERM)
+            assert await st.wait() == 0
+
+
 # -- the pure parts ---------------------------------------------------------------------------
 
 
