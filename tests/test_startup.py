@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
-from conftest import ctl, open_stereo, stereo_command
+from conftest import Stereo, ctl, open_stereo, stereo_command
 from test_faults import started
 
 from stereo import exitcodes
@@ -44,6 +46,17 @@ async def run_to_exit(*args: str) -> tuple[int, list[str]]:
 
 def count(lines: list[str], text: str) -> int:
     return sum(line.count(text) for line in lines)
+
+
+@asynccontextmanager
+async def serving_until_a_bad_deploy(
+    tmp_path: Path, workers: int
+) -> AsyncIterator[tuple[Stereo, Path]]:
+    """`breakable:serve` on a TCP port, and the file whose creation breaks its next import."""
+    marker = tmp_path / "broken"
+    args = ("breakable:serve", "-w", str(workers), "--bind", "127.0.0.1:0")
+    async with open_stereo(*args, env={"BREAK_MARKER": str(marker)}) as stereo:
+        yield stereo, marker
 
 
 # -- at start-up, an app that cannot boot ends `stereo run` -----------------------------------
@@ -166,12 +179,8 @@ async def test_a_socketless_app_without_bind_starts_and_serves_on(tmp_path: Path
 async def test_after_start_up_boot_errors_fail_their_slots_once_and_the_master_serves_on(
     tmp_path: Path,
 ) -> None:
-    marker = tmp_path / "broken"
-    env = {"BREAK_MARKER": str(marker)}
     with trio.fail_after(90):
-        async with open_stereo(
-            "breakable:serve", "-w", "2", "--bind", "127.0.0.1:0", env=env
-        ) as st:
+        async with serving_until_a_bad_deploy(tmp_path, 2) as (st, marker):
             pids = await started(st, 2)
             marker.touch()  # a bad deploy: the next import of the app fails
             for pid in pids.values():
@@ -191,12 +200,8 @@ async def test_after_start_up_boot_errors_fail_their_slots_once_and_the_master_s
 async def test_a_sighup_onto_a_bad_deploy_tells_the_reason_once_and_the_old_worker_serves_on(
     tmp_path: Path,
 ) -> None:
-    marker = tmp_path / "broken"
-    env = {"BREAK_MARKER": str(marker)}
     with trio.fail_after(90):
-        async with open_stereo(
-            "breakable:serve", "-w", "1", "--bind", "127.0.0.1:0", env=env
-        ) as st:
+        async with serving_until_a_bad_deploy(tmp_path, 1) as (st, marker):
             host, port = await st.address()
             await started(st, 1)
             marker.touch()
