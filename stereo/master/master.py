@@ -11,6 +11,7 @@ removed) after all of it ended.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -210,7 +211,7 @@ class Master:
     async def stop_if_the_app_cannot_boot(self) -> None:
         """A boot error at start-up (see startup.py): stop, for run_master to say why."""
         await self.supervisor.boot_failed.wait()
-        self.sink.log("the app cannot boot at start-up: stopping")
+        self.sink.log("the app cannot boot at start-up: stopping", logging.ERROR)
         self.shutdown(graceful=True)
 
     def shutdown(self, graceful: bool = True) -> None:
