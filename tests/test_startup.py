@@ -182,9 +182,16 @@ async def test_after_start_up_boot_errors_fail_their_slots_once_and_the_master_s
     with trio.fail_after(90):
         async with serving_until_a_bad_deploy(tmp_path, 2) as (st, marker):
             pids = await started(st, 2)
+            # A worker that answers a client has run the app (its READY reached the master).
+            stream = await trio.open_tcp_stream(*await st.address())
+            answered = int((await stream.receive_some()).split()[1])
+            await stream.aclose()
             marker.touch()  # a bad deploy: the next import of the app fails
-            for pid in pids.values():
-                os.kill(pid, signal.SIGKILL)  # both respawns meet it
+            for slot in (answered, 3 - answered):  # both respawns meet it
+                os.kill(pids[slot], signal.SIGKILL)
+                await st.wait_for(
+                    rf"^\[stereo\] worker {slot} \(pid \d+\) exited: killed by SIGKILL"
+                )
             await st.wait_for(r"^\[stereo\] worker \d failed: .*; not restarting", count=2)
             reason = "cannot import 'breakable': ImportError: simulated bad deploy"
             assert count(st.lines, reason) == 1, st.lines
@@ -295,6 +302,13 @@ def test_start_up_ends_once_the_app_has_run(ended: Proc, others: list[Proc]) -> 
     assert not boot.exited(2.5, ended, others)
     assert not boot.exited(2.6, Proc(LOAD, None, "cannot import 'x'"), [])
     assert boot.failure is None
+
+
+def test_a_load_error_while_another_worker_loaded_the_app_fails_its_slot_only() -> None:
+    boot = BootReports(settle=2.0)
+    assert not boot.exited(1.0, Proc(LOAD, None, "cannot import 'x'"), [Proc(None, 0.5)])
+    assert boot.starting and boot.failure is None  # still the start-up: judged again next time
+    assert boot.exited(1.2, Proc(LOAD, None, "cannot import 'x'"), [Proc(None, None)])
 
 
 def test_an_operators_act_ends_the_start_up() -> None:

@@ -9,9 +9,11 @@ ended other than by a boot error (a crash, a kill, a drain), or stayed ready ``s
 A boot error during start-up (exit 4: the app cannot be imported, its lifespan startup failed,
 it has no listener to serve on) ends ``stereo run``: every worker loads the same code, so the
 first one to fail speaks for all, as gunicorn reasons; the alternative is a master holding the
-port with no worker while clients hang. A worker may have said READY just before its boot error
-(a ``serve()`` that finds no listener): being ready a moment proves nothing, hence ``settle``.
-Later, a boot error only fails its slot (after a bad deploy the others serve on).
+port with no worker while clients hang. Unless another worker is ready, having loaded the app
+that this one could not (the code changed in between): then this slot fails alone. A worker may
+have said READY just before its boot error (a ``serve()`` that finds no listener): then being
+ready a moment proves nothing, for it or for the others, hence ``settle``. Later, a boot error
+only fails its slot (after a bad deploy the others serve on).
 """
 
 from __future__ import annotations
@@ -69,11 +71,14 @@ class BootReports:
             return False
         load_error = ended.returncode == exitcodes.APP_LOAD_ERROR
         settled = now - self.settle
+        ready = [p.ready_at for p in live if p.ready_at is not None]
         proven = ended.ready_at is not None and (not load_error or ended.ready_at <= settled)
-        if proven or any(p.ready_at is not None and p.ready_at <= settled for p in live):
+        if proven or any(ready_at <= settled for ready_at in ready):
             self.starting = False
             return False
-        if not load_error:
+        if not load_error or (ready and ended.ready_at is None):
+            # Not a boot error; or one at loading while another worker loaded the app and is
+            # ready (the code changed in between?): the app may run, its slot fails alone.
             return False
         self.starting = False
         self.failure = ended.boot_error_reason or status_of(ended)
