@@ -36,3 +36,16 @@ def check_seconds(option: str, value: float, low: float = 0.0) -> None:
     ):
         bound = f"from {low:g} to" if low else "above 0 and at most"
         raise ConfigError(f"{option} {value}: must be a number of seconds {bound} {MAX_SECONDS:g}")
+
+
+def split_app_target(spec: str) -> tuple[str, str]:
+    """``MODULE:ATTRIBUTE`` as (module, attribute), else ConfigError: checked by the CLI before
+    anything is bound, and again by each worker as it imports the app."""
+    module, colon, attribute = spec.partition(":")
+    if not colon or not module.strip() or not attribute.strip():
+        name = module.strip() or "main"
+        raise ConfigError(
+            f"app {spec!r} is not MODULE:ATTR (the module to import, then the app in it): e.g."
+            f" '{name}:serve' for an async serve(worker), '{name}:app' for an ASGI app"
+        )
+    return module, attribute

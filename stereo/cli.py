@@ -10,12 +10,13 @@ from pathlib import Path
 
 import trio
 
+from . import exitcodes
 from .argtypes import number, whole
 from .asgi_options import add_asgi_options, asgi_settings
 from .config_loader import load_run_config, run_subparser
 from .config_sources import blame, render
 from .control.client import DEFAULT_REQUEST_TIMEOUT, default_control_path
-from .errors import StereoError
+from .errors import AppBootFailed, StereoError
 from .master.binds import parse_bind
 from .master.config import (
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -340,6 +341,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         # argv: a master upgrade (SIGUSR2) starts the new master with it, and the new master
         # reads the environment and the config file again: that is how it sees their changes.
         trio.run(run_master, settings, argv)
+    except AppBootFailed as exc:
+        print(f"stereo: {exc}", file=sys.stderr)
+        return exitcodes.RUN_APP_BOOT_FAILED
     except StereoError as exc:
         print(f"stereo: {blame(str(exc), specs, resolved)}", file=sys.stderr)
         return 2

@@ -45,6 +45,12 @@ class AppStartError(StereoError):
     import is."""
 
 
+class AppBootFailed(StereoError):
+    """At start-up the app could not boot in a worker (it cannot be imported, its startup
+    failed, it has nothing to listen on): ``stereo run`` stops rather than hold the port with no
+    worker. The message says why."""
+
+
 class SubscriberCutOff(StereoError):
     """This topic subscription fell further behind than its limit and was cut off.
 

@@ -1,4 +1,5 @@
-"""Named exit codes of a worker process, so the master can tell a crash loop from a stop.
+"""Named exit codes of a worker process, so the master can tell a crash loop from a stop (and
+the one of `stereo run` that says the app could not boot at all).
 
 Codes 1 and 2 keep their usual meanings (uncaught exception, usage); negative values in the
 master's records mean "killed by that signal".
@@ -21,6 +22,12 @@ NAMES: Final = {
     APP_LOAD_ERROR: "app load error",
     HUB_LOST: "hub connection lost",
 }
+
+
+# Exit statuses of `stereo run` itself (docs/cli.md#exit-status), beside 0 (stopped) and 2 (usage,
+# or the master could not start): at start-up a worker's boot error (exit 4) ended the master,
+# as gunicorn exits 3 when a worker fails to boot. A service manager need not restart it.
+RUN_APP_BOOT_FAILED: Final = 3
 
 
 def describe(returncode: int) -> str:

@@ -11,6 +11,7 @@ import pytest
 import trio
 from conftest import open_stereo, stereo_command
 
+from stereo import exitcodes
 from stereo.asgi.settings import AsgiSettings
 from stereo.errors import ConfigError
 from stereo.worker.loader import resolve_interface
@@ -107,14 +108,13 @@ async def test_a_failed_lifespan_startup_is_a_boot_error_told_once() -> None:
     env = {"LIFESPAN": "fail"}
     async with open_stereo("asgi_lifespan:app", "-w", "2", "--bind", "127.0.0.1:0", env=env) as st:
         with trio.fail_after(60):
-            for slot in (1, 2):
-                await st.wait_for(
-                    rf"^\[stereo\] worker {slot} failed: exit 4 \(app load error\): the app's"
-                    r" lifespan startup failed: database unreachable; not restarting"
-                )
+            # At start-up a boot error ends `stereo run` (exit 3, as uvicorn's failed startup),
+            # with the reason once (test_startup.py has the rules).
+            assert await st.wait() == exitcodes.RUN_APP_BOOT_FAILED
+            reason = "the app's lifespan startup failed: database unreachable"
+            assert st.lines[-1] == f"stereo: the app cannot start: {reason}"
+            assert sum(reason in line for line in st.lines) == 1
             assert not any(re.search(r"exited: .*; restarting", line) for line in st.lines)
-            st.signal(signal.SIGTERM)
-            assert await st.wait() == 0
 
 
 async def test_an_app_without_lifespan_is_served_without_one() -> None:
@@ -131,12 +131,12 @@ async def test_an_app_without_lifespan_is_served_without_one() -> None:
 async def test_an_asgi_app_without_bind_says_so_and_is_not_restarted() -> None:
     async with open_stereo("asgi_lifespan:app", "-w", "1") as stereo:
         with trio.fail_after(60):
-            await stereo.wait_for(
-                r"^\[stereo\] worker 1 failed: exit 4 \(app load error\): the app is an ASGI app"
-                r" but this worker has no listening socket: give `stereo run` a --bind"
+            assert await stereo.wait() == exitcodes.RUN_APP_BOOT_FAILED
+            assert stereo.lines[-1].startswith(
+                "stereo: the app cannot start: the app is an ASGI app but this worker has no"
+                " listening socket: give `stereo run` a --bind"
             )
-            stereo.signal(signal.SIGTERM)
-            assert await stereo.wait() == 0
+            assert not any("restarting" in line for line in stereo.lines)
 
 
 async def test_a_request_never_answered_costs_no_one_else_and_limit_concurrency_refuses() -> None:

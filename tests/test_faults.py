@@ -302,14 +302,26 @@ async def test_a_crash_loop_backs_off_then_fails_and_an_operator_restart_revives
             assert await stereo.wait() == 0
 
 
-async def test_an_app_that_raises_at_import_fails_at_once_and_the_master_stays_up() -> None:
+async def test_an_app_that_raises_at_import_fails_at_once_and_the_master_stays_up(
+    tmp_path: Path,
+) -> None:
+    # At start-up such an app ends `stereo run` (test_startup.py); workers an operator adds
+    # later (here with -w 0, then SIGTTIN) fail their slots instead, and the master stays up.
     with trio.fail_after(60):
-        async with open_stereo("broken_import:serve", "-w", "2") as stereo:
+        control = str(tmp_path / "control.sock")
+        async with open_stereo("broken_import:serve", "-w", "0", "--control", control) as stereo:
+            await stereo.wait_for(r"^\[stereo\] control socket: ")  # signals are handled by now
             for slot in (1, 2):
+                mark = len(stereo.lines)
+                stereo.signal(signal.SIGTTIN)
                 await stereo.wait_for(
-                    rf"^\[stereo\] worker {slot} failed: exit 4 \(app load error\): cannot import"
-                    r" 'broken_import': RuntimeError: simulated import-time failure; not restarting"
+                    rf"^\[stereo\] worker {slot} failed: exit 4 \(app load error\)", start=mark
                 )
+            await stereo.wait_for(
+                r"^\[stereo\] worker 1 failed: exit 4 \(app load error\): cannot import"
+                r" 'broken_import': RuntimeError: simulated import-time failure; not restarting"
+            )
+            await stereo.wait_for(r"^\[stereo\] worker 2 failed: .*, as worker 1; not restarting")
             # Restarting cannot help a module that does not import: no retry, no backoff.
             assert not any(re.search(r"exited: .*; restarting", line) for line in stereo.lines)
             assert stereo.process.returncode is None
@@ -415,7 +427,7 @@ async def test_kills_from_outside_are_retried_however_often_they_come() -> None:
     # kill -9 (the OOM killer, an operator) right after each start, more often than the crash
     # limit (5 in a row): the slot keeps respawning, because the app did nothing wrong.
     with trio.fail_after(60):
-        async with open_stereo("pids:serve", "-w", "1") as stereo:
+        async with open_stereo("pids:serve", "-w", "1", "--bind", "127.0.0.1:0") as stereo:
             mark = 0
             for _ in range(6):
                 pid = (await started(stereo, 1, start=mark))[1]

@@ -23,7 +23,10 @@ async def test_a_worker_that_cannot_be_spawned_is_retried_until_it_can(
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # exec fails: ENOENT
     output = Output()
     master = Master(
-        Settings(app="pids:serve", app_dir=str(APPS), workers=2), [], OutputSink(output.write)
+        # A socket-less app: no --bind here (pids:serve would be a boot error without one).
+        Settings(app="control_app:serve", app_dir=str(APPS), workers=2),
+        [],
+        OutputSink(output.write),
     )
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -36,7 +39,7 @@ async def test_a_worker_that_cannot_be_spawned_is_retried_until_it_can(
             assert {row.state for row in rows} <= {"backoff", "running"}
             assert all(row.setbacks >= 2 for row in rows)
             monkeypatch.setattr(sys, "executable", python)  # the shortage is over
-            await output.wait_for(r"^\[worker [12]\] started pid=", count=2)
+            await output.wait_for(r"^\[worker [12]\] ready$", count=2)
             master.shutdown(graceful=True)  # and it still stops cleanly
     assert "all workers stopped; bye" in output.text
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import check_seconds, check_whole
+from ..checks import check_seconds, check_whole, split_app_target
 from ..errors import ConfigError
 from ..logs import LOG_FORMATS, LOG_LEVELS
 from ..wire.protocol import (
@@ -103,6 +103,7 @@ class Settings:
         """Raise ConfigError, naming the option, for the first setting out of its range (NaN,
         infinities and bools included): the master must refuse them before it starts, not
         trip on them later."""
+        split_app_target(self.app)
         check_whole("--max-workers", self.max_workers, 1, MAX_WORKERS_CEILING)
         check_whole("--workers", self.workers, 0, self.max_workers, "--max-workers")
         check_pools(self.pools, self.max_workers - self.workers)

@@ -11,6 +11,7 @@ removed) after all of it ended.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from functools import partial
 import trio
 
 from ..control.server import ControlServer
-from ..errors import TooManyWorkers
+from ..errors import AppBootFailed, TooManyWorkers
 from ..logs import LogSlice
 from ..snapshot import MasterSnapshot
 from ..wire.control import request_limit
@@ -101,6 +102,11 @@ class Master:
             stop_timeout=settings.graceful_timeout + UPGRADE_STOP_MARGIN,
         )
         self.handover = handover
+        if handover is not None or settings.reload:
+            # No exit at start-up for a boot error (startup.py) in an upgrade, whose new
+            # workers either all start or the handover is abandoned and the old master serves
+            # on (upgrade.py); nor with --reload, where the next save may fix the app.
+            self.supervisor.boot.operator_acted()
 
     def snapshot(self) -> MasterSnapshot:
         return MasterSnapshot(
@@ -204,6 +210,12 @@ class Master:
         assert self._nursery is not None
         self._nursery.start_soon(fn)  # type: ignore[arg-type]
 
+    async def stop_if_the_app_cannot_boot(self) -> None:
+        """A boot error at start-up (see startup.py): stop, for run_master to say why."""
+        await self.supervisor.boot_failed.wait()
+        self.sink.log("the app cannot boot at start-up: stopping", logging.ERROR)
+        self.shutdown(graceful=True)
+
     def shutdown(self, graceful: bool = True) -> None:
         # Close our copies of the listening sockets first: once the workers have closed theirs
         # too, new connections are refused instead of waiting in a backlog nobody accepts from.
@@ -230,6 +242,7 @@ class Master:
                         run_bridge, self.hub, self.settings, self.sink.log, handshake
                     )
                 await nursery.start(self.supervisor.run)
+                nursery.start_soon(self.stop_if_the_app_cannot_boot)
                 if self.settings.reload:
                     reloader = Reloader.for_settings(self.settings, self.supervisor, self.sink.log)
                     nursery.start_soon(reloader.run)
@@ -313,3 +326,5 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
         if pid_file is not None:
             pid_file.remove()  # only if it is still ours: not after an upgrade handed it on
         close_sockets(sockets)
+    if master.supervisor.boot.failure is not None:
+        raise AppBootFailed(f"the app cannot start: {master.supervisor.boot.failure}")

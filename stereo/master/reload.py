@@ -215,8 +215,8 @@ class Reloader:
 
     def _did_not_start(self, slot_id: int, meanwhile: str) -> None:
         self.log(
-            f"reload: the new code did not start in worker {slot_id} (its error is in its"
-            f" [worker {slot_id}] lines); {meanwhile} until the next change"
+            f"reload: the new code did not start in worker {slot_id} (its error is told just"
+            f" above); {meanwhile} until the next change"
         )
 
     async def _revive(self, slot_id: int) -> bool:

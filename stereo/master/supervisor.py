@@ -11,7 +11,6 @@ they must; whatever they change, the slot's task acts on.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,13 +21,14 @@ import trio
 
 from .. import exitcodes
 from ..snapshot import SupervisorSnapshot
-from ..wire.protocol import PROTOCOL_VERSION
 from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
 from .process import WorkerProcess
 from .slot import Slot, SlotIds, only_pools_left, pool_of, slot_snapshot
+from .startup import BootReports, status_of, tell_once
 from .watchdog import either, run_within, wait_silence
+from .welcome import worker_welcome
 
 
 class Launch(Protocol):
@@ -69,27 +69,18 @@ class Supervisor:
         self.changed = trio.Event()
         self.unexpected_exits = 0  # processes that exited without being asked to stop
         self.idle = trio.Event()  # set once every slot is removed and every process has exited
+        self.boot = BootReports(settle=settings.quick_exit)
+        self.boot_failed = trio.Event()  # set when a boot error ended the start-up (see startup.py)
+        self.started = False  # the start-up's workers were added (by run())
 
     # -- what a new worker is told -----------------------------------------------------------------
 
     def welcome(self, slot_id: int) -> dict[str, Any]:
-        """The WELCOME body for a worker (see docs/protocol.md)."""
-        s = self.settings
-        return {
-            "version": PROTOCOL_VERSION,
-            "slot": slot_id,
-            "pool": pool_of(self.slots, slot_id),  # a pool process's (docs/pool.md)
-            "pools": sorted(s.pools),
-            "app": s.app,
-            "app_dir": os.path.abspath(s.app_dir),
-            "listen_fds": [] if pool_of(self.slots, slot_id) else self.listen_fds(slot_id),
-            "max_message_size": s.max_message_size,
-            "outbox_limit": s.worker_outbox_limit,
-            "inbox_limit": s.inbox_limit,
-            "heartbeat_interval": s.heartbeat_interval,
-            "interface": s.interface,
-            "asgi": s.asgi,
-        }
+        """The WELCOME body for a worker or a pool process (see docs/protocol.md)."""
+        pool = pool_of(self.slots, slot_id)
+        return worker_welcome(
+            self.settings, slot_id, pool, [] if pool else self.listen_fds(slot_id)
+        )
 
     def listen_fds(self, slot_id: int) -> list[int]:
         """The shared listening sockets, then the slot's own (--reuse-port); never an anchor."""
@@ -163,6 +154,7 @@ class Supervisor:
         slot.current = None
         slot.last_exit = proc.exit_reason
         retiring = slot.retiring
+        cannot_boot = not retiring and self.boot.exited(trio.current_time(), proc, self.live)
         event = slot.life.exit_event(
             Exit(
                 uptime=proc.uptime,
@@ -179,11 +171,12 @@ class Supervisor:
         self._apply(slot, event)
         if retiring:
             return
-        if slot.state is SlotState.FAILED:
-            self.log(
-                f"worker {slot.id} failed: {proc.exit_reason}; not restarting"
-                " (fix the app, then `restart`)"
-            )
+        if cannot_boot:  # the reason is the master's to tell, as it exits
+            self.log(f"worker {slot.id} failed at start-up: {status_of(proc)}")
+            self.boot_failed.set()
+        elif slot.state is SlotState.FAILED:
+            told = tell_once(slot.id, proc, self.slots.values(), self.boot_failed.is_set())
+            self.log(f"worker {slot.id} failed: {told}")
         else:
             delay = slot.life.delay
             self.log(
@@ -276,6 +269,8 @@ class Supervisor:
         """Open ``count`` new slots, each taking the lowest free id; returns their ids. Raises
         TooManyWorkers, adding none, when the slots (draining ones too) would pass --max-workers."""
         assert self._nursery is not None
+        if self.started:  # an operator's, not the start-up's (see startup.py)
+            self.boot.operator_acted()
         if self.stopping:
             return []
         s = self.settings
@@ -333,6 +328,7 @@ class Supervisor:
         """Rolling restart, one slot at a time: the replacement is ready before the old one
         drains. A FAILED or BACKOFF slot is simply started again. Returns the restarted ids."""
         done = []
+        self.boot.operator_acted()
         async with self._restart_lock:
             for slot_id in list(slot_ids if slot_ids is not None else sorted(self.slots)):
                 slot = self.slots.get(slot_id)
@@ -365,6 +361,8 @@ class Supervisor:
             )
             self._stop_process(new)
             return False
+        if new.ended.is_set():  # its reason, once: the worker does not print it (runtime.py)
+            self.log(f"restart of worker {slot.id}: the new process ended: {new.exit_reason}")
         if new.ended.is_set() or slot.retiring or self.stopping:
             return False  # the replacement died (the old one keeps serving), or all stop
         # Re-read: the old process may have died while the replacement booted, and the slot's
@@ -439,6 +437,7 @@ class Supervisor:
             self.add(self.settings.workers)
             for name, count in self.settings.pools.items():
                 self.add(count, pool=name)
+            self.started = True
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()

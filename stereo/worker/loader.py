@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import exitcodes
+from ..checks import split_app_target
+from ..errors import ConfigError
 from .api import Worker
 
 App = Callable[[Worker], Awaitable[Any]]
@@ -28,15 +29,18 @@ class BootError(Exception):
 
 def load_app(spec: str, app_dir: str) -> App:
     """Import ``module:attribute`` with app_dir first on sys.path, as gunicorn and uvicorn do."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise BootError(exitcodes.APP_LOAD_ERROR, f"app {spec!r} is not MODULE:ATTRIBUTE")
+    try:
+        module_name, attribute = split_app_target(spec)
+    except ConfigError as exc:  # `stereo run` checked it; an embedder's Settings may not have
+        raise BootError(exitcodes.APP_LOAD_ERROR, str(exc)) from None
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     try:
         module = importlib.import_module(module_name)
     except BaseException as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        # One line: a SyntaxError's own text names the file and line ("(app.py, line 3)"),
+        # where format_exception_only would add the source line and a caret below.
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         reason = f"cannot import {module_name!r}: {detail}"
         raise BootError(exitcodes.APP_LOAD_ERROR, reason) from exc
     target: Any = module

@@ -38,12 +38,16 @@ from . import current, stopsignals
 from .api import Worker
 from .inbox import Inbox
 from .listeners import ConnectionTracker, Listener
-from .loader import BootError, load_app, resolve_interface
+from .loader import App, BootError, load_app, resolve_interface
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
 CLOSED_UNDER_US = "its descriptor was closed in this process, not by stereo (by the app?)"
+NO_LISTENERS = (
+    "trio.serve_listeners() was called but this worker has no listening socket: give"
+    " `stereo run` a --bind (HOST:PORT, unix:PATH or fd://N)"
+)
 
 
 class HubLink:
@@ -151,8 +155,12 @@ async def run_worker(hub_fd: int) -> int:
         app = load_app(str(welcome["app"]), str(welcome["app_dir"]))
         interface = resolve_interface(app, str(welcome.get("interface", "auto")))
     except BootError as exc:
-        await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
-        print(f"stereo worker: {exc.reason}", file=sys.stderr)
+        try:
+            await stream.send_all(encode_map(Kind.BOOT_ERROR, {"reason": exc.reason}))
+        except (trio.BrokenResourceError, OSError):
+            # Only the master reports a reason it got (once, for every worker); this one it
+            # did not get, so it goes to stderr.
+            print(f"stereo worker: {exc.reason}", file=sys.stderr)
         return exc.code
     if stopsignals.requested():  # ...or while it loaded (an import may take its time)
         return exitcodes.STOPPED
@@ -197,13 +205,18 @@ async def run_worker(hub_fd: int) -> int:
                         await serve_asgi_app(app, welcome.get("asgi", {}), worker, ready)
                     else:
                         ready()
-                        await app(worker)
+                        await run_serve(app, worker)
                 except* AppStartError as group:
                     exc = group.exceptions[0]
                     outbox.put(encode_map(Kind.BOOT_ERROR, {"reason": str(exc)}))
-                    print(f"stereo worker: {exc}", file=sys.stderr)
-                    with trio.move_on_after(FLUSH_TIMEOUT):
-                        await outbox.wait_flushed()
+                    told = False
+                    try:
+                        with trio.move_on_after(FLUSH_TIMEOUT):
+                            await outbox.wait_flushed()
+                            told = True
+                    finally:
+                        if not told:  # the master may never read it: stderr then (see above)
+                            print(f"stereo worker: {exc}", file=sys.stderr)
                     raise SystemExit(exitcodes.APP_LOAD_ERROR) from None
             # What the app broadcast before it ended still goes out (bounded: the master may
             # be gone, or not reading).
@@ -241,6 +254,26 @@ async def run_worker(hub_fd: int) -> int:
         nursery.start_soon(hub_tasks)
         nursery.start_soon(run_app)
     return exitcodes.STOPPED
+
+
+async def run_serve(app: App, worker: Worker) -> None:
+    """Run a ``serve(worker)`` app. One that passes this worker's listeners to
+    ``trio.serve_listeners`` when there are none (no --bind) meets trio's internal
+    ``AssertionError``: a boot error, for want of a --bind, rather than a crash loop. Recognised
+    by where it was raised and by the empty listeners, so no other assertion is taken for it."""
+    try:
+        await app(worker)
+    except (AssertionError, BaseExceptionGroup) as exc:  # not except*: the rest stays unwrapped
+        if not worker.listeners and _raised_in_serve_listeners(exc):
+            raise AppStartError(NO_LISTENERS) from None
+        raise
+
+
+def _raised_in_serve_listeners(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_raised_in_serve_listeners(inner) for inner in exc.exceptions)
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    return bool(frames) and frames[-1].f_code is trio.serve_listeners.__code__
 
 
 async def serve_asgi_app(
