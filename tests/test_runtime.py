@@ -15,7 +15,8 @@ import pytest
 import trio
 from conftest import Stereo, open_stereo, wait_all_exited, wait_exited
 
-STARTED = r"^\[worker (\d+)\] started pid=(\d+)$"
+# A started line, from the newest process of its slot or an older one still alive ("old pid P").
+STARTED = r"^\[worker (\d+)(?: old pid \d+)?\] started pid=(\d+)$"
 
 
 async def started_pids(stereo: Stereo, count: int, start: int = 0) -> dict[int, int]:
