@@ -215,7 +215,10 @@ async def run_worker(hub_fd: int) -> int:
                             await outbox.wait_flushed()
                             told = True
                     finally:
-                        if not told:  # the master may never read it: stderr then (see above)
+                        # Not told: the master may never read it, so stderr (see above);
+                        # unless the master is stopping this worker (its drain cancelled the
+                        # wait), e.g. because another worker's boot error ended the start-up.
+                        if not told and not worker.stopping.is_set():
                             print(f"stereo worker: {exc}", file=sys.stderr)
                     raise SystemExit(exitcodes.APP_LOAD_ERROR) from None
             # What the app broadcast before it ended still goes out (bounded: the master may
