@@ -35,6 +35,8 @@ FORBIDDEN = {
     "stereo.asgi": ("stereo.master", "stereo.control", "stereo.worker"),
     # The bridge is a process of its own that speaks the hub protocol, as a worker does.
     "stereo.bridge": ("stereo.master", "stereo.control", "stereo.asgi"),
+    # The exporter and dashboard process reads the master only through its control socket.
+    "stereo.observe": ("stereo.master", "stereo.worker", "stereo.asgi", "stereo.bridge"),
 }
 
 

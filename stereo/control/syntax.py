@@ -243,6 +243,14 @@ COMMANDS: dict[str, Command] = {
             _no_args("stats"),
         ),
         Command(
+            "snapshot",
+            "snapshot",
+            "everything the master knows, as raw data (for exporters)",
+            "Slots, processes and hub counters as plain data, as the metrics exporter and the"
+            " dashboard read them (docs/observability.md); no psutil figures.",
+            _no_args("snapshot"),
+        ),
+        Command(
             "shutdown",
             "shutdown [graceful|quick]",
             "stop the master and every worker",

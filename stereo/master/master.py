@@ -26,6 +26,7 @@ from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
+from .observer import run_observer
 from .output import OutputSink
 from .pidfile import PidFile
 from .process import Launcher
@@ -231,6 +232,8 @@ class Master:
                         log=self.sink.log,
                     )
                     await nursery.start(self.control.run)
+                    if self.settings.observer:
+                        nursery.start_soon(run_observer, self.settings, self.sink.log)
                     if self.handover is not None:
                         self.handover.complete(self)
                     if self.settings.console:
