@@ -1,7 +1,12 @@
-"""Test app for the metrics and dashboard tests: says when it is ready; worker 1 broadcasts
-OBSERVED_FLOOD messages of OBSERVED_PAD characters when it receives "flood"; the first process
-of worker 2 never reads its broadcasts (the master cuts it off as a slow consumer), its
-successors do; "hold" on worker 3 makes its first process stop reading too."""
+"""Test app for the metrics and dashboard tests.
+
+Each process broadcasts ["up", id] once started and prints "ready" when that broadcast comes back:
+the master read its READY first (same connection, in order), so it counts as ready by then.
+Worker 1 broadcasts OBSERVED_FLOOD messages of OBSERVED_PAD characters when it receives "flood"
+(and reads nothing from then on).
+With OBSERVED_SLOW_MARKER, the first process of worker 2 never reads its broadcasts (so the
+master cuts it off as a slow consumer); it prints "ready" once its "up" is sent.
+"""
 
 import os
 
@@ -16,11 +21,20 @@ MARKER = os.environ.get("OBSERVED_SLOW_MARKER")
 async def serve(worker):
     slow = worker.id == 2 and MARKER is not None and first_time(MARKER)
     messages = worker.messages(limit=1 if slow else None)
-    print(f"ready pid={os.getpid()}", flush=True)
+    await worker.broadcast(["up", worker.id])
     if slow:
-        await trio.sleep_forever()  # never reads: its inbox fills, then the master's outbox
+        print(f"ready pid={os.getpid()} (not reading)", flush=True)
+        await trio.sleep_forever()  # its inbox fills, then the master's outbox for it
     async for message in messages:
-        if message.data == "flood" and worker.id == 1:
-            for _ in range(FLOOD):
-                await worker.broadcast(PAD)
-            print("flooded", flush=True)
+        if message.data == ["up", worker.id] and message.sender == worker.id:
+            print(f"ready pid={os.getpid()}", flush=True)
+        elif message.data == "flood" and worker.id == 1:
+            break
+    else:
+        return
+    messages.close()  # worker 1 stops reading (unsubscribed: it is not held back) and floods
+    for _ in range(FLOOD):
+        await worker.broadcast(PAD)
+        await trio.sleep(0)  # its hub reader runs too: its own flood comes back to it
+    print("flooded", flush=True)
+    await trio.sleep_forever()
