@@ -77,8 +77,9 @@ class Dashboard:
         self.meter = ProcessMeter()
         self.history = History()
         self.logs = MasterLogs(link)
-        self.state: dict[str, Any] = {"error": "not polled yet"}
+        self.state: dict[str, Any] = {}
         self._tick = trio.Event()
+        self._polled = trio.Event()  # the first reading is in: pages start from it
 
     async def poll(self) -> None:
         """Read the master once a second, forever; every page gets each reading."""
@@ -110,10 +111,12 @@ class Dashboard:
                 "logs_available": self.logs.available,
                 "controls": True,
             }
+        self._polled.set()
         tick, self._tick = self._tick, trio.Event()
         tick.set()
 
     async def _events(self) -> AsyncIterator[bytes]:
+        await self._polled.wait()
         first = {**self.state, "history": list(self.history.points), "logs": list(self.logs.recent)}
         yield b"data: " + json.dumps(first).encode() + b"\n\n"
         while True:
@@ -121,15 +124,15 @@ class Dashboard:
             yield b"data: " + json.dumps(self.state).encode() + b"\n\n"
 
     async def handle(self, request: Request) -> Response | Stream:
+        name = request.path.removeprefix("/static/")
+        if request.method == "GET" and name in STATIC:  # code, no data: loaded without the token
+            return Response(200, _static(name), STATIC[name])
         if not self.access.allows(request.query, request.headers):
             self.out(f"refused {request.method} {request.path} from {request.peer}: no valid token")
             return Response(403, b"forbidden: this dashboard requires its token (?token=...)\n")
         if request.method == "GET":
             if request.path == "/":
                 return Response(200, _static("index.html"), "text/html; charset=utf-8")
-            name = request.path.removeprefix("/static/")
-            if name in STATIC:
-                return Response(200, _static(name), STATIC[name])
             if request.path == "/events":
                 return Stream(self._events())
             return Response(404, b"not found\n")
