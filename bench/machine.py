@@ -63,7 +63,7 @@ def describe() -> dict[str, str]:
         "kernel": platform.release(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "stereo": _version("stereo"),
+        "stereo": _version("trio-stereo"),
         "stereo worker decoder": _decoder(),
         "trio": _version("trio"),
         "cbor2": _version("cbor2"),

@@ -10,16 +10,8 @@ from pathlib import Path
 
 import trio
 
-from .asgi.settings import (
-    DEFAULT_FORWARDED_ALLOW_IPS,
-    DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_MAX_HEADER_SIZE,
-    DEFAULT_TIMEOUT_KEEP_ALIVE,
-    DEFAULT_WS_MAX_SIZE,
-    HTTP_PARSERS,
-    INTERFACES,
-    AsgiSettings,
-)
+from .argtypes import number, whole
+from .asgi_options import add_asgi_options, asgi_settings
 from .config_loader import load_run_config, run_subparser
 from .config_sources import blame, render
 from .control.client import DEFAULT_REQUEST_TIMEOUT, default_control_path
@@ -40,25 +32,8 @@ from .observe_options import (
     run_observe_command,
 )
 from .ops_options import add_ops_options, apply_ops_options
+from .version import VersionAction
 from .wire.protocol import DEFAULT_INBOX_LIMIT, DEFAULT_MAX_MESSAGE_SIZE
-
-
-def _whole(text: str) -> int:
-    """Syntax only: every range is :meth:`Settings.check`'s, in one place for every caller."""
-    try:
-        return int(text)
-    except ValueError:
-        digits = text.strip().lstrip("+-").isdecimal()
-        problem = "is far too large" if digits else "is not a whole number"
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} {problem}") from None
-
-
-def _number(text: str) -> float:
-    """Syntax only, as :func:`_whole` (NaN and infinities parse; the check refuses them)."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
 
 
 def _ctl_timeout(text: str) -> float:
@@ -83,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stereo",
         description="Run one network app as several worker processes that broadcast to each other.",
     )
+    parser.add_argument("-V", "--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start a master and its workers")
@@ -97,13 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-w",
         "--workers",
-        type=_whole,
+        type=whole,
         default=None,
         help=f"number of worker processes (default: CPUs available, here {default_workers()})",
     )
     run.add_argument(
         "--max-workers",
-        type=_whole,
+        type=whole,
         default=DEFAULT_MAX_WORKERS,
         metavar="N",
         help="most workers at once, draining ones included: -w, add, scale and SIGTTIN are"
@@ -124,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-message-size",
-        type=_whole,
+        type=whole,
         default=DEFAULT_MAX_MESSAGE_SIZE,
         metavar="BYTES",
         help="largest encoded broadcast (default: %(default)s)",
     )
     run.add_argument(
         "--outbox-limit",
-        type=_whole,
+        type=whole,
         default=DEFAULT_OUTBOX_LIMIT,
         metavar="BYTES",
         help="bytes the master buffers for one worker before cutting it off as a slow consumer"
@@ -139,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--inbox-limit",
-        type=_whole,
+        type=whole,
         default=DEFAULT_INBOX_LIMIT,
         metavar="BYTES",
         help="bytes of received broadcasts one messages() iterator of a worker may hold before"
@@ -147,14 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--graceful-timeout",
-        type=_number,
+        type=number,
         default=DEFAULT_GRACEFUL_TIMEOUT,
         metavar="SECONDS",
         help="how long a stopping worker may drain before it is killed (default: %(default)s)",
     )
     run.add_argument(
         "--timeout",
-        type=_number,
+        type=number,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="kill a ready worker whose event loop sends no heartbeat for this long"
@@ -177,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not offer the interactive console, even in a terminal",
     )
-    _add_asgi_options(run)
+    add_asgi_options(run)
     add_ops_options(run)
+    _add_logging_options(run)
     add_observe_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
@@ -195,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bridge.add_argument(
         "--bridge-timeout",
-        type=_number,
+        type=number,
         default=30.0,
         metavar="SECONDS",
         help="without the broker this long, cut the workers off (they start again at the"
@@ -203,11 +180,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bridge.add_argument(
         "--bridge-retention",
-        type=_whole,
+        type=whole,
         default=1_000_000,
         metavar="ENTRIES",
         help="batches the broker keeps; a hub further behind is cut off (default: %(default)s)",
     )
+
+    logs = commands.add_parser(
+        "logs",
+        help="recent output of the workers and the master's lines; -f follows it live",
+        description="Print the last lines the master keeps (1,000 at most) from its workers"
+        " and itself, and with -f go on printing new ones until Ctrl-C. Worker ids choose"
+        " whose lines (0 is the master).",
+    )
+    logs.add_argument("ids", nargs="*", type=whole, metavar="ID", help="only these workers")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing new lines")
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=whole,
+        default=100,
+        metavar="N",
+        help="how many recent lines to print first (default: %(default)s)",
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object a line")
+    logs.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
 
     console = commands.add_parser("console", help="attach an interactive console to a master")
     console.add_argument("--control", metavar="PATH", default=None, help=_CONTROL_HELP)
@@ -260,96 +257,28 @@ def _add_config_options(run: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_asgi_options(run: argparse.ArgumentParser) -> None:
-    asgi = run.add_argument_group("ASGI apps (FastAPI, Starlette, ...): the HTTP front end")
-    asgi.add_argument(
-        "--interface",
-        choices=INTERFACES,
-        default="auto",
-        help="what MODULE:ATTR is: serve = async serve(worker), asgi = an ASGI 3 app; auto: a"
-        " coroutine function of one argument is serve, any other callable ASGI (default: auto)",
-    )
-    asgi.add_argument(
-        "--http",
-        choices=HTTP_PARSERS,
-        default="auto",
-        help="HTTP/1.1 parser: httptools (C), h11 (pure Python); auto: httptools if installed",
-    )
-    asgi.add_argument("--root-path", default="", help="the ASGI root_path (mounted under a prefix)")
-    asgi.add_argument(
-        "--proxy-headers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="take the client address and scheme from X-Forwarded-For/-Proto when the peer is"
-        " in --forwarded-allow-ips (default: on)",
-    )
-    asgi.add_argument(
-        "--forwarded-allow-ips",
-        default=None,
-        metavar="IPS",
-        help="comma-separated proxy addresses to trust, or '*' (default: $FORWARDED_ALLOW_IPS,"
-        " else 127.0.0.1,::1)",
-    )
-    asgi.add_argument(
-        "--timeout-keep-alive",
-        type=_number,
-        default=DEFAULT_TIMEOUT_KEEP_ALIVE,
-        metavar="SECONDS",
-        help="close a keep-alive connection idle this long (default: %(default)g)",
-    )
-    asgi.add_argument(
-        "--limit-concurrency",
-        type=_whole,
-        default=None,
-        metavar="N",
-        help="connections per worker past which new ones are answered 503 (default: no limit)",
-    )
-    asgi.add_argument(
-        "--ws-max-size",
-        type=_whole,
-        default=DEFAULT_WS_MAX_SIZE,
-        metavar="BYTES",
-        help="largest WebSocket message; a larger one closes with 1009 (default: %(default)s)",
-    )
-    asgi.add_argument(
-        "--max-header-size",
-        type=_whole,
-        default=DEFAULT_MAX_HEADER_SIZE,
-        metavar="BYTES",
-        help="largest request line plus headers; past it, 431 (default: %(default)s)",
-    )
-    asgi.add_argument(
-        "--max-body-size",
-        type=_whole,
-        default=DEFAULT_MAX_BODY_SIZE,
-        metavar="BYTES",
-        help="largest request body; past it, 413 (default: %(default)s)",
-    )
-    asgi.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="print one line per HTTP response (default: on)",
-    )
+def _add_logging_options(run: argparse.ArgumentParser) -> None:
+    from .logs import LOG_FORMATS, LOG_LEVELS
 
-
-def _asgi_settings(args: argparse.Namespace) -> AsgiSettings:
-    allowed = args.forwarded_allow_ips  # $FORWARDED_ALLOW_IPS too: config_sources.ENV_ALIASES
-    return AsgiSettings(
-        root_path=args.root_path,
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=(
-            tuple(ip.strip() for ip in allowed.split(",") if ip.strip())
-            if allowed
-            else DEFAULT_FORWARDED_ALLOW_IPS
-        ),
-        timeout_keep_alive=args.timeout_keep_alive,
-        limit_concurrency=args.limit_concurrency,
-        ws_max_size=args.ws_max_size,
-        access_log=args.access_log,
-        max_header_size=args.max_header_size,
-        max_body_size=args.max_body_size,
-        http=args.http,
+    group = run.add_argument_group("logging (docs/logging.md)")
+    group.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="the master's own lines at this level and up (default: %(default)s)",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=None,
+        help="write the master's lines and the workers' output to PATH instead of the"
+        " terminal; SIGUSR1 reopens it (logrotate)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text, or json: one JSON object a line (default: %(default)s)",
     )
 
 
@@ -364,7 +293,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
 
     try:
         specs, resolved = load_run_config(
-            parser, argv, args.config, os.environ, Path.cwd(), numbers=(_whole, _number)
+            parser, argv, args.config, os.environ, Path.cwd(), numbers=(whole, number)
         )
     except StereoError as exc:
         print(f"stereo: {exc}", file=sys.stderr)
@@ -401,11 +330,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
         bridge_name=args.bridge_name,
         bridge_timeout=args.bridge_timeout,
         bridge_retention=args.bridge_retention,
+        log_level=args.log_level,
+        log_file=args.log_file,
+        log_format=args.log_format,
     )
     apply_ops_options(args, settings)
     apply_observe_options(args, settings)
     try:
-        asgi = _asgi_settings(args)
+        asgi = asgi_settings(args)
         asgi.check()
         settings.asgi = asgi.to_map()
         settings.check()
@@ -432,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = args.control or default_control_path()
     if args.command == "console":
         sys.exit(_console_cli.console(path))
+    if args.command == "logs":
+        sys.exit(_console_cli.logs(path, args.ids, args.follow, args.lines, args.json))
     if args.command == "top":
         sys.exit(_console_cli.top(path, once=args.once))
     if args.command == "ctl":

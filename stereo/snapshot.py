@@ -29,6 +29,7 @@ class BridgeStatistics:
     restarts: int  # bridge processes started after the first
     resets: int  # times the bridge cut this hub's workers off (a gap, the broker away)
     last_reset: str | None
+    broker_error: str | None = None  # why the broker is away now (e.g. Redis's error reply)
 
 
 @dataclass(frozen=True, slots=True)

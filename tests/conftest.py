@@ -25,13 +25,18 @@ LISTENING = re.compile(
     r"^\[stereo\] listening on (?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s]+)):(?P<port>\d+)$"
 )
 
+# The master's own lines start with a time and a level (docs/logging.md); tests match what
+# follows, as the lines read before that prefix existed.
+LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ (?=\[stereo\] )")
+
 
 class Stereo:
     """A running ``stereo run`` master, its output collected line by line."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # the master's own without their time and level
+        self.raw_lines: list[str] = []  # as printed
         self._changed = trio.Event()
         self.eof = trio.Event()
         self._reading = trio.Event()
@@ -48,22 +53,27 @@ class Stereo:
     def pid(self) -> int:
         return self.process.pid
 
-    async def _collect(self) -> None:
-        assert self.process.stdout is not None
+    async def _collect(self, pipe: trio.abc.ReceiveStream | None = None) -> None:
+        """Read the master's stdout (or ``pipe``, e.g. its stderr) to its end."""
+        pipe = pipe or self.process.stdout
+        assert pipe is not None
         partial = b""
         while True:
             await self._reading.wait()
-            chunk = await self.process.stdout.receive_some()
+            chunk = await pipe.receive_some()
             if not chunk:
                 break
             partial += chunk
             *complete, partial = partial.split(b"\n")
             if complete:
-                self.lines.extend(line.decode(errors="replace") for line in complete)
+                raw = [line.decode(errors="replace") for line in complete]
+                self.raw_lines.extend(raw)
+                self.lines.extend(LOG_PREFIX.sub("", line) for line in raw)
                 self._changed.set()
                 self._changed = trio.Event()
         if partial:
-            self.lines.append(partial.decode(errors="replace"))
+            self.raw_lines.append(partial.decode(errors="replace"))
+            self.lines.append(LOG_PREFIX.sub("", self.raw_lines[-1]))
         self.eof.set()
         self._changed.set()
 

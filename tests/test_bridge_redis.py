@@ -14,19 +14,22 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import coredis
+import coredis.exceptions
 import pytest
 import trio
 
-from stereo.bridge.broker import Batch, BrokerUnavailable, Entry, Gap
+from stereo.bridge.broker import Batch, BrokerRefused, BrokerUnavailable, Entry, Gap
 from stereo.bridge.redis_stream import (
     APPEND_SCRIPT,
     RedisStream,
     StreamKeys,
     check_position,
     entry_id,
+    error_reply,
     follow_on,
     parse_entry,
     script_args,
@@ -131,6 +134,17 @@ def test_follow_on() -> None:
         follow_on(4, None, [run[0], parse_entry(b"0-9", fields(8, 2))])  # a hole in the middle
     with pytest.raises(Gap, match="epoch"):
         follow_on(4, "other", run)  # recreated, and its numbering happens to line up
+
+
+def test_error_replies_keep_their_code() -> None:
+    # coredis drops a known code from the text; the operator must read Redis's own words.
+    wrongtype = coredis.exceptions.WrongTypeError("Operation against a key")
+    assert error_reply(wrongtype) == "WRONGTYPE Operation against a key"
+    assert error_reply(coredis.exceptions.AuthorizationError("no perm")) == "NOPERM no perm"
+    oom = coredis.exceptions.ResponseError("OOM command not allowed")
+    assert error_reply(oom) == "OOM command not allowed"
+    generic = coredis.exceptions.ResponseError("wrong number of arguments")
+    assert error_reply(generic) == "ERR wrong number of arguments"
 
 
 def test_check_position() -> None:
@@ -477,3 +491,62 @@ async def test_throughput(redis: RedisServer, capsys: pytest.CaptureFixture[str]
             f"read {total / read:,.0f} frames/s"
         )
     assert total / appended > 50_000 and total / read > 50_000  # a sanity floor only
+
+
+# What makes Redis answer the bridge with an error, what it says, and what puts it right.
+Admin = coredis.Redis[bytes]
+Change = Callable[[Admin], Awaitable[object]]
+ERROR_REPLIES: dict[str, tuple[Change, str, Change]] = {
+    # The stream's key holds another type (an operator's mistake, another app's key).
+    "wrongtype": (
+        lambda admin: admin.set("stereo:errors", "not a stream"),
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        lambda admin: admin.delete(["stereo:errors"]),
+    ),
+    # The bridge's ACL user may read but not run the append script.
+    "noperm": (
+        lambda admin: admin.acl_setuser("default", "-evalsha", "-eval"),
+        "NOPERM this user has no permissions to run the 'evalsha' command",
+        lambda admin: admin.acl_setuser("default", "+evalsha", "+eval"),
+    ),
+    "oom": (
+        lambda admin: admin.config_set({"maxmemory": 1}),
+        "OOM command not allowed when used memory > 'maxmemory'",
+        lambda admin: admin.config_set({"maxmemory": 0}),
+    ),
+    # A replica (here of a master that is not there) refuses writes.
+    "readonly": (
+        lambda admin: admin.replicaof("127.0.0.1", 1),
+        "READONLY You can't write against a read only replica",
+        lambda admin: admin.replicaof(),
+    ),
+}
+
+
+@needs_redis
+@pytest.mark.parametrize("case", list(ERROR_REPLIES))
+async def test_an_error_reply_is_refused_in_redis_words_then_clears(
+    redis: RedisServer, case: str
+) -> None:
+    """An error reply is BrokerRefused, saying Redis's words (not a crash of the bridge); once
+    the cause is gone the same adapter appends and reads on, nothing lost or duplicated."""
+    cause, words, cure = ERROR_REPLIES[case]
+    with trio.fail_after(30):
+        async with (
+            coredis.Redis.from_url(redis.url) as admin,
+            RedisStream(redis.url, "errors", timeout=2.0) as stream,
+        ):
+            assert await stream.append(Batch("h", 1, 1, b"a")) == 1
+            assert [e.first_seq for e in await stream.read(1, block=0.1)] == [1]
+            await cause(admin)
+            with pytest.raises(BrokerRefused) as refused:
+                await stream.append(Batch("h", 2, 1, b"b"))
+            assert str(refused.value).startswith(f"redis answered: {words}")
+            if case == "wrongtype":  # reading the key fails as well
+                with pytest.raises(BrokerRefused, match="WRONGTYPE"):
+                    await stream.read(2, block=0.1)
+            await cure(admin)
+            assert await stream.append(Batch("h", 2, 1, b"b")) == 2
+            assert await stream.append(Batch("h", 2, 1, b"b")) is None  # a resend is dropped
+            entries = await read_until(stream, 2, 2)
+    assert [(e.first_seq, e.frames) for e in entries] == [(2, b"b")]

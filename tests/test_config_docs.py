@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stereo.cli import _number, _whole, build_parser
+from stereo.argtypes import number as _number
+from stereo.argtypes import whole as _whole
+from stereo.cli import build_parser
 from stereo.config_loader import META_DESTS, run_subparser
 from stereo.config_sources import CONFIG_ENV, OptionSpec, specs_from_parser
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stereo.cli import _number, _whole, build_parser
+from stereo.argtypes import number as _number
+from stereo.argtypes import whole as _whole
+from stereo.cli import build_parser
 from stereo.config_loader import find_config_file, load_run_config
 from stereo.config_sources import COMMAND_LINE, DEFAULT, ConfigFile, Source, SourceError
 from stereo.master.binds import parse_bind

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stereo.cli import _number, _whole, build_parser
+from stereo.argtypes import number as _number
+from stereo.argtypes import whole as _whole
+from stereo.cli import build_parser
 from stereo.config_loader import META_DESTS, run_subparser
 from stereo.config_sources import (
     COMMAND_LINE,

@@ -12,12 +12,14 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pexpect  # type: ignore[import-untyped]
 import psutil
 import trio
-from conftest import APPS, open_stereo
+from conftest import APPS, ctl, open_stereo
 
 # Cursor movements and erasures end a "line" as far as matching goes (the prompt is redrawn
 # with them before each line printed above it); every other sequence is dropped.
@@ -25,6 +27,7 @@ MOVES = re.compile(r"\x1b\[[0-9;]*[ABDHJK]")
 FORWARD = re.compile(r"\x1b\[\d*C")  # skipping blank cells: a space will do
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r|\x07|\x08")
 TIMEOUT = 20.0
+T = TypeVar("T")
 
 
 class Terminal:
@@ -119,6 +122,11 @@ def status_pids(term: Terminal, count: int) -> dict[int, int]:
     return {int(m[1]): int(m[2]) for m in rows}
 
 
+def await_in_thread(call: Coroutine[Any, Any, T]) -> T:
+    """Run ``call`` on the trio loop this test thread came from (the console tests block)."""
+    return trio.from_thread.run(lambda: call)
+
+
 def wait_gone(pids: set[int], timeout: float = TIMEOUT) -> None:
     for pid in pids:
         try:
@@ -188,6 +196,10 @@ def test_console_in_place(tmp_path: Path) -> None:
         term.expect(r"^broadcast: '\{oops' is not JSON")
         term.command("help kill")
         term.expect(r"^kill ID \[SIGNAL\]$")
+        term.command("logs -n 1 0")
+        term.expect(r"^\d{4}-\d\d-\d\dT[\d:.]+Z INFO \[stereo\] ")
+        term.command("logs -f")
+        term.expect(r"^worker output is shown here live already")
 
         term.command("quit")
         term.expect(r"console detached; the master keeps running")
@@ -256,11 +268,22 @@ async def test_remote_console_and_top(tmp_path: Path) -> None:
                     term.expect(r"connected to .*ctl.sock: 2 worker processes")
                     term.expect(r"stereo>")
                     term.child.send("statu\t")  # completes to "status"
-                    term.expect(r"status|^s$")
+                    term.expect(r"status|^ *s *$")  # redrawn, or just the missing "s"
                     term.child.send("\r")
                     term.expect(r"SLOT +PID")
                     found = {int(term.expect(r"^ *[12] +(\d+) ")[1]) for _ in range(2)}
                     assert found == pids
+                    term.command("logs 1")
+                    term.expect(r"^\[worker 1\] ready$")
+                    # Following: new lines of worker 2 above the prompt, until toggled off.
+                    term.command("logs -f 2")
+                    term.expect(r"^following the log above the prompt")
+                    term.expect(r"^\[worker 2\] ready$")  # its recent lines first
+                    code, _, _ = await_in_thread(ctl("broadcast", "3", "--control", path))
+                    assert code == 0
+                    term.expect(r"^\[worker 2\] received 3 from 0$")
+                    term.command("logs -f")
+                    term.expect(r"^stopped following the log$")
                     since = term.command("top")
                     # Full-screen redraws skip cells that did not change: match words, not lines.
                     term.expect(r"master pid \d+, up [\d.]+s, 2 workers")
@@ -279,3 +302,34 @@ async def test_remote_console_and_top(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(console)
             assert stereo.process.returncode is None
             assert {child.pid for child in stereo.children()} == pids
+
+
+def test_in_place_with_a_log_file_follows_the_log_on_demand(tmp_path: Path) -> None:
+    """With --log-file the terminal shows only the console; `logs -f` brings the output back."""
+    path = str(tmp_path / "ctl.sock")
+    log = tmp_path / "stereo.log"
+    args = ["run", "control_app:serve", "-w", "1", "--control", path, "--log-file", str(log)]
+    term = Terminal(args, console_env(tmp_path))
+    try:
+        term.expect(r"`help` lists the commands")
+        term.command("logs -f 1")
+        term.expect(r"^following the log above the prompt")
+        term.expect(r"^\[worker 1\] ready$")  # from the ring, through the control socket
+        client = pexpect.run(
+            f"{sys.executable} -m stereo ctl --control {path} broadcast 4",
+            timeout=TIMEOUT,
+            withexitstatus=True,
+        )
+        assert client[1] == 0
+        term.expect(r"^\[worker 1\] received 4 from 0$")
+        term.command("logs -f")
+        term.expect(r"^stopped following the log$")
+        term.child.kill(signal.SIGTERM)
+        term.child.expect(pexpect.EOF, timeout=TIMEOUT)
+        term.child.close()
+        assert term.child.exitstatus == 0
+        assert "[stereo]" not in term.text  # the master's own lines went to the file only
+        logged = log.read_text()
+        assert "[worker 1] received 4 from 0" in logged and "[stereo] all workers stopped" in logged
+    finally:
+        term.close()

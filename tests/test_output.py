@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import trio
 import trio.testing
-from conftest import ctl, open_stereo
+from conftest import LOG_PREFIX, ctl, open_stereo
 
 from stereo.master.output import (
     MAX_LINE,
@@ -21,9 +21,15 @@ from stereo.master.output import (
     OutputBuffer,
     OutputSink,
     OutputStatistics,
+    WorkerSource,
     _worker_marker,
     pump_lines,
 )
+
+
+def plain(data: list[bytes]) -> list[str]:
+    """Written lines, the master's own without their time and level."""
+    return [LOG_PREFIX.sub("", line) for line in b"".join(data).decode().splitlines()]
 
 
 def test_lines_across_chunks() -> None:
@@ -42,9 +48,9 @@ def test_an_endless_line_is_cut_not_buffered_forever() -> None:
 
 
 async def test_redirect_sends_output_elsewhere_until_it_ends() -> None:
-    plain: list[bytes] = []
+    usual: list[bytes] = []
     other: list[bytes] = []
-    sink = OutputSink(writer=plain.append)
+    sink = OutputSink(writer=usual.append)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sink.run)
@@ -56,8 +62,8 @@ async def test_redirect_sends_output_elsewhere_until_it_ends() -> None:
             sink.log("three")
             await sink.flush()
             nursery.cancel_scope.cancel()
-    assert plain == [b"[stereo] one\n", b"[stereo] three\n"]
-    assert other == [b"[stereo] two\n"]
+    assert plain(usual) == ["[stereo] one", "[stereo] three"]
+    assert plain(other) == ["[stereo] two"]
 
 
 # -- the buffer's policy (pure) -------------------------------------------------------------------
@@ -65,6 +71,10 @@ async def test_redirect_sends_output_elsewhere_until_it_ends() -> None:
 
 def line(worker: int, text: str) -> bytes:
     return f"[worker {worker}] {text}\n".encode()
+
+
+def marker(gap: Counter[int]) -> bytes:
+    return f"[stereo] {_worker_marker(gap)}\n".encode()  # the buffer's default note
 
 
 def drain(buffer: OutputBuffer) -> bytes:
@@ -102,14 +112,14 @@ def test_the_marker_comes_when_stdout_catches_up_even_if_the_workers_went_quiet(
     a = line(1, "a" * 60)
     assert buffer.add_worker_lines(1, a, 1)
     assert not buffer.add_worker_lines(1, a, 1)
-    assert drain(buffer) == a + _worker_marker(Counter({1: 1}))
+    assert drain(buffer) == a + marker(Counter({1: 1}))
     assert not buffer.queued and buffer.held == 0
 
 
 def test_an_entry_bigger_than_the_limit_is_announced_at_once() -> None:
     buffer = OutputBuffer(limit=100, log_limit=100)
     assert not buffer.add_worker_lines(3, line(3, "x" * 200), 5)
-    assert drain(buffer) == _worker_marker(Counter({3: 5}))
+    assert drain(buffer) == marker(Counter({3: 5}))
 
 
 def test_the_masters_lines_keep_their_room_while_worker_lines_are_dropped() -> None:
@@ -118,7 +128,7 @@ def test_the_masters_lines_keep_their_room_while_worker_lines_are_dropped() -> N
     assert buffer.add_worker_lines(1, a, 1)
     assert not buffer.add_worker_lines(1, a, 1)
     assert buffer.add_log(b"[stereo] one\n") and buffer.add_log(b"[stereo] two\n")
-    assert drain(buffer) == (a + b"[stereo] one\n[stereo] two\n" + _worker_marker(Counter({1: 1})))
+    assert drain(buffer) == (a + b"[stereo] one\n[stereo] two\n" + marker(Counter({1: 1})))
 
 
 def test_the_masters_lines_over_their_own_cap_are_counted_and_announced() -> None:
@@ -154,7 +164,7 @@ async def test_a_stuck_stdout_never_stops_the_pump_and_the_log_survives() -> Non
             pump = trio.Event()
 
             async def pump_all() -> None:
-                await pump_lines(receive, 7, sink)
+                await pump_lines(receive, WorkerSource(7, 4242), sink)
                 pump.set()
 
             nursery.start_soon(pump_all)
@@ -167,7 +177,7 @@ async def test_a_stuck_stdout_never_stops_the_pump_and_the_log_survives() -> Non
             gate.set()
             await sink.flush()
             nursery.cancel_scope.cancel()
-    lines = b"".join(written).decode().splitlines()
+    lines = plain(written)
     assert lines[0] == "[stereo] before" and "[stereo] while stuck" in lines
     numbers = [int(text.split()[-1]) for text in lines if text.startswith("[worker 7] line ")]
     dropped = sink.statistics().worker_lines_dropped[7]

@@ -23,10 +23,14 @@ ENVELOPE = 64
 # Printed by the installation's own interpreter; -I keeps the working directory off sys.path.
 WHICH_STEREO = """
 import os, stereo
-from importlib.metadata import version
+from importlib import metadata
+try:
+    installed = metadata.version("trio-stereo")
+except metadata.PackageNotFoundError:  # an installation from before the rename
+    installed = metadata.version("stereo")
 fast = getattr(stereo, "accelerated", lambda: None)()
 decoder = {True: "C accelerator", False: "pure Python decoder"}.get(fast, "decoder unknown")
-print(f"stereo {version('stereo')} at {os.path.dirname(stereo.__file__)}, {decoder}")
+print(f"stereo {installed} at {os.path.dirname(stereo.__file__)}, {decoder}")
 """
 
 

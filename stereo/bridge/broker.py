@@ -55,6 +55,11 @@ class BrokerUnavailable(StereoError):
     """The broker cannot be reached now (refused, reset, timed out): retry with backoff."""
 
 
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered with an error (a key of another type, no permission, out of memory,
+    a read-only replica): retried like an unreachable broker, its words shown to the operator."""
+
+
 def check_follows(expected: int, entry: Entry) -> None:
     """Raise Gap unless ``entry`` starts exactly at ``expected``."""
     if entry.first_seq != expected:

@@ -48,6 +48,7 @@ from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageTyp
 from nats.js.api import StreamInfo as _StreamInfo
 
 from ..errors import StereoError
+from ..urls import redact
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
 from .jetstream_headers import MalformedEntry, decode_entry, encode_headers, next_seq, stream_names
 
@@ -124,12 +125,14 @@ class JetStream:
             yield
         except (nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError) as exc:
             self._drop()
-            raise BrokerUnavailable(f"{self.url}: JetStream unavailable ({exc})") from exc
+            raise BrokerUnavailable(f"{redact(self.url)}: JetStream unavailable ({exc})") from exc
         except nats.js.errors.Error:
             raise  # an answer from the server, handled (or not) by the caller
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._drop()
-            raise BrokerUnavailable(f"{self.url}: {type(exc).__name__} {exc}".rstrip()) from exc
+            raise BrokerUnavailable(
+                f"{redact(self.url)}: {type(exc).__name__} {exc}".rstrip()
+            ) from exc
 
     def _drop(self) -> None:
         nc, self._nc, self._js = self._nc, None, None

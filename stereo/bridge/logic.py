@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ProtocolError
 from ..wire.bridge import decode_batch, encode_deliver
 from ..wire.protocol import LARGEST_MESSAGE_SIZE, Kind, encode_map, max_body_size
-from .broker import Batch, BrokerUnavailable, Entry, Gap
+from .broker import Batch, BrokerRefused, BrokerUnavailable, Entry, Gap
 from .restamp import restamp
 
 RECEIVE_SIZE = 256 * 1024
@@ -62,8 +62,15 @@ class BridgeLogic:
         self.next_seq: int | None = welcome.get("next_seq")
         # Each frame of an entry must be a whole BROADCAST under the hub's own limit.
         self.max_length = max_body_size(int(welcome["max_message_size"])) + 1
-        self._away_since: float | None = None  # the broker unreachable since (driver's clock)
+        # Since when each kind of call (appending, reading: a driver's ``call`` names) has
+        # failed, on the driver's clock: one kind failing alone (an ACL that lets this hub read
+        # but not append) is the broker away for this hub all the same.
+        self._away_since: dict[str, float] = {}
+        self._said: set[str] = set()  # the reasons logged during this outage, each said once
         self._reset_sent = False
+        # Why the broker is away now, as the hub last heard it (None: it is not), and as it is.
+        self._told: str | None = None
+        self._error: str | None = None
 
     def batch(self, kind: int, body: bytes) -> Batch:
         """The entry to append for a frame from the master (only BATCHes come)."""
@@ -73,31 +80,54 @@ class BridgeLogic:
         return Batch(self.hub_id, number, count, frames)
 
     def unavailable(
-        self, exc: BrokerUnavailable, attempt: int, now: float, started: float | None = None
+        self,
+        exc: BrokerUnavailable,
+        attempt: int,
+        now: float,
+        started: float | None = None,
+        call: str = "",
     ) -> Retry:
-        """A broker call (the ``attempt``-th in a row, from 0) that began at ``started`` failed
-        at ``now``. Past the timeout the hub is RESET once, and once the broker is back this hub
-        starts at the tail: its workers were cut off, and what they missed is not theirs to read.
+        """A broker call (the ``attempt``-th in a row of its kind ``call``, from 0) that began
+        at ``started`` failed at ``now``. Past the timeout the hub is RESET once, and once the
+        broker is back this hub starts at the tail: its workers were cut off, and what they
+        missed is not theirs to read. Each distinct reason is logged once per outage.
 
         The broker is away from the start of the first call that failed, not from its failure:
         a call bounded by the timeout itself (a paused server, a cut link) fails only once the
         timeout has passed, and the RESET is due then, not a timeout later."""
         delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        reason = str(exc)
+        self._error = reason
         notes: tuple[str, ...] = ()
-        if self._away_since is None:
-            self._away_since = now if started is None else started
-            notes = (f"broker unavailable ({exc}); retrying",)
-        if now - self._away_since > self.timeout and not self._reset_sent:
-            reset = self._reset(f"the broker was unreachable for over {self.timeout:g} s")
+        if reason not in self._said:
+            self._said.add(reason)
+            notes = (f"broker unavailable ({reason}); retrying",)
+        since = self._away_since.setdefault(call, now if started is None else started)
+        if now - since > self.timeout and not self._reset_sent:
+            if isinstance(exc, BrokerRefused):
+                why = f"the broker refused for over {self.timeout:g} s: {reason}"
+            else:
+                why = f"the broker was unreachable for over {self.timeout:g} s"
+            reset = self._reset(why)
             return Retry(delay, (*notes, reset.note), reset.frame)
         return Retry(delay, notes)
 
-    def available(self) -> str | None:
-        """A broker call answered: the line to log if the broker was away."""
-        if self._away_since is None:
+    def available(self, call: str = "") -> str | None:
+        """A broker call of kind ``call`` answered: the line to log if the broker was away
+        (and no other kind of call still finds it so)."""
+        if self._away_since.pop(call, None) is None or self._away_since:
             return None
-        self._away_since = None
+        self._said.clear()
+        self._error = None
         return "broker reachable again"
+
+    def status(self) -> bytes | None:
+        """A BRIDGE_STATUS for the hub if why the broker is away (or that it is not) changed
+        since the hub last heard: the master shows it in ``status`` and ``stats``."""
+        if self._error == self._told:
+            return None
+        self._told = self._error
+        return encode_map(Kind.BRIDGE_STATUS, {"error": self._error})
 
     def gap(self, gap: Gap) -> Reset:
         """The broker's order has a hole here: RESET the hub, never skip, start at the tail."""

@@ -17,21 +17,26 @@ functions; ``RedisStream`` is the thin I/O around them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import coredis
 import coredis.exceptions
 import trio
-from coredis.retry import NoRetryPolicy
+from coredis.connection import BaseConnection
+from coredis.parser import Parser
+from coredis.pool import ConnectionPool
+from coredis.typing import RedisValueT, ResponseType
 
-from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
+from .broker import Batch, BrokerRefused, BrokerUnavailable, Entry, Gap, check_follows
 
 # KEYS: stream, counter, hubs, epoch. ARGV: hub id, retention (MAXLEN ~), an epoch to use if the
 # stream has none yet, then (batch number, frame count, frames) for each batch, in order.
@@ -72,6 +77,8 @@ end
 return firsts
 """
 
+SCRIPT_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+
 # Entries per XREAD: enough to amortise the round trip, few enough to keep a reply small
 # (an entry is one hub batch, typically a few kB).
 READ_COUNT = 256
@@ -79,13 +86,30 @@ READ_COUNT = 256
 # What a lost, refused, reset or restarting server looks like from coredis under anyio: retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     coredis.exceptions.ConnectionError,  # also BusyLoadingError (a restart loading its data)
-    coredis.exceptions.ReadOnlyError,  # a replica mid-failover
     TimeoutError,
     OSError,
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
     anyio.EndOfStream,
 )
+
+
+# coredis turns an error reply into an exception named after its code and drops the code from
+# the text ("WRONGTYPE Operation against..." becomes WrongTypeError("Operation against...")).
+_ERROR_CODES = {
+    kind: code for code, kind in Parser.EXCEPTION_CLASSES.items() if isinstance(kind, type)
+}
+
+
+def error_reply(error: coredis.exceptions.ResponseError) -> str:
+    """The error reply as Redis sent it (its code first), for the operator to recognise."""
+    text = str(error)
+    code = _ERROR_CODES.get(type(error))
+    if code is None:
+        first = text.split(" ", 1)[0]
+        # An unknown code stays in the text (OOM, BUSY, MISCONF...); the generic ERR is dropped.
+        code = None if first.isupper() and first.isalpha() else "ERR"
+    return f"{code} {text}" if code else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +214,20 @@ def check_position(expected: int, counter: int, epoch: str | None, current: str 
 
 
 class RedisStream:
-    """A Broker on one Redis stream. Use as ``async with RedisStream(url, name) as stream``: the
-    coredis client lives in that block (its connections are tasks of a task group there).
+    """A Broker on one Redis stream. Use as ``async with RedisStream(url, name) as stream``: its
+    connection lives in that block (a task of a nursery there).
+
+    One dedicated coredis connection, and raw requests on it (``create_request``: RESP3, bytes
+    in and out, no typed reply callbacks): coredis's client adds a connection pool lease, a
+    retry policy and a reply callback to every call, which cost more than the round trip itself
+    (bench/redis_calls.py). A connection that failed or timed out is dropped, and the next call
+    connects again.
 
     Every call is bounded by ``timeout`` (plus the read's ``block``) and raises
-    BrokerUnavailable past it or on any connection error; a call after the server is back
-    connects again. A reader pins the stream's epoch (from ``tail()``, its first entry, or the
-    ``epoch`` given, e.g. kept across a bridge restart) and raises Gap on a recreated stream.
+    BrokerUnavailable past it or on any connection error, and BrokerRefused when Redis answers
+    with an error (a key of another type, no permission, out of memory, a read-only replica).
+    A reader pins the stream's epoch (from ``tail()``, its first entry, or the ``epoch`` given,
+    e.g. kept across a bridge restart) and raises Gap on a recreated stream.
     """
 
     def __init__(
@@ -216,18 +247,17 @@ class RedisStream:
         self.retention = retention
         self.timeout = timeout
         self.epoch = epoch
-        # No retries inside coredis: the bridge retries with its own backoff, and a bounded
-        # call must stay bounded.
-        self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url, connect_timeout=timeout, retry_policy=NoRetryPolicy()
-        )
-        # EVALSHA, loading the script again on NOSCRIPT (a restarted server forgot it).
-        self._append = self._client.register_script(APPEND_SCRIPT)
-        self._entered = False
+        # Never entered: coredis's reading of the URL (host, port, db, credentials), whose
+        # connection class and arguments make this adapter's connections.
+        self._pool = ConnectionPool.from_url(url, connect_timeout=timeout)
+        self._connection: BaseConnection | None = None
+        self._stream_key = self.keys.stream.encode()
+        self._script_keys = self.keys.script_keys()
+        self._exit = AsyncExitStack()
+        self._nursery: trio.Nursery | None = None
 
     async def __aenter__(self) -> Self:
-        await self._client.__aenter__()
-        self._entered = True
+        self._nursery = await self._exit.enter_async_context(trio.open_nursery())
         return self
 
     async def __aexit__(
@@ -239,9 +269,11 @@ class RedisStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._entered:
-            self._entered = False
-            await self._client.__aexit__(None, None, None)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+            self._nursery = None
+            self._connection = None
+            await self._exit.aclose()
 
     async def append(self, batch: Batch) -> int | None:
         return (await self.append_many([batch]))[0]
@@ -256,7 +288,10 @@ class RedisStream:
         # get the epoch its readers pinned, or they would read its entries as the old ones'.
         args = script_args(batches, self.retention, uuid.uuid4().hex)
         with _boundary(self.timeout):
-            firsts: object = await self._append(self.keys.script_keys(), args)
+            try:
+                firsts = await self._call(b"EVALSHA", SCRIPT_SHA, 4, *self._script_keys, *args)
+            except coredis.exceptions.NoScriptError:  # a restarted server forgot it: EVAL loads it
+                firsts = await self._call(b"EVAL", APPEND_SCRIPT, 4, *self._script_keys, *args)
         if not isinstance(firsts, list) or len(firsts) != len(batches):
             raise TypeError(f"the append script returned {firsts!r}")
         return [first if isinstance(first, int) and first > 0 else None for first in firsts]
@@ -265,21 +300,21 @@ class RedisStream:
         if expected < 1:
             raise ValueError(f"seqs start at 1, not {expected}")
         # BLOCK 0 would wait forever: no BLOCK at all is a poll.
-        block_ms = max(1, math.ceil(block * 1000)) if block > 0 else None
+        wait: tuple[bytes | int, ...] = (
+            (b"BLOCK", max(1, math.ceil(block * 1000))) if block > 0 else ()
+        )
         with _boundary(self.timeout + max(block, 0.0)):
-            reply = await self._client.xread(
-                {self.keys.stream: entry_id(expected - 1)}, count=READ_COUNT, block=block_ms
+            reply = await self._call(
+                b"XREAD",
+                *(b"COUNT", READ_COUNT, *wait),
+                *(b"STREAMS", self._stream_key, entry_id(expected - 1)),
             )
-        found = reply.get(self.keys.stream.encode()) if reply else None
+        found = reply.get(self._stream_key) if isinstance(reply, dict) else None
         if not found:
             counter, current = await self._position()
             check_position(expected, counter, self.epoch, current)
             return []
-        entries, self.epoch = follow_on(
-            expected,
-            self.epoch,
-            (parse_entry(item.identifier, item.field_values) for item in found),
-        )
+        entries, self.epoch = follow_on(expected, self.epoch, xread_entries(found))
         return entries
 
     async def tail(self) -> int:
@@ -288,22 +323,70 @@ class RedisStream:
         self.epoch = current
         return counter + 1
 
+    async def ping(self) -> None:
+        """One round trip (for measuring the client: bench/redis_calls.py)."""
+        with _boundary(self.timeout):
+            await self._call(b"PING")
+
     async def _position(self) -> tuple[int, str | None]:
         """The counter (last seq handed out, 0 if none) and the epoch, read atomically."""
         with _boundary(self.timeout):
-            counter, epoch = await self._client.mget([self.keys.counter, self.keys.epoch])
+            reply = await self._call(b"MGET", self.keys.counter, self.keys.epoch)
+        if not isinstance(reply, list) or len(reply) != 2:
+            raise TypeError(f"MGET returned {reply!r}")
+        counter, epoch = reply
         return (int(counter) if counter is not None else 0), (
-            epoch.decode() if epoch is not None else None
+            epoch.decode() if isinstance(epoch, bytes) else None
         )
+
+    async def _call(self, command: bytes, *args: RedisValueT) -> ResponseType:
+        """One request on the connection (connecting first if there is none). A request cut
+        short (a timeout) drops the connection: its reply may still come, and the next request
+        must not read it as its own."""
+        connection = await self._connect()
+        request = connection.create_request(
+            command, *args, decode=False, disconnect_on_cancellation=True
+        )
+        return await request
+
+    async def _connect(self) -> BaseConnection:
+        connection = self._connection
+        if connection is not None and connection.usable:
+            return connection
+        if self._nursery is None:
+            raise RuntimeError("RedisStream used outside its `async with` block")
+        pool = self._pool
+        # The pool's class matches its location (TCP or a unix socket): one URL made both.
+        location: Any = pool.location
+        connection = pool.connection_class(location, **pool.connection_kwargs)
+        # Runs until the connection ends; its requests fail with ConnectionError then.
+        await self._nursery.start(partial(connection.run))
+        self._connection = connection
+        return connection
+
+
+def xread_entries(found: object) -> Iterator[tuple[str, Entry]]:
+    """The entries of one stream in a raw XREAD reply: ``[[id, [field, value, ...]], ...]``."""
+    if not isinstance(found, list):
+        raise Gap(0, None, f"XREAD answered {type(found).__name__}, not a list of entries")
+    for item in found:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)):
+            raise Gap(0, None, f"XREAD answered an entry that is not [id, fields]: {item!r:.80}")
+        identifier, flat = item
+        values = iter(flat)
+        yield parse_entry(identifier, dict(zip(values, values, strict=False)))
 
 
 @contextmanager
 def _boundary(seconds: float) -> Iterator[None]:
-    """Where coredis and OS errors become BrokerUnavailable, and a call past its deadline (a
-    server that stopped answering, e.g. SIGSTOPped or behind a cut link) too."""
+    """Where coredis and OS errors become BrokerUnavailable, an error reply BrokerRefused (in
+    Redis's own words), and a call past its deadline (a server that stopped answering, e.g.
+    SIGSTOPped or behind a cut link) BrokerUnavailable too."""
     with trio.move_on_after(seconds) as scope:
         try:
             yield
+        except coredis.exceptions.ResponseError as error:
+            raise BrokerRefused(f"redis answered: {error_reply(error)}") from error
         except _UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error!r}") from error
     if scope.cancelled_caught:

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from .. import exitcodes
 from ..errors import ProtocolError
+from ..urls import redact
 from ..wire.framing import FrameReader
 from ..wire.protocol import PROTOCOL_VERSION, Kind, decode_map, encode_map
 from .logic import HUB_MAX_BODY, RECEIVE_SIZE, say
@@ -61,7 +62,7 @@ def run(hub_fd: int) -> int:
         from . import runtime_trio
 
         return runtime_trio.run(sock, reader, welcome)
-    raise ProtocolError(f"the master asked for a broker this bridge cannot reach: {url!r}")
+    raise ProtocolError(f"the master asked for a broker this bridge cannot reach: {redact(url)!r}")
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -14,7 +14,7 @@ from .. import exitcodes
 from ..wire.bridge import encode_appended
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import Kind
-from .broker import Broker, BrokerUnavailable, Gap
+from .broker import Batch, Broker, BrokerUnavailable, Gap
 from .logic import BROKER_CALL_TIMEOUT, HEARTBEAT, READ_BLOCK, RECEIVE_SIZE, BridgeLogic, say
 from .redis_stream import RedisStream
 
@@ -45,6 +45,9 @@ class HubConnection:
 # Batches appended in one call at most (each still its own entry), and their bytes: what has
 # piled up while the last call was under way goes in the next one, so a busy bridge keeps up.
 MAX_BATCHES_PER_CALL = 256
+# The two kinds of broker call, each counted as away on its own (BridgeLogic.unavailable).
+APPEND = "append"
+READ = "read"
 MAX_BYTES_PER_CALL = 4 * 1024 * 1024
 
 
@@ -89,19 +92,24 @@ class Bridge:
                     break
                 batches.append(self.logic.batch(frame.kind, frame.body))
                 size += len(frame.body)
-            await self._positioned.wait()
-            await self.retrying(partial(self.appender.append_many, batches))
+            await self.retrying(partial(self.append_positioned, batches), APPEND)
             await self.hub.send(encode_appended(batches[-1].number))
+
+    async def append_positioned(self, batches: list[Batch]) -> None:
+        # Every try waits for a position: a RESET while the broker refused the last one (the
+        # reader still answered) moves the reader to a new tail, which the batches must follow.
+        await self._positioned.wait()
+        await self.appender.append_many(batches)
 
     async def read_loop(self) -> NoReturn:
         logic = self.logic
         while True:
             if logic.next_seq is None:
-                logic.next_seq = await self.retrying(self.reader.tail)
+                logic.next_seq = await self.retrying(self.reader.tail, READ)
                 self._positioned.set()
             expected = logic.next_seq
             try:
-                entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK))
+                entries = await self.retrying(partial(self.reader.read, expected, READ_BLOCK), READ)
             except Gap as gap:
                 reset = logic.gap(gap)
                 say(reset.note)
@@ -117,15 +125,19 @@ class Bridge:
             self._positioned = trio.Event()
         await self.hub.send(frame)
 
-    async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` until the broker answers (the logic decides the waits and the RESET)."""
+    async def retrying(self, call: Callable[[], Awaitable[T]], kind: str) -> T:
+        """``call()`` until the broker answers (the logic decides the waits and the RESET);
+        ``kind`` names the loop calling, whose outage is counted on its own."""
         attempt = 0
         while True:
             started = trio.current_time()
             try:
                 result = await call()
             except BrokerUnavailable as exc:
-                retry = self.logic.unavailable(exc, attempt, trio.current_time(), started)
+                retry = self.logic.unavailable(exc, attempt, trio.current_time(), started, kind)
+                # The master hears why before the log says it: whoever reads the line and asks
+                # for `stats` finds the reason there.
+                await self.send_status()
                 for note in retry.notes:
                     say(note)
                 if retry.reset is not None:
@@ -133,9 +145,15 @@ class Bridge:
                 await trio.sleep(retry.delay)
                 attempt += 1
                 continue
-            if back := self.logic.available():
+            if back := self.logic.available(kind):
+                await self.send_status()
                 say(back)
             return result
+
+    async def send_status(self) -> None:
+        """Tell the master why the broker is away (or that it is back), when that changed."""
+        if (status := self.logic.status()) is not None:
+            await self.hub.send(status)
 
 
 async def serve(sock: socket.socket, reader: FrameReader, welcome: dict[str, Any]) -> int:

@@ -19,7 +19,7 @@ from .client import (
     ControlUnreachable,
     default_control_path,
 )
-from .render import format_help, format_result
+from .render import format_help, format_log_line, format_result
 from .syntax import UsageError, parse_words
 
 #: ``stereo ctl`` exit statuses.
@@ -28,6 +28,7 @@ EXIT_FAILED = 1  # the master refused or failed the command
 EXIT_USAGE = 2  # the command line is wrong (as argparse)
 EXIT_UNREACHABLE = 3  # no master answers at the control socket
 EXIT_TIMEOUT = 4  # connected, but no answer within --timeout (the master may still act on it)
+EXIT_INTERRUPTED = 130  # `stereo logs -f` left with Ctrl-C, as shells report it
 
 MAX_TIMEOUT = 86400.0  # a day: beyond it, "wait for ever" is what was meant, and is refused
 
@@ -70,6 +71,38 @@ def top(path: str, once: bool = False) -> int:
     if error is not None:
         print(f"stereo top: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def logs(path: str, ids: list[int], follow: bool, lines: int, as_json: bool) -> int:
+    """``stereo logs``: the last ``lines`` lines, then (``follow``) new ones as they come, by
+    long poll (docs/logging.md), until Ctrl-C or until the master goes away."""
+    from .follow import follow as follow_log
+
+    following = False
+    try:
+        with ControlClient.connect(path) as client:
+            for result in follow_log(client, ids or None, None, lines):
+                if result["missed"]:
+                    missed = result["missed"]
+                    print(f"stereo logs: {missed} lines were dropped here", file=sys.stderr)
+                for line in result["lines"]:
+                    print(json.dumps(line) if as_json else format_log_line(line))
+                sys.stdout.flush()
+                if not follow:
+                    break
+                following = True
+    except ControlUnreachable as exc:
+        print(f"stereo logs: {exc}", file=sys.stderr)
+        # Once following, the master going away (it stopped) ends the follow normally.
+        return EXIT_OK if following else EXIT_UNREACHABLE
+    except ControlError as exc:
+        print(f"stereo logs: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `stereo logs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
@@ -124,6 +157,8 @@ def ctl(
         return EXIT_OK
     if not command.in_master:
         return fail(EXIT_USAGE, f"{command.name} only makes sense in `stereo console`")
+    if args.pop("follow", False):
+        return fail(EXIT_USAGE, "logs -f: use `stereo logs -f` to follow the log")
     try:
         with ControlClient.connect(path, request_timeout=options["timeout"]) as client:
             result: Any = client.request(command.name, args)

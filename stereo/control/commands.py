@@ -26,10 +26,11 @@ from ..errors import ControlError, StereoError, TooManyWorkers
 from ..snapshot import MasterSnapshot, ProcessSnapshot, SlotSnapshot
 from ..wire.control import parse_signal
 from ..wire.protocol import encode_cbor
+from .logfeed import DEFAULT_LOG_LINES, LogSource, logs, seconds_arg
 from .sampler import Sampler
 
 
-class Target(Protocol):
+class Target(LogSource, Protocol):
     """What the commands need of a running master, and all they may do to it. Reading goes
     through :meth:`snapshot` (plain data); each action returns once it has been set in motion."""
 
@@ -397,6 +398,13 @@ HANDLERS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
     "stats": lambda ctx, args: stats(ctx),
     "snapshot": lambda ctx, args: dataclasses.asdict(ctx.target.snapshot()),
     "shutdown": lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
+    "logs": lambda ctx, args: logs(
+        ctx.target,
+        _arg_optional_int(args, "after"),
+        _arg_ids(args),
+        _arg_int(args, "limit", DEFAULT_LOG_LINES),
+        seconds_arg(args, "wait"),
+    ),
 }
 
 

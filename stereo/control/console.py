@@ -9,6 +9,8 @@ master. Errors are printed as one readable line, never as a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,7 +18,6 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager
-from functools import partial
 from typing import Any
 
 import trio
@@ -25,13 +26,14 @@ from prompt_toolkit.application import Application
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
-from prompt_toolkit.patch_stdout import StdoutProxy
 
 from ..errors import ControlError
 from .client import ControlClient, ControlUnreachable
+from .follow import LogFollower
 from .render import format_help, format_result
 from .syntax import ALIASES, COMMANDS, UsageError, parse_line
-from .top import run_top
+from .terminal import TerminalWriter
+from .top import run_top_async
 
 PROMPT = "stereo> "
 #: How long the master, on its way out, waits for the prompt to end and the terminal to be free.
@@ -105,25 +107,40 @@ def _summary(name: str) -> str:
 
 
 class Console:
-    """Reads lines, runs them through a control client, prints the results."""
+    """Reads lines, runs them through a control client, prints the results.
+
+    The prompt, the live view and every print run in one asyncio loop (:meth:`run`), the only
+    writer of the terminal (:class:`~stereo.control.terminal.TerminalWriter`); a command waits
+    for the master in a thread, so output keeps coming above the prompt meanwhile."""
 
     def __init__(
         self,
         client: ControlClient,
         *,
         in_place: bool = False,
+        live_output: bool = False,
+        follow_path: str | None = None,
         history: History | None = None,
         write: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.in_place = in_place
+        self.live_output = live_output  # worker output shows above the prompt anyway
+        # Where `logs -f` connects: the control socket (in place: None while worker output is
+        # shown live anyway, or when there is no socket to follow through).
+        self.follow_path = client.path if follow_path is None and not in_place else follow_path
         self.history = history if history is not None else open_history()
-        self.write = write or _print
+        self.terminal = TerminalWriter()
+        self.write = write or self._print
         self._lock = threading.Lock()
         self._stopping = False
         self._running: Application[Any] | None = None
         self.session: PromptSession[str] | None = None
+        self.follower: LogFollower | None = None
         self.lost = False  # the master went away (or was told to shut down)
+
+    def _print(self, text: str) -> None:
+        self.terminal.write(text + "\n")
 
     # -- lines -----------------------------------------------------------------------------------
 
@@ -132,7 +149,8 @@ class Console:
         return sorted({int(row["slot"]) for row in rows})
 
     def handle(self, line: str) -> bool:
-        """Run one line; False when the console should end (quit, or the master is gone)."""
+        """Run one line (not ``top``: see :meth:`_handle`); False when the console should end
+        (quit, or the master is gone)."""
         try:
             parsed = parse_line(line)
             if parsed is None:
@@ -143,12 +161,8 @@ class Console:
             if command.name == "help":
                 self.write(format_help(args.get("command")))
                 return True
-            if command.name == "top":
-                error = run_top(self.client)
-                if error is not None:
-                    self.write(f"error: {error}")
-                    self.lost = True
-                    return False
+            if command.name == "logs" and args.pop("follow", False):
+                self.follow(args.get("ids"))
                 return True
             result = self.client.request(command.name, args)
             self.write(format_result(command.name, result))
@@ -165,10 +179,61 @@ class Console:
             self.write(f"error: {exc}")
         return True
 
+    def follow(self, ids: list[int] | None) -> None:
+        """``logs -f``: new lines above the prompt, until ``logs -f`` again (a toggle)."""
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+            self.write("stopped following the log")
+            return
+        if self.follow_path is None:
+            self.write(
+                "worker output is shown here live already"
+                if self.live_output
+                else "logs -f: no control socket to follow the log through"
+            )
+            return
+        # Said first: the follower's first lines come after it, not before.
+        self.write("following the log above the prompt; `logs -f` again stops")
+        self.follower = LogFollower(self.follow_path, ids, self.write)
+        self.follower.start()
+
+    async def _handle(self, line: str) -> bool:
+        """:meth:`handle` in a thread (it waits for the master); the live view in the loop."""
+        parsed = None
+        try:
+            parsed = parse_line(line)
+        except UsageError:
+            pass  # handle() says what is wrong
+        if parsed is not None and parsed[0].name == "top":
+            error = await run_top_async(self.client)
+            if error is not None:
+                self.write(f"error: {error}")
+                self.lost = True
+                return False
+            return True
+        return await asyncio.to_thread(self.handle, line)
+
     # -- the prompt loop -------------------------------------------------------------------------
 
     def run(self) -> int:
         """Prompt until quit/Ctrl-D (0) or until the master goes away (1)."""
+        try:
+            return asyncio.run(self._run())
+        finally:
+            if self.follower is not None:
+                self.follower.stop()
+
+    async def _run(self) -> int:
+        writer = asyncio.create_task(self.terminal.serve())
+        try:
+            return await self._prompt_loop()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _prompt_loop(self) -> int:
         self.session = PromptSession(
             history=self.history,
             completer=ConsoleCompleter(self.worker_ids),
@@ -177,7 +242,7 @@ class Console:
         )
         if not self.in_place:
             try:
-                rows = self.client.request("status", timeout=5.0)
+                rows = await asyncio.to_thread(self.client.request, "status", timeout=5.0)
             except ControlError as exc:
                 self.write(f"error: {exc}")
                 return 1
@@ -187,7 +252,7 @@ class Console:
             )
         while True:
             try:
-                line = self.session.prompt(
+                line = await self.session.prompt_async(
                     PROMPT,
                     pre_run=self._started,
                     handle_sigint=False,
@@ -207,7 +272,7 @@ class Console:
                     self._running = None
             if self._stopping:
                 break
-            if not self.handle(line):
+            if not await self._handle(line):
                 break
         return 1 if self.lost else 0
 
@@ -230,10 +295,6 @@ class Console:
 def _exit_if_running(app: Application[Any]) -> None:
     if app.is_running and app.future is not None and not app.future.done():
         app.exit(exception=EOFError)
-
-
-def _print(text: str) -> None:
-    print(text, flush=True)
 
 
 def run_console(path: str) -> int:
@@ -259,6 +320,7 @@ async def run_in_place(
     stopping: Callable[[], bool],
     log: Callable[[str], None],
     reattach_path: str | None,
+    live_output: bool = True,
 ) -> None:
     """Offer the console in the master's own terminal; worker output goes above the prompt.
 
@@ -266,13 +328,17 @@ async def run_in_place(
     socketpair that ``serve_stream`` serves as a trusted control connection. Output is redirected
     from here, on the trio side, for as long as the console runs: ``redirect_output(writer)``
     sends the master's output through ``writer`` until the context ends. ``stopping`` says
-    whether the master is on its way out (then it does not say the console detached)."""
+    whether the master is on its way out (then it does not say the console detached).
+    ``live_output`` False: the output goes elsewhere (--log-file); ``logs -f`` then follows the
+    log through ``reattach_path``."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    console = Console(ControlClient(theirs, "this master"), in_place=True)
-    # Worker output and the console's answers both go through the proxy, whole lines at a time,
-    # so they never interleave mid-line and always land above the prompt.
-    proxy = StdoutProxy(raw=True)
-    console.write = lambda text: _proxy_write(proxy, (text + "\n").encode())
+    follow_path = None if live_output else reattach_path
+    console = Console(
+        ControlClient(theirs, "this master"),
+        in_place=True,
+        live_output=live_output,
+        follow_path=follow_path,
+    )
     done = threading.Event()
     failures: list[Exception] = []
 
@@ -289,7 +355,10 @@ async def run_in_place(
             done.set()
 
     try:
-        with redirect_output(partial(_proxy_write, proxy)):
+        # Worker output and the console's answers both go through the console's terminal
+        # writer, whole lines at a time, so they never interleave mid-line and always land
+        # above the prompt.
+        with redirect_output(console.terminal.write_bytes):
             async with trio.open_nursery() as nursery:
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
                 nursery.start_soon(serve_stream, stream, True)
@@ -315,11 +384,3 @@ async def run_in_place(
             )
     finally:
         theirs.close()
-        # Output goes to the terminal directly again; write out what the proxy still holds.
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-            await trio.to_thread.run_sync(proxy.close, abandon_on_cancel=True)
-
-
-def _proxy_write(proxy: StdoutProxy, data: bytes) -> None:
-    proxy.write(data.decode(errors="replace"))
-    proxy.flush()

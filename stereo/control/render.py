@@ -136,6 +136,8 @@ def format_bridge(bridge: dict[str, Any]) -> str:
     )
     if bridge["last_reset"]:
         line += f" (last: {bridge['last_reset']})"
+    if bridge.get("broker_error"):
+        line += f"; broker away: {bridge['broker_error']}"
     return line
 
 
@@ -231,6 +233,21 @@ def _format_shutdown(result: dict[str, Any]) -> str:
     return "master is stopping " + ("gracefully" if result["graceful"] else "now")
 
 
+def format_log_line(line: dict[str, Any]) -> str:
+    """A line of ``logs`` as the master printed it with --log-format text."""
+    if line["source"] == "master":
+        return f"{line['time']} {line['level'].upper()} [stereo] {line['message']}"
+    old = f" old pid {line['pid']}" if line["old"] else ""
+    return f"[worker {line['worker']}{old}] {line['message']}"
+
+
+def format_logs(result: dict[str, Any]) -> str:
+    lines = [format_log_line(line) for line in result["lines"]]
+    if result["missed"]:
+        lines.insert(0, f"({result['missed']} lines were dropped from the master's buffer here)")
+    return "\n".join(lines) if lines else "(no lines)"
+
+
 #: Command name -> the text for its result; one entry per command that runs in the master.
 FORMATTERS: dict[str, Callable[[Any], str]] = {
     "status": format_status,
@@ -244,6 +261,7 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "stats": format_stats,
     "shutdown": _format_shutdown,
     "snapshot": lambda result: json.dumps(result, indent=2, sort_keys=True),
+    "logs": format_logs,
 }
 
 

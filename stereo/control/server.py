@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
 import struct
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -38,6 +38,12 @@ LINGER_TIMEOUT = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class Log(Protocol):
+    """The master's log: a line, and its level (``logging.INFO`` unless said)."""
+
+    def __call__(self, line: str, level: int = logging.INFO) -> None: ...
 
 
 # -- where the socket lives, and who may use it ---------------------------------------------------
@@ -116,7 +122,7 @@ class ControlServer:
         *,
         path: str | None,
         max_request_size: int,
-        log: Callable[[str], None],
+        log: Log,
     ) -> None:
         self.path = path
         self.context = Context(target)
@@ -139,7 +145,7 @@ class ControlServer:
                 self.log(f"control socket: {self.path}")
             except ControlError as exc:
                 # The app matters more than its console: run on, but say so loudly.
-                self.log(f"control socket disabled: {exc} (use --control PATH)")
+                self.log(f"control socket disabled: {exc} (use --control PATH)", logging.WARNING)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -201,7 +207,7 @@ class ControlServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass  # the client went away or stopped reading: its problem only
         except Exception as exc:  # a bug of ours: cost this connection, never the master
-            self.log(f"control: internal error, connection dropped: {exc!r}")
+            self.log(f"control: internal error, connection dropped: {exc!r}", logging.ERROR)
         finally:
             self.connections -= 1
 
@@ -213,7 +219,9 @@ class ControlServer:
         if not trusted:
             pid, uid = peer_uid(stream.socket)
             if uid not in (os.geteuid(), 0):
-                self.log(f"control: refused a client running as uid {uid} (pid {pid})")
+                self.log(
+                    f"control: refused a client running as uid {uid} (pid {pid})", logging.WARNING
+                )
                 await self._refuse(
                     stream,
                     f"permission denied: uid {uid} may not control this master"
@@ -273,5 +281,5 @@ class ControlServer:
         except ControlError as exc:
             return encode_reply(request_id, error=str(exc))
         except Exception as exc:
-            self.log(f"control: command failed with an internal error: {exc!r}")
+            self.log(f"control: command failed with an internal error: {exc!r}", logging.ERROR)
             return encode_reply(request_id, error=f"internal error: {type(exc).__name__}: {exc}")

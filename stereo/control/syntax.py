@@ -157,6 +157,26 @@ def _parse_shutdown(words: list[str], rest: str) -> dict[str, Any]:
     return {"mode": words[0] if words else "graceful"}
 
 
+def _parse_logs(words: list[str], rest: str) -> dict[str, Any]:
+    """``logs [-f] [-n N] [ID...]``; ``follow`` is the client's, never sent."""
+    args: dict[str, Any] = {}
+    ids: list[int] = []
+    rest_words = iter(words)
+    for word in rest_words:
+        if word in ("-f", "--follow"):
+            args["follow"] = True
+        elif word in ("-n", "--lines"):
+            value = next(rest_words, None)
+            if value is None:
+                raise UsageError("usage: logs [-f] [-n N] [ID...]")
+            args["limit"] = _word_int(value, "N")
+        else:
+            ids.append(_word_int(word, "a worker id"))
+    if ids:
+        args["ids"] = ids
+    return args
+
+
 def _parse_help(words: list[str], rest: str) -> dict[str, Any]:
     if len(words) > 1:
         raise UsageError("usage: help [COMMAND]")
@@ -249,6 +269,16 @@ COMMANDS: dict[str, Command] = {
             "Slots, processes and hub counters as plain data, as the metrics exporter and the"
             " dashboard read them (docs/observability.md); no psutil figures.",
             _no_args("snapshot"),
+        ),
+        Command(
+            "logs",
+            "logs [-f] [-n N] [ID...]",
+            "recent output of the workers and the master's lines",
+            "The last N lines (default 100) the master keeps (1,000 at most), of workers ID"
+            " (0 is the master) or of all. -f follows new lines live: in `stereo console`"
+            " above the prompt until `logs off`; from the shell, `stereo logs -f`.",
+            _parse_logs,
+            takes_ids=True,
         ),
         Command(
             "shutdown",

@@ -51,6 +51,11 @@ def fetch_frame(client: ControlClient) -> str:
 
 def run_top(client: ControlClient, interval: float = REFRESH_INTERVAL) -> str | None:
     """Show the live view until the user leaves it; returns an error if the master went away."""
+    return asyncio.run(run_top_async(client, interval))
+
+
+async def run_top_async(client: ControlClient, interval: float = REFRESH_INTERVAL) -> str | None:
+    """:func:`run_top` in a running asyncio loop (the console's own)."""
     state: dict[str, Any] = {"text": "connecting...", "error": None}
     bindings = KeyBindings()
 
@@ -86,6 +91,6 @@ def run_top(client: ControlClient, interval: float = REFRESH_INTERVAL) -> str | 
     def start() -> None:
         app.create_background_task(refresh())
 
-    app.run(pre_run=start, handle_sigint=False)
+    await app.run_async(pre_run=start, handle_sigint=False)
     error: str | None = state["error"]
     return error

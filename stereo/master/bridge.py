@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from .. import exitcodes
+from ..urls import redact
 from ..wire.protocol import PROTOCOL_VERSION
 from .config import Settings
 from .hub import Hub, Peer
@@ -46,7 +47,8 @@ class BridgeEvents:
         }
 
     def ready(self) -> None:
-        self.log(f"bridge connected to {self.settings.bridge} as {self.settings.bridge_name!r}")
+        shown = redact(self.settings.bridge or "")
+        self.log(f"bridge connected to {shown} as {self.settings.bridge_name!r}")
 
     def heartbeat(self) -> None:
         pass

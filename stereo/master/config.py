@@ -8,6 +8,7 @@ from typing import Any
 
 from ..checks import check_seconds, check_whole
 from ..errors import ConfigError
+from ..logs import LOG_FORMATS, LOG_LEVELS
 from ..wire.protocol import (
     BROADCAST_HEADER_SIZE,
     DEFAULT_INBOX_LIMIT,
@@ -86,6 +87,11 @@ class Settings:
     reload_dirs: list[str] = field(default_factory=list)
     reload_include: list[str] = field(default_factory=list)
     reload_exclude: list[str] = field(default_factory=list)
+    # Logging (docs/logging.md): the master's own lines at this level and up; everything to
+    # this file instead of the terminal (reopened on SIGUSR1); "text" or "json" lines.
+    log_level: str = "info"
+    log_file: str | None = None
+    log_format: str = "text"
 
     @property
     def heartbeat_interval(self) -> float:
@@ -131,6 +137,12 @@ class Settings:
             check_whole("--bridge-retention", self.bridge_retention, 1, None)
             if not self.bridge_name or not self.bridge_name.isprintable():
                 raise ConfigError(f"--bridge-name {self.bridge_name!r}: must be printable text")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level {self.log_level!r}: must be one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format {self.log_format!r}: must be text or json")
         if self.interface not in ("auto", "serve", "asgi"):
             raise ConfigError(f"--interface {self.interface!r}: must be auto, serve or asgi")
         self.spawn_options()  # the user and group exist, we may switch to them, the umask is one

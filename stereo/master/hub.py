@@ -384,6 +384,9 @@ class Hub:
                     self._fan_out(frames, count)
                 elif kind == Kind.APPENDED:
                     upstream.appended(decode_appended(frame.body))
+                elif kind == Kind.BRIDGE_STATUS:
+                    error = decode_map(frame).get("error")
+                    upstream.broker_error = None if error is None else str(error)
                 elif kind == Kind.RESET:
                     reason = str(decode_map(frame).get("reason"))
                     upstream.reset(reason)

@@ -20,6 +20,7 @@ import trio
 
 from ..control.server import ControlServer
 from ..errors import TooManyWorkers
+from ..logs import LogSlice
 from ..snapshot import MasterSnapshot
 from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
@@ -27,7 +28,7 @@ from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
 from .observer import run_observer
-from .output import OutputSink
+from .output import OutputSink, open_output
 from .pidfile import PidFile
 from .process import Launcher
 from .reload import Reloader
@@ -48,6 +49,7 @@ HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTTIN,
     signal.SIGTTOU,
+    signal.SIGUSR1,
     signal.SIGUSR2,
 )
 
@@ -135,6 +137,12 @@ class Master:
     def log(self, line: str) -> None:
         self.sink.log(line)
 
+    def read_logs(self, after: int | None, ids: list[int] | None, limit: int) -> LogSlice:
+        return self.sink.read_logs(after, ids, limit)
+
+    async def wait_logs(self, after: int) -> None:
+        await self.sink.wait_logs(after)
+
     # -- signal handlers ----------------------------------------------------------------------
 
     def handle_term(self) -> None:
@@ -170,6 +178,9 @@ class Master:
         removed = self.supervisor.remove(self.supervisor.highest_slots(1))
         self.sink.log(f"SIGTTOU: removing worker {removed}")
 
+    def handle_usr1(self) -> None:
+        self.start_soon(self.sink.reopen)
+
     def handle_usr2(self) -> None:
         self.start_soon(self.upgrader.run)
 
@@ -181,6 +192,7 @@ class Master:
             signal.SIGHUP: self.handle_hup,
             signal.SIGTTIN: self.handle_ttin,
             signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
             signal.SIGUSR2: self.handle_usr2,
         }
         handlers[signum]()
@@ -247,6 +259,7 @@ class Master:
                                 stopping=lambda: self.supervisor.stopping,
                                 log=self.sink.log,
                                 reattach_path=self.control.listening,
+                                live_output=self.sink.log_file is None,
                             )
                         )
                 task_status.started()
@@ -278,6 +291,7 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
     pid_file = PidFile(settings.pid_file) if settings.pid_file else None
     # A new master (upgrade) claims nothing: its predecessor holds the file until the takeover.
     stale = pid_file.claim() if pid_file is not None and handover is None else None
+    sink = open_output(settings.log_file, settings.log_format, settings.log_level)
     if handover is None:
         sockets = open_sockets(
             settings.binds, systemd_fds(os.environ, os.getpid()), settings.reuse_port
@@ -289,7 +303,7 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
             pid_file.write()
         elif pid_file is not None and handover is not None:
             handover.on_takeover = pid_file.write
-        master = Master(settings, sockets, OutputSink(), argv, handover)
+        master = Master(settings, sockets, sink, argv, handover)
         for note in (stale, settings.spawn_options().describe()):
             if note:
                 master.sink.log(note)

@@ -26,7 +26,7 @@ from .. import exitcodes
 from ..snapshot import PeerStatistics, ProcessSnapshot
 from .hub import Hub, Peer
 from .lifecycle import ProcessEvent, ProcessState, process_after
-from .output import OutputSink, pump_lines
+from .output import STDERR, STDOUT, OutputSink, WorkerSource, pump_lines
 from .privileges import INHERIT, SpawnOptions
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
@@ -253,6 +253,9 @@ class Launcher:
         self.handshake_timeout = handshake_timeout
         self.welcome = welcome
         self.listen_fds = listen_fds
+        # Per slot, the pids whose output is still read, oldest first: the lines of all but the
+        # newest are marked old (a restart: the old process drains while the new one serves).
+        self._outputs: dict[int, list[int]] = {}
 
     async def run(self, slot_id: int, *, task_status: trio.TaskStatus[WorkerProcess]) -> None:
         """Start one worker process for ``slot_id``; report its record as started; return once
@@ -300,7 +303,19 @@ class Launcher:
         self, process: trio.Process, slot_id: int, scope: trio.CancelScope
     ) -> None:
         assert process.stdout is not None and process.stderr is not None
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump_lines, process.stdout, slot_id, self.sink)
-                nursery.start_soon(pump_lines, process.stderr, slot_id, self.sink)
+        pids = self._outputs.setdefault(slot_id, [])
+        pids.append(process.pid)
+
+        def old() -> bool:
+            return pids[-1] != process.pid
+
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    for pipe, stream in ((process.stdout, STDOUT), (process.stderr, STDERR)):
+                        source = WorkerSource(slot_id, process.pid, stream, old)
+                        nursery.start_soon(pump_lines, pipe, source, self.sink)
+        finally:
+            pids.remove(process.pid)
+            if not pids:
+                del self._outputs[slot_id]

@@ -18,6 +18,7 @@ import trio
 
 from ..outbox import Outbox
 from ..snapshot import BridgeStatistics
+from ..urls import redact
 from ..wire.bridge import encode_batch
 
 
@@ -42,6 +43,8 @@ class Upstream:
         self.entries_in = 0
         self.resets = 0
         self.last_reset: str | None = None
+        #: Why the bridge finds the broker away now (its error reply, or why unreachable).
+        self.broker_error: str | None = None
 
     @property
     def full(self) -> bool:
@@ -78,6 +81,7 @@ class Upstream:
     def detach(self, outbox: Outbox) -> None:
         if self.outbox is outbox:
             self.outbox = None
+            self.broker_error = None  # its successor says again if the broker is still away
 
     def reset(self, reason: str) -> None:
         """The bridge found this hub behind the broker (a gap, or the broker away too long)."""
@@ -99,7 +103,7 @@ class Upstream:
 
     def statistics(self) -> BridgeStatistics:
         return BridgeStatistics(
-            url=self.url,
+            url=redact(self.url),
             name=self.name,
             connected=self.outbox is not None,
             next_seq=self.next_seq,
@@ -110,6 +114,7 @@ class Upstream:
             restarts=self.restarts,
             resets=self.resets,
             last_reset=self.last_reset,
+            broker_error=self.broker_error,
         )
 
     def welcome(self) -> dict[str, Any]:

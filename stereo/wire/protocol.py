@@ -46,6 +46,7 @@ class Kind(IntEnum):
     APPENDED = 0x08  # bridge -> master: u64 batch number (every batch up to it is appended)
     DELIVER = 0x09  # bridge -> master: u32 count, u64 first global seq, BROADCAST frames
     RESET = 0x0A  # bridge -> master: CBOR map {"reason": str}: cut every worker off
+    BRIDGE_STATUS = 0x0B  # bridge -> master: CBOR map {"error": str | None}: why the broker is away
     REQUEST = 0x10  # control client -> master, CBOR map
     REPLY = 0x11  # master -> control client, CBOR map
 
