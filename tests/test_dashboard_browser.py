@@ -114,7 +114,16 @@ def drive(base: str, control: str) -> dict[str, object]:
             expect(page.locator("#notice")).to_contain_text("restart: done")
             seen["workers_after_dismiss"] = len(live_pids(control))
 
-            # the charts have drawn a line per worker
+            # The log panel: the master's own lines and the workers' output, from its ring.
+            logs = page.locator("#logs")
+            expect(page.locator("#logs-note")).to_be_hidden()
+            expect(logs).to_contain_text(f"worker 2 (pid {pids[2]}) exited: killed by SIGKILL")
+            expect(logs).to_contain_text(f"[worker 2] ready pid={new_pid}")
+
+            # Some traffic for the charts: worker 1 floods (2,000 broadcasts).
+            with ControlClient.connect(control) as client:
+                client.request("broadcast", {"value": "flood"})
+            expect(page.locator("#hub-totals")).to_contain_text("2,0")
             expect(page.locator("#chart-cpu polyline")).to_have_count(3)
             shot = os.environ.get("STEREO_DASHBOARD_SCREENSHOT")
             if shot:

@@ -288,3 +288,17 @@ async def test_healthz_is_503_without_a_ready_worker_and_when_the_master_is_gone
             stereo.process.kill()
             await trio.to_thread.run_sync(helper.wait, 30)
     assert status == 503
+
+
+async def test_without_a_control_socket_the_observer_is_not_started(tmp_path: Path) -> None:
+    # A control socket in a directory others may write to is refused (control/server.py).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    args = ("observed:serve", "-w", "1", "--control", str(shared / "c.sock"), "--no-console")
+    with trio.fail_after(60):
+        async with open_stereo(*args, "--metrics", "127.0.0.1:0") as stereo:
+            await stereo.wait_for(r"control socket disabled")
+            await stereo.wait_for(r"no control socket: --metrics and --dashboard are not served")
+            await stereo.wait_for(r"^\[worker 1\] ready pid=")
+            assert not [p for p in stereo.children() if "stereo.observe" in " ".join(p.cmdline())]

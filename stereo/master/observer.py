@@ -37,15 +37,27 @@ async def _terminate(process: trio.Process) -> None:
         await process.wait()
 
 
-async def run_observer(settings: Settings, log: Callable[[str], None]) -> None:
+def run_observer_if_possible(
+    nursery: trio.Nursery,
+    settings: Settings,
+    control_path: str | None,
+    log: Callable[[str], None],
+) -> None:
+    """Start the observer's task, unless the control socket (all it reads) is disabled."""
+    if control_path is None:
+        log("no control socket: --metrics and --dashboard are not served")
+        return
+    nursery.start_soon(run_observer, settings, control_path, log)
+
+
+async def run_observer(settings: Settings, control_path: str, log: Callable[[str], None]) -> None:
     """Keep one observer process running until cancelled (the master's teardown)."""
-    assert settings.control_path is not None
     argv = [
         sys.executable,
         "-m",
         "stereo.observe",
         "--control",
-        settings.control_path,
+        control_path,
         "--watch-stdin",
         *settings.observer,
     ]

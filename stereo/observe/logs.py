@@ -35,7 +35,10 @@ class MasterLogs:
 
     def note(self, message: str) -> None:
         """A line of the dashboard's own (a control action), shown with the master's."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        now = time.time()
+        stamp = (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        )
         self._own.append({"time": stamp, "source": "dashboard", "message": message})
 
     async def fetch(self) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Test app for the metrics and dashboard tests.
 
-Each process broadcasts ["up", id] once started and prints "ready" when that broadcast comes back:
+Each process broadcasts ["up", pid] once started and prints "ready" when that broadcast comes back:
 the master read its READY first (same connection, in order), so it counts as ready by then.
 Worker 1 broadcasts OBSERVED_FLOOD messages of OBSERVED_PAD characters when it receives "flood"
 (and reads nothing from then on).
@@ -21,12 +21,12 @@ MARKER = os.environ.get("OBSERVED_SLOW_MARKER")
 async def serve(worker):
     slow = worker.id == 2 and MARKER is not None and first_time(MARKER)
     messages = worker.messages(limit=1 if slow else None)
-    await worker.broadcast(["up", worker.id])
+    await worker.broadcast(["up", os.getpid()])
     if slow:
         print(f"ready pid={os.getpid()} (not reading)", flush=True)
         await trio.sleep_forever()  # its inbox fills, then the master's outbox for it
     async for message in messages:
-        if message.data == ["up", worker.id] and message.sender == worker.id:
+        if message.data == ["up", os.getpid()]:
             print(f"ready pid={os.getpid()}", flush=True)
         elif message.data == "flood" and worker.id == 1:
             break
