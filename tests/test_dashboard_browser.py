@@ -20,21 +20,10 @@ import pytest
 import trio
 from conftest import open_stereo
 from playwright.sync_api import Page, expect, sync_playwright
+from test_webchat_browser import CHROMIUM, CHROMIUM_ARGS  # Debian's, never `playwright install`
 
 from stereo.control.client import ControlClient
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Never `playwright install`: Debian's chromium (.ci/run installs it), with these flags.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STEP_TIMEOUT_MS = 15_000
 RESTART_WITHIN_MS = 10_000  # "within seconds": the page polls once a second
 TOKEN = "browser-test-token"
