@@ -302,3 +302,18 @@ async def test_without_a_control_socket_the_observer_is_not_started(tmp_path: Pa
             await stereo.wait_for(r"no control socket: --metrics and --dashboard are not served")
             await stereo.wait_for(r"^\[worker 1\] ready pid=")
             assert not [p for p in stereo.children() if "stereo.observe" in " ".join(p.cmdline())]
+
+
+async def test_the_observer_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    control = str(tmp_path / "control.sock")
+    args = ("observed:serve", "-w", "1", "--control", control, "--no-console")
+    with trio.fail_after(60):
+        async with open_stereo(*args, "--metrics", "127.0.0.1:0") as stereo:
+            await stereo.wait_for(r"^\[observe\] metrics on ")
+            helper = next(p for p in stereo.children() if "stereo.observe" in " ".join(p.cmdline()))
+            helper.kill()
+            await stereo.wait_for(r"observer exited: killed by SIGKILL; restarting in 0\.5 s")
+            url = (await stereo.wait_for(r"^\[observe\] metrics on (http://\S+)$", count=2))[1][1]
+            await stereo.wait_for(r"^\[worker 1\] ready pid=")
+            status, _, body = await get(url.replace("/metrics", "/healthz"))
+            assert status == 200, body
