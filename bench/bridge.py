@@ -1,22 +1,29 @@
 """The bridge workload: stereo's scale-out across two hubs against the socket.io-style design.
 
-Both systems run on one private broker the harness starts on a free loopback port (never a
-shared server: the leg flushes it between runs, and its settings are the defaults):
+Each broker is private, started by the harness on a free loopback port (never a shared server:
+the leg flushes it between runs, and its settings are the defaults), and carries two systems:
 
-- stereo: two ``stereo run bench.apps.bridge_stereo:serve -w W --bridge URL --bridge-name NAME``
-  masters, a fresh NAME per run (docs/scale-out.md: one broker entry per batch of frames);
-- the peer, ``redis pub/sub``: two "hubs" of W plain processes (bench.apps.bridge_pubsub), each
-  PUBLISHing every message on one channel and SUBSCRIBEd to it.
+- Redis (redis-server): stereo, two ``stereo run bench.apps.bridge_stereo:serve -w W --bridge
+  redis://... --bridge-name NAME`` masters, a fresh NAME per run (docs/scale-out.md: one broker
+  entry per batch of frames); and the peer, ``redis pub/sub``: two "hubs" of W plain processes
+  (bench.apps.bridge_pubsub), each PUBLISHing every message on one channel and SUBSCRIBEd to it.
+- NATS (nats-server -js, its store in a temporary directory): stereo with ``--bridge nats://...``
+  (a JetStream stream); and ``nats pub/sub``: core NATS, one message per publish
+  (bench.apps.bridge_natspubsub).
 
 A round is a burst (every worker sends ``count`` messages at full speed: deliveries/s, loss),
 then a paced run (``rate`` msg/s over all senders: cross-hub latency), during which a harness
-thread measures the broker's own PING round trip, the floor under any cross-hub figure.
+thread measures the broker's own PING round trip on a connection of its own (Redis's inline
+PING, NATS's protocol PING: what a client's flush waits for), the floor under any cross-hub
+figure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -24,9 +31,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .apps._bridge import BRIDGE_SPEC_ENV, HUB_ENV, BridgeMode, BridgeSpec
 from .apps._spec import ID_ENV
@@ -38,8 +46,9 @@ from .results import BridgeResult, median_round, percentile
 
 STEREO = "stereo"
 PUBSUB = "redis pub/sub"
-SYSTEMS = (STEREO, PUBSUB)
+NATS_PUBSUB = "nats pub/sub"
 REDIS_SERVER = "/usr/bin/redis-server"
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 HUBS = 2
 PAYLOAD = 64
 STARTUP_TIMEOUT = 60.0
@@ -77,10 +86,35 @@ def free_port() -> int:
         return port
 
 
+class Broker(Protocol):
+    """A private broker of the leg, started on entry and stopped on exit."""
+
+    name: str
+    systems: tuple[str, ...]  # stereo first, then the peers that run on this broker
+    # What the PING probe sends once on its connection before it times PINGs.
+    hello: bytes
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def __enter__(self) -> Broker: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def flush(self) -> None:
+        """Empty it between runs, so no run pays for the previous one's data."""
+        ...
+
+
 class RedisBroker:
     """A private redis-server without persistence, on loopback, killed on exit."""
 
     name = "redis"
+    systems: tuple[str, ...] = (STEREO, PUBSUB)
+    hello = b""
 
     def __init__(self, work: str) -> None:
         self.work = work
@@ -111,7 +145,7 @@ class RedisBroker:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            if _wait_pong(port, process):
+            if _wait_pong(port, process, self.hello):
                 self.process, self.port = process, port
                 return self
             _stop(process)
@@ -128,18 +162,109 @@ class RedisBroker:
             if not sock.recv(64).startswith(b"+OK"):
                 raise RuntimeError("FLUSHALL failed")
 
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+
+class NatsBroker:
+    """A private nats-server -js on loopback, its store in the leg's temporary directory,
+    killed on exit."""
+
+    name = "nats"
+    systems: tuple[str, ...] = (STEREO, NATS_PUBSUB)
+    # The server greets with INFO; a client says CONNECT before anything else.
+    hello = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+
+    def __init__(self, work: str) -> None:
+        self.work = work
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        if not os.access(NATS_SERVER, os.X_OK):
+            return f"no {NATS_SERVER}"
+        try:
+            import nats  # noqa: F401 (the bridge process and the peer import it)
+        except ImportError:
+            return "nats-py is not installed (pip install -e '.[nats]')"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> NatsBroker:
+        for _ in range(5):
+            port = free_port()
+            store = Path(self.work) / f"nats-{port}"
+            log = open(Path(self.work) / f"nats-{port}.log", "wb")
+            with log:
+                process = subprocess.Popen(
+                    [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            if _wait_pong(port, process, self.hello):
+                self.process, self.port = process, port
+                return self
+            _stop(process)
+        raise RuntimeError(f"{NATS_SERVER} did not start (see {self.work})")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+    def flush(self) -> None:
+        """Delete every stream (stereo's runs each make one)."""
+        asyncio.run(self._delete_streams())
+
+    async def _delete_streams(self) -> None:
+        import nats
+
+        async with asyncio.timeout(30):
+            nc = await nats.connect(self.url)
+            try:
+                js = nc.jetstream()
+                for info in await js.streams_info():
+                    await js.delete_stream(info.config.name or "")
+            finally:
+                await nc.close()
 
 
-def _wait_pong(port: int, process: subprocess.Popen[bytes]) -> bool:
+BROKERS: tuple[type[RedisBroker] | type[NatsBroker], ...] = (RedisBroker, NatsBroker)
+
+
+def _hello(sock: socket.socket, hello: bytes) -> None:
+    """Open the protocol on a fresh connection: NATS's INFO line read and CONNECT sent."""
+    if hello:
+        greeting = b""
+        while not greeting.endswith(b"\r\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("the broker closed the connection")
+            greeting += chunk
+        sock.sendall(hello)
+
+
+def _pong(sock: socket.socket) -> bytes:
+    """PING sent, the reply line (Redis ``+PONG``, NATS ``PONG``)."""
+    sock.sendall(b"PING\r\n")
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            raise ConnectionError("the broker closed the probe's connection")
+        reply += chunk
+    return reply
+
+
+def _wait_pong(port: int, process: subprocess.Popen[bytes], hello: bytes) -> bool:
     deadline = time.monotonic() + BROKER_START
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
+                _hello(sock, hello)
+                if _pong(sock).lstrip(b"+").startswith(b"PONG"):
                     return True
         except OSError:
             time.sleep(0.05)
@@ -158,10 +283,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 class PingProbe:
     """The broker's round trip, measured by a harness thread on its own connection while a
-    paced run goes on: one inline PING, one +PONG, every PING_EVERY seconds."""
+    paced run goes on: one PING, one PONG, every PING_EVERY seconds."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, hello: bytes) -> None:
         self.port = port
+        self.hello = hello
         self.rtts_ns: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -179,30 +305,34 @@ class PingProbe:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _hello(sock, self.hello)
                 while not self._stop.wait(PING_EVERY):
                     t0 = time.monotonic_ns()
-                    sock.sendall(b"PING\r\n")
-                    reply = b""
-                    while not reply.endswith(b"\r\n"):
-                        chunk = sock.recv(64)
-                        if not chunk:
-                            raise ConnectionError("the broker closed the probe's connection")
-                        reply += chunk
+                    _pong(sock)
                     self.rtts_ns.append(time.monotonic_ns() - t0)
         except OSError as exc:
             self.error = f"PING probe: {exc}"
 
 
-def missing(system: str) -> str | None:
-    """Why a system cannot run here, or None."""
+def missing(system: str, broker: str) -> str | None:
+    """Why a system cannot run on ``broker`` here, or None (NatsBroker.missing checks
+    nats-py)."""
     if system == STEREO:
         command = stereo_command()
         if not command:
             return "the stereo command is not installed (pip install -e .)"
+        if broker == "nats":
+            return None
         try:
             import coredis  # noqa: F401 (the bridge process imports it)
         except ImportError:
             return "coredis is not installed (pip install -e '.[redis]')"
+        return None
+    if system == NATS_PUBSUB:
+        try:
+            import cbor2
+        except ImportError:
+            return "cbor2 is not installed (pip install -e '.[bench]')"
         return None
     try:
         import cbor2  # noqa: F401
@@ -212,9 +342,7 @@ def missing(system: str) -> str | None:
     return None
 
 
-def run_bridge_run(
-    system: str, broker: RedisBroker, plan: BridgePlan, mode: BridgeMode
-) -> BridgeResult:
+def run_bridge_run(system: str, broker: Broker, plan: BridgePlan, mode: BridgeMode) -> BridgeResult:
     """One run of one system on the (flushed) broker; failures become the row's error."""
     count = plan.count if mode == "burst" else plan.paced_count()
     rate = plan.rate if mode == "paced" else 0
@@ -234,7 +362,7 @@ def run_bridge_run(
                 _spawn(group, system, broker, plan.per_hub, tag, env)
                 group.wait("go", senders, STARTUP_TIMEOUT)
                 if mode == "paced":
-                    with PingProbe(broker.port) as probe:
+                    with PingProbe(broker.port, broker.hello) as probe:
                         group.wait("done", senders, plan.timeout + 30)
                 else:
                     group.wait("done", senders, plan.timeout + 30)
@@ -254,7 +382,7 @@ def run_bridge_run(
 
 
 def _spawn(
-    group: Group, system: str, broker: RedisBroker, per_hub: int, tag: str, env: dict[str, str]
+    group: Group, system: str, broker: Broker, per_hub: int, tag: str, env: dict[str, str]
 ) -> None:
     for hub in range(1, HUBS + 1):
         hub_env = {**env, HUB_ENV: str(hub)}
@@ -263,10 +391,13 @@ def _spawn(
             argv = stereo_run(stereo_command(), "bench.apps.bridge_stereo:serve", per_hub, *options)
             group.spawn(argv, name=f"stereo hub {hub}", env=hub_env)
             continue
+        app = (
+            "bench.apps.bridge_natspubsub" if system == NATS_PUBSUB else "bench.apps.bridge_pubsub"
+        )
         for worker in range(1, per_hub + 1):
             group.spawn(
-                [PYTHON, "-m", "bench.apps.bridge_pubsub"],
-                name=f"pubsub hub {hub} worker {worker}",
+                [PYTHON, "-m", app],
+                name=f"{system} hub {hub} worker {worker}",
                 env=suite_env({**hub_env, ID_ENV: str(worker)}),
             )
 
@@ -303,32 +434,34 @@ def reduce_reports(result: BridgeResult, reports: list[dict[str, Any]]) -> None:
 def run_bridge(
     plan: Plan, repeat: int, progress: Callable[[str], None], loud: Callable[[str], None]
 ) -> list[BridgeResult]:
-    """Every system that can run here, in turns round after round, each figure the median
-    round: deliveries/s for the burst (a lossy or failed run counts as the slowest), p99 for the
-    paced run."""
-    if (reason := RedisBroker.missing()) is not None:
-        loud(f"bridge: {reason}")
-        return []
-    systems = []
-    for system in SYSTEMS:
-        if (reason := missing(system)) is None:
-            systems.append(system)
-        else:
-            loud(f"bridge {system}: {reason}")
+    """Every broker and system that can run here, in turns round after round, each figure the
+    median round: deliveries/s for the burst (a lossy or failed run counts as the slowest), p99
+    for the paced run."""
     bplan = BridgePlan.of(plan)
-    runs: dict[tuple[str, str], list[BridgeResult]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="stereo-bench-broker-") as work,
-        RedisBroker(work) as broker,
-    ):
+    runs: dict[tuple[str, str, str], list[BridgeResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="stereo-bench-broker-") as work, ExitStack() as stack:
+        brokers: list[tuple[Broker, list[str]]] = []
+        for kind in BROKERS:
+            if (reason := kind.missing()) is not None:
+                loud(f"bridge {kind.name}: {reason}")
+                continue
+            systems = []
+            for system in kind.systems:
+                if (reason := missing(system, kind.name)) is None:
+                    systems.append(system)
+                else:
+                    loud(f"bridge {kind.name} {system}: {reason}")
+            broker: Broker = kind(work)
+            brokers.append((stack.enter_context(broker), systems))
         for _ in range(repeat):
-            for system in systems:
-                for mode in ("burst", "paced"):
-                    row = run_bridge_run(system, broker, bplan, mode)
-                    runs.setdefault((system, mode), []).append(row)
-                    progress(_line(row))
+            for broker, systems in brokers:
+                for system in systems:
+                    for mode in ("burst", "paced"):
+                        row = run_bridge_run(system, broker, bplan, mode)
+                        runs.setdefault((broker.name, system, mode), []).append(row)
+                        progress(_line(row))
     rows = []
-    for (_, mode), group in runs.items():
+    for (_, _, mode), group in runs.items():
         if mode == "burst":
             rows.append(median_round(group, lambda r: r.deliveries_per_s if r.ok else -1.0))
         else:

@@ -1,7 +1,8 @@
 """Broker faults under real bridged hubs (docs/scale-out.md, "Faults"): two `stereo run` masters
-bridged through a private redis-server that is restarted, paused past or within
---bridge-timeout, outrun by the retention window, or reached over veth links in network
-namespaces that are cut, delayed and lossy.
+bridged through a private broker (redis-server, or nats-server -js: every test runs over both
+but where a fault exists for one only) that is restarted with or without its store, paused past
+or within --bridge-timeout, outrun by the retention window, or reached over veth links in
+network namespaces that are cut, delayed and lossy.
 
 The app (tests/apps/bridge_faults.py) broadcasts in rounds the test starts with a console
 broadcast, so a fault is held in the middle of a round; after a RESET the restarted workers meet
@@ -17,18 +18,26 @@ import shutil
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 import trio
+from bridge_brokers import NATS, REDIS, Broker, open_broker
 from conftest import Stereo, ctl, open_stereo
 from test_bridge_e2e import bridge_pid
-from test_bridge_redis import LEAKED_BY_FAILED_CONNECT, RedisServer, needs_redis, redis  # noqa: F401
+from test_bridge_redis import LEAKED_BY_FAILED_CONNECT
 
-pytestmark = [pytest.mark.filterwarnings(LEAKED_BY_FAILED_CONNECT), needs_redis]
+pytestmark = pytest.mark.filterwarnings(LEAKED_BY_FAILED_CONNECT)
+
+
+@pytest.fixture(params=[REDIS, NATS])
+async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    async with open_broker(request.param, tmp_path) as server:
+        yield server
+
 
 WORKERS_PER_HUB = 2
 HUBS = 2
@@ -189,24 +198,25 @@ def resets(hubs: list[Hub], start: list[int]) -> list[str]:
 
 
 async def test_a_broker_restarted_empty_is_a_gap_and_every_hub_resets(
-    redis: RedisServer,  # noqa: F811
+    broker: Broker,
     tmp_path: Path,
 ) -> None:
-    """A Redis without persistence comes back empty: a new stream. Until then broadcasts wait;
-    what was delivered before is a gap-free prefix of one order; then every hub sees the new
-    stream as a gap (its counter behind the hub, or another epoch) and RESETs, and the restarted
-    workers broadcast to each other through the new stream."""
+    """A broker that lost its store (a Redis without persistence, a JetStream on a fresh disk)
+    comes back empty: a new stream. Until then broadcasts wait; what was delivered before is a
+    gap-free prefix of one order; then every hub sees the new stream as a gap (Redis: its
+    counter behind the hub, or another epoch; JetStream: the stream gone, or created anew) and
+    RESETs, and the restarted workers broadcast to each other through the new stream."""
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, [redis.url] * HUBS, tmp_path)
+        hubs = await open_hubs(stack, [broker.url] * HUBS, tmp_path)
         with trio.fail_after(40):
             start = marks(hubs)
             await hubs[0].go(1)
             await hubs[0].stereo.wait_for(r"^\[worker \d+\] got 1 ", 1, start[0])
-            port = redis.port
-            await redis.stop()
+            await broker.stop()
+            broker.wipe()
             await trio.sleep(1.0)  # the fault, held: the broker is away for a second
-            await redis.start(port)
-            await reset_and_restart(hubs, start, r"gap: .*recreated")
+            await broker.start()
+            await reset_and_restart(hubs, start, broker.recreated)
             assert check_prefixes(hubs, 1) > 0
             after = marks(hubs)
             await hubs[1].go(2)
@@ -215,42 +225,67 @@ async def test_a_broker_restarted_empty_is_a_gap_and_every_hub_resets(
         await stop_hubs(hubs)
 
 
+@pytest.mark.parametrize("broker", [NATS], indirect=True)  # the tests' Redis keeps no store
+async def test_a_broker_restarted_with_its_store_loses_and_duplicates_nothing(
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    """A JetStream stopped in the middle of a round and started again on its store: the bridges
+    reconnect and resume from their positions; batches whose acknowledgement the stop cut off
+    are resent and dropped as appended (idempotent), so the round completes in one order with
+    nothing lost or twice, and nobody resets."""
+    async with AsyncExitStack() as stack:
+        hubs = await open_hubs(stack, [broker.url] * HUBS, tmp_path)
+        with trio.fail_after(40):
+            start = marks(hubs)
+            await hubs[0].go(1)
+            await hubs[1].stereo.wait_for(r"^\[worker \d+\] got 1 ", 1, start[1])
+            await broker.stop()
+            # The stop landed in the round: every sender paces it over more than a second.
+            assert not [line for hub in hubs for line in hub.stereo.lines if " RESULT " in line]
+            await trio.sleep(1.0)  # the fault, held: the broker is away for a second
+            await broker.start()
+            await round_results(hubs, 1, start)
+        assert resets(hubs, start) == []
+        await stop_hubs(hubs)
+
+
 async def test_a_broker_paused_within_the_timeout_loses_and_duplicates_nothing(
-    redis: RedisServer,  # noqa: F811
+    broker: Broker,
     tmp_path: Path,
 ) -> None:
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, [redis.url] * HUBS, tmp_path, bridge_timeout=5.0)
+        hubs = await open_hubs(stack, [broker.url] * HUBS, tmp_path, bridge_timeout=5.0)
         with trio.fail_after(30):
             start = marks(hubs)
             await hubs[0].go(1)
             await hubs[0].stereo.wait_for(r"^\[worker \d+\] got 1 ", 1, start[0])
-            redis.signal(signal.SIGSTOP)
+            broker.signal(signal.SIGSTOP)
             try:
                 await trio.sleep(1.5)  # the fault, held: well within the 5 s timeout
             finally:
-                redis.signal(signal.SIGCONT)
+                broker.signal(signal.SIGCONT)
             await round_results(hubs, 1, start)
         assert resets(hubs, start) == []
         await stop_hubs(hubs)
 
 
 async def test_a_broker_paused_past_the_timeout_resets_every_hub(
-    redis: RedisServer,  # noqa: F811
+    broker: Broker,
     tmp_path: Path,
 ) -> None:
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, [redis.url] * HUBS, tmp_path, bridge_timeout=2.0)
+        hubs = await open_hubs(stack, [broker.url] * HUBS, tmp_path, bridge_timeout=2.0)
         with trio.fail_after(40):
             start = marks(hubs)
             await hubs[0].go(1)
             await hubs[0].stereo.wait_for(r"^\[worker \d+\] got 1 ", 1, start[0])
-            redis.signal(signal.SIGSTOP)
+            broker.signal(signal.SIGSTOP)
             try:
                 # The fault, held past the 2 s timeout; the RESET comes while it lasts.
                 await trio.sleep(4.0)
             finally:
-                redis.signal(signal.SIGCONT)
+                broker.signal(signal.SIGCONT)
             await reset_and_restart(hubs, start, r"unreachable for over 2 s")
             assert check_prefixes(hubs, 1) > 0
             after = marks(hubs)
@@ -261,14 +296,14 @@ async def test_a_broker_paused_past_the_timeout_resets_every_hub(
 
 
 async def test_a_hub_behind_the_retention_window_resets_and_never_skips(
-    redis: RedisServer,  # noqa: F811
+    broker: Broker,
     tmp_path: Path,
 ) -> None:
     """Hub 1's bridge is frozen while hub 0's workers broadcast far more entries than the
     stream keeps (MAXLEN ~ trims whole nodes of 100 entries: a round of paced broadcasts is
     hundreds of entries); thawed, it finds its position trimmed: a gap, so a RESET."""
     async with AsyncExitStack() as stack:
-        hubs = await open_hubs(stack, [redis.url] * HUBS, tmp_path, retention=10)
+        hubs = await open_hubs(stack, [broker.url] * HUBS, tmp_path, retention=10)
         with trio.fail_after(40):
             start = marks(hubs)
             pid = bridge_pid(hubs[1].stereo)
@@ -285,7 +320,7 @@ async def test_a_hub_behind_the_retention_window_resets_and_never_skips(
                 )
             finally:
                 frozen.resume()
-            await reset_and_restart(hubs[1:], start[1:], r"gap: .*missing")
+            await reset_and_restart(hubs[1:], start[1:], broker.trimmed)
             assert resets(hubs[:1], start[:1]) == []
             # Whatever hub 1 delivered of round 1 (entries its frozen read may already have
             # held) is a gap-free prefix of hub 0's order: nothing skipped.
@@ -379,34 +414,35 @@ def netem_unavailable(namespace: str, device: str) -> str | None:
 
 
 async def open_hosted_hubs(
-    stack: AsyncExitStack, hosts: tuple[str, str, str], tmp_path: Path, bridge_timeout: float
+    stack: AsyncExitStack,
+    kind: str,
+    hosts: tuple[str, str, str],
+    tmp_path: Path,
+    bridge_timeout: float,
 ) -> list[Hub]:
-    """A private redis-server on the broker "host", hub 0 here and hub 1 on the hub "host"."""
+    """A private broker on the broker "host", hub 0 here and hub 1 on the hub "host"."""
     broker_ns, hub_ns, _ = hosts
-    server = RedisServer(tmp_path, host="0.0.0.0", prefix=("ip", "netns", "exec", broker_ns))
-    with trio.fail_after(15):
-        await server.start(6390)  # its own namespace: no other server there
-
-    async def stop_server() -> None:
-        with trio.CancelScope(shield=True):
-            await server.stop()
-
-    stack.push_async_callback(stop_server)  # after the hubs, which the stack closes first
+    # Closed after the hubs, which the stack closes first.
+    server = await stack.enter_async_context(
+        open_broker(kind, tmp_path, host="0.0.0.0", prefix=("ip", "netns", "exec", broker_ns))
+    )
+    port = server.url.rsplit(":", 1)[1]  # with redis's "/0"
     return await open_hubs(
         stack,
-        ["redis://10.78.0.1:6390/0", "redis://10.77.0.1:6390/0"],
+        [f"{kind}://10.78.0.1:{port}", f"{kind}://10.77.0.1:{port}"],
         tmp_path,
         bridge_timeout=bridge_timeout,
         prefixes=[(), ("ip", "netns", "exec", hub_ns)],
     )
 
 
+@pytest.mark.parametrize("kind", [REDIS, NATS])
 async def test_hubs_on_separate_hosts_survive_a_short_cut_and_reset_after_a_long_one(
-    hosts: tuple[str, str, str], tmp_path: Path
+    kind: str, hosts: tuple[str, str, str], tmp_path: Path
 ) -> None:
     _, hub_ns, link = hosts
     async with AsyncExitStack() as stack:
-        hubs = await open_hosted_hubs(stack, hosts, tmp_path, bridge_timeout=3.0)
+        hubs = await open_hosted_hubs(stack, kind, hosts, tmp_path, bridge_timeout=3.0)
         with trio.fail_after(40):
             # A cut shorter than the timeout, in the middle of a round: healed, the round
             # completes in one order, and nobody reset.
@@ -445,13 +481,14 @@ def netem(hosts: tuple[str, str, str]) -> tuple[str, str, str]:
     return hosts
 
 
+@pytest.mark.parametrize("kind", [REDIS, NATS])
 async def test_hubs_on_separate_hosts_with_delay_and_loss_lose_and_duplicate_nothing(
-    netem: tuple[str, str, str], tmp_path: Path
+    kind: str, netem: tuple[str, str, str], tmp_path: Path
 ) -> None:
     hosts = netem
     _, hub_ns, link = hosts
     async with AsyncExitStack() as stack:
-        hubs = await open_hosted_hubs(stack, hosts, tmp_path, bridge_timeout=3.0)
+        hubs = await open_hosted_hubs(stack, kind, hosts, tmp_path, bridge_timeout=3.0)
         tc = ("netns", "exec", hub_ns, "tc", "qdisc")
         ip(*tc, "add", "dev", link, "root", "netem", "delay", "20ms", "loss", "1%")
         with trio.fail_after(40):

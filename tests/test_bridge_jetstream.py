@@ -1,6 +1,7 @@
 """The JetStream adapter against a private ``nats-server -js`` (never the shared one on 4222):
-numbering under concurrent appenders, idempotent resends, trimming, a server that lost its store,
-a server that went away and came back, and a throughput run.
+numbering under concurrent appenders, idempotent resends (regrouped, and past the duplicate
+window), trimming, a server that lost its store, a server that went away and came back, and a
+throughput run.
 
 nats-py is asyncio only and pytest runs async tests under trio here, so each test is a plain
 function calling ``asyncio.run`` on a coroutine bounded by ``asyncio.timeout``.
@@ -12,6 +13,7 @@ import asyncio
 import itertools
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -39,22 +41,37 @@ pytestmark = pytest.mark.skipif(
 
 class NatsServer:
     """A private JetStream server on a port it picks itself (``-p -1``) the first time and keeps
-    across restarts, its store under a test's tmp_path."""
+    across restarts, its store under a test's tmp_path. ``host`` is the address it binds (and is
+    reached at); ``prefix`` runs it under a command that execs it, e.g. ``ip netns exec NS``."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(
+        self, store: Path, host: str = "127.0.0.1", prefix: tuple[str, ...] = (), port: int = -1
+    ) -> None:
         self.store = store
-        self.port = -1
+        self.host = host
+        self.prefix = prefix
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._drainer: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def start(self) -> None:
         assert self.process is None
         self.process = subprocess.Popen(
-            [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            [
+                *self.prefix,
+                NATS_SERVER,
+                "-js",
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
+                "-sd",
+                str(self.store),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -77,8 +94,13 @@ class NatsServer:
             self.stop()
             raise RuntimeError("nats-server did not become ready in 10 s")
 
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot stop
             self.process.terminate()
             try:
                 self.process.wait(10)
@@ -184,6 +206,56 @@ def test_resent_batch_is_dropped(server: NatsServer) -> None:
         assert await broker.tail() == 7
         entries = await read_all(broker, 1, 7)
         assert [(e.hub_id, e.number, e.first_seq) for e in entries] == [("h", 1, 1), ("h", 2, 5)]
+        await broker.aclose()
+        await again.aclose()
+
+    run(main())
+
+
+def test_a_resend_past_the_duplicate_window_is_dropped(server: NatsServer) -> None:
+    """JetStream appends a message ID again once its duplicate window has passed (a broker
+    away for minutes keeps the hub's batches waiting that long): the hub's own subject still
+    says the batch is in, for a restarted bridge and for one whose append call failed."""
+
+    async def main() -> None:
+        broker = JetStream(server.url, "late", retention=100, duplicate_window=0.5)
+        assert await broker.append(batch("h", 1, count=4)) == 1
+        await asyncio.sleep(1.0)  # the fault, held: past the window
+        again = JetStream(server.url, "late", retention=100, duplicate_window=0.5)
+        assert await again.append(batch("h", 1, count=4)) is None
+        assert await again.append(batch("h", 2, count=2)) == 5
+        # The server restarted (store kept): the append call fails, its outcome unknown.
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(BrokerUnavailable):
+            await again.append(batch("h", 3, count=1))
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(1.0)  # past the window again
+        assert await again.append(batch("h", 2, count=2)) is None
+        assert await again.append(batch("h", 3, count=1)) == 7
+        entries = await read_all(broker, 1, 8)
+        assert [(e.number, e.first_seq) for e in entries] == [(1, 1), (2, 5), (3, 7)]
+        await broker.aclose()
+        await again.aclose()
+
+    run(main())
+
+
+def test_batches_that_piled_up_are_one_entry_and_a_regrouped_resend_is_dropped(
+    server: NatsServer,
+) -> None:
+    """The bridge appends what piled up as one message; a new bridge gets every batch not yet
+    acknowledged, maybe grouped otherwise: those in the stream are dropped, the rest appended."""
+
+    async def main() -> None:
+        broker = JetStream(server.url, "merge", retention=100)
+        one, two, three = batch("h", 1, count=2), batch("h", 2, count=3), batch("h", 3, count=1)
+        assert await broker.append_many([one, two]) == 1
+        again = JetStream(server.url, "merge", retention=100)  # a restarted bridge
+        assert await again.append_many([two]) is None
+        assert await again.append_many([two, three]) == 6
+        entries = await read_all(broker, 1, 7)
+        assert [(e.number, e.first_seq, e.count) for e in entries] == [(2, 1, 5), (3, 6, 1)]
+        assert entries[0].frames == one.frames + two.frames
         await broker.aclose()
         await again.aclose()
 
@@ -341,12 +413,12 @@ def test_an_incompatible_stream_is_refused(server: NatsServer) -> None:
 
 
 def test_stream_config_problems() -> None:
-    good = StreamConfig(subjects=["stereo.x"], max_msgs=10, duplicate_window=120)
-    assert stream_config_problems(good, "stereo.x", 10) == []
+    good = StreamConfig(subjects=["stereo.x.*"], max_msgs=10, duplicate_window=120)
+    assert stream_config_problems(good, "stereo.x.*", 10) == []
     bad = StreamConfig(
         subjects=["stereo.>"], max_msgs=5, discard=DiscardPolicy.NEW, duplicate_window=0
     )
-    assert len(stream_config_problems(bad, "stereo.x", 10)) == 4
+    assert len(stream_config_problems(bad, "stereo.x.*", 10)) == 4
 
 
 def test_throughput(server: NatsServer) -> None:

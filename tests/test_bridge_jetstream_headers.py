@@ -17,6 +17,9 @@ from stereo.bridge.jetstream_headers import (
     MalformedEntry,
     decode_entry,
     encode_headers,
+    every_hub,
+    hub_subject,
+    merge,
     next_seq,
     stream_names,
 )
@@ -100,6 +103,25 @@ def test_a_message_without_headers_is_malformed() -> None:
     with pytest.raises(MalformedEntry):
         decode_entry(None, b"x")
     assert decode_entry(GOOD, None).frames == b""
+
+
+def test_merge_makes_one_batch_numbered_as_the_last() -> None:
+    one = Batch("h", 4, 2, b"ab")
+    assert merge([one]) is one
+    assert merge([one, Batch("h", 5, 1, b"c"), Batch("h", 7, 3, b"def")]) == Batch(
+        "h", 7, 6, b"abcdef"
+    )
+    for bad in ([], [one, Batch("g", 5, 1, b"c")], [one, Batch("h", 4, 1, b"c")]):
+        with pytest.raises(ValueError):
+            merge(bad)
+
+
+def test_hub_subjects() -> None:
+    assert every_hub("stereo.chat") == "stereo.chat.*"
+    assert hub_subject("stereo.chat", "0f3a-b_c") == "stereo.chat.0f3a-b_c"
+    for bad in ("", "a.b", "a*", ">", "a b"):
+        with pytest.raises(ValueError):
+            hub_subject("stereo.chat", bad)
 
 
 def test_stream_names() -> None:

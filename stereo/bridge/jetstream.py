@@ -2,7 +2,10 @@
 is asyncio only, so the NATS bridge process runs an asyncio loop and this module never imports
 trio.
 
-One stream ``STEREO_{name}`` on one subject ``stereo.{name}``; one message per batch.
+One stream ``STEREO_{name}`` on the subjects ``stereo.{name}.*``, one per hub (its hub id); one
+message per append call: a batch, or the run of one hub's batches that piled up while the last
+append was under way (numbered as the last of them), so that the appends keep up with the hub
+at one round trip each.
 
 **Numbering.** JetStream numbers messages (entries), not frames, and a publisher cannot learn
 the global frame count atomically, so every frame's global seq is written into its entry when it
@@ -22,10 +25,25 @@ call. The stream info is what makes trimming visible: JetStream silently starts 
 its first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap
 here, as does a stream that is gone or was recreated (its creation time changed). A reader that
 is caught up waits on a plain subscription to the subject, opened before the stream info it
-compares against, so no append slips between the check and the wait.
+compares against, so no append slips between the check and the wait: one subscription per
+connection, which only rings a bell (what it carries may be a publish the stream refused).
 
-The duplicate window (``duplicate_window``, 120 s by default) bounds the idempotence: a batch
-resent later than that after its first append is appended again.
+**Idempotence.** A batch may be appended and its acknowledgement lost (the connection dropped,
+the call timed out, the bridge killed before it told the hub), and the hub resends it, maybe
+long after: the broker away for minutes, past ``--bridge-timeout``, keeps the hub's batches
+waiting. ``Nats-Msg-Id`` drops a resend only within the stream's duplicate window (120 s by
+default; past it the server appends the same message ID again, checked against nats-server
+2.9). So the adapter does not lean on it: each hub appends to its own subject, and a hub's
+batch numbers grow in the stream (one appender per hub, in order), so the last message on that
+subject says which batch numbers are in (all up to its number, however the batches were
+grouped into messages). Whenever the outcome of this adapter's last append for
+a hub is unknown (a fresh adapter, or any failure of an append call), it reads that message
+before publishing, and drops a batch numbered at or below it; an append whose publish then
+loses a race reads it again, since an earlier publish of the same batch on a dropped connection
+may be what got in first (a stale publish that comes later is refused by its expected last
+sequence). Once an append is acknowledged the adapter knows, so the steady state pays nothing.
+What is left to the duplicate window is a hub whose last entry was already trimmed away by
+``retention`` when it resends: a hub that far behind has its position trimmed too.
 
 Connections do not reconnect behind the adapter's back (a publish buffered during a reconnect
 would be sent later, unseen): any connection error or timeout drops the client and raises
@@ -37,46 +55,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import RawStreamMsg
 from nats.js.api import StreamInfo as _StreamInfo
 
-from ..errors import StereoError
 from ..urls import redact
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
-from .jetstream_headers import MalformedEntry, decode_entry, encode_headers, next_seq, stream_names
+from .jetstream_headers import (
+    MalformedEntry,
+    decode_entry,
+    encode_headers,
+    every_hub,
+    hub_subject,
+    merge,
+    next_seq,
+    stream_names,
+)
+from .jetstream_stream import StreamMismatch, stream_config, stream_config_problems
 
 __all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a refused expected-last-sequence
-
-
-class StreamMismatch(StereoError, ValueError):
-    """The stream exists with a configuration stereo cannot share (other subjects, another
-    retention): a configuration error, not something a retry fixes."""
-
-
-def stream_config_problems(config: StreamConfig, subject: str, retention: int) -> list[str]:
-    """What makes an existing stream unusable for ``subject`` with ``retention`` entries."""
-    problems = []
-    if config.subjects != [subject]:
-        problems.append(f"subjects {config.subjects} instead of [{subject!r}]")
-    if config.max_msgs != retention:
-        problems.append(f"max_msgs {config.max_msgs} instead of {retention}")
-    if config.retention not in (None, RetentionPolicy.LIMITS):
-        problems.append(f"retention {config.retention} instead of limits")
-    if config.discard not in (None, DiscardPolicy.OLD):
-        # DiscardPolicy.NEW would refuse appends once full instead of trimming the oldest.
-        problems.append(f"discard {config.discard} instead of old")
-    if not config.duplicate_window:
-        problems.append("no duplicate window (a resent batch would be appended twice)")
-    return problems
 
 
 class JetStream:
@@ -99,7 +105,8 @@ class JetStream:
         if retention < 1 or timeout <= 0 or duplicate_window <= 0 or read_batch < 1:
             raise ValueError("retention, timeout, duplicate_window and read_batch must be > 0")
         self.url = url
-        self.stream, self.subject = stream_names(name)
+        self.stream, self.prefix = stream_names(name)
+        self.subject = every_hub(self.prefix)  # the stream's subjects
         self.retention = retention
         self.timeout = timeout
         self.duplicate_window = duplicate_window
@@ -110,10 +117,17 @@ class JetStream:
         self._direct = True
         # Appender: (stream seq of the last entry, global seq after it), None to be read again.
         self._head: tuple[int, int] | None = None
+        # Per hub, the last batch number known to be in the stream; absent while unknown (a
+        # fresh adapter, or an append whose outcome is unknown): then read from the stream.
+        self._appended: dict[str, int] = {}
         # Reader: (the next global seq, the stream seq of the entry that should carry it).
         self._cursor: tuple[int, int] | None = None
         self._read_created: datetime.datetime | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # The reader's bell: rung by every message published on the stream's subjects, on a
+        # subscription of the current connection (None: not subscribed on it yet).
+        self._bell = asyncio.Event()
+        self._bell_on: Client | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -180,16 +194,7 @@ class JetStream:
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            config = StreamConfig(
-                name=self.stream,
-                subjects=[self.subject],
-                retention=RetentionPolicy.LIMITS,
-                discard=DiscardPolicy.OLD,
-                max_msgs=self.retention,
-                storage=StorageType.FILE,
-                duplicate_window=self.duplicate_window,
-                allow_direct=True,
-            )
+            config = stream_config(self.stream, self.subject, self.retention, self.duplicate_window)
             try:
                 info = await js.add_stream(config)
             except nats.js.errors.BadRequestError:
@@ -229,20 +234,52 @@ class JetStream:
             raise MalformedEntry("a stored message without its stream seq")
         return msg.seq, next_seq(decode_entry(msg.headers, msg.data))
 
+    async def _hub_last(self, js: JetStreamContext, hub_subject: str) -> int:
+        """The number of the last batch on ``hub_subject`` in the stream (0 if none)."""
+        try:
+            msg = await js.get_last_msg(self.stream, hub_subject, direct=self._direct)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return decode_entry(msg.headers, msg.data).number
+
     async def append(self, batch: Batch) -> int | None:
         """See Broker.append. Also raises MalformedEntry if the stream's last message is not
         stereo's (its successor's seqs cannot be computed) and StreamMismatch."""
+        return await self.append_many([batch])
+
+    async def append_many(self, batches: Sequence[Batch]) -> int | None:
+        """One hub's consecutive ``batches``, those not appended before, as one entry (one
+        message: a round trip, and at most one lost race, for all of them); the entry's first
+        seq, or None if every one of them was appended before. As :meth:`append` otherwise."""
+        hub_id = batches[-1].hub_id
+        try:
+            return await self._append(hub_id, batches)
+        except BaseException:
+            # Published or not, nobody knows: the next append of this hub reads the stream.
+            self._appended.pop(hub_id, None)
+            raise
+
+    async def _append(self, hub_id: str, batches: Sequence[Batch]) -> int | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        subject = hub_subject(self.prefix, hub_id)
+        known = hub_id in self._appended
         with self._unavailable():
             js = await self._connect()
             while True:
+                if not known:  # every time round: what got in first may be these very batches
+                    self._appended[hub_id] = await self._hub_last(js, subject)
+                # Appended before (a resend): numbered then, not now.
+                fresh = [batch for batch in batches if batch.number > self._appended[hub_id]]
+                if not fresh:
+                    return None
+                batch = merge(fresh)
                 if self._head is None:
                     self._head = await self._last_entry(js)
                 after, first = self._head
                 try:
                     ack = await js.publish(
-                        self.subject, batch.frames, headers=encode_headers(batch, first, after)
+                        subject, batch.frames, headers=encode_headers(batch, first, after)
                     )
                 except nats.js.errors.NoStreamResponseError:
                     # The stream is gone (a server restarted without its store): a new one
@@ -254,13 +291,14 @@ class JetStream:
                     if exc.err_code != _WRONG_LAST_SEQUENCE:
                         raise
                     self.conflicts += 1
-                    self._head = None
+                    self._head = None  # and, if unknown, the hub's last batch is read again
                     if loop.time() > deadline:
                         raise BrokerUnavailable(
                             f"{self.stream}: other appenders kept getting in first for "
                             f"{self.timeout} s"
                         ) from exc
                     continue
+                self._appended[hub_id] = batch.number
                 if ack.duplicate:
                     return None  # appended before (a resend): numbered then, not now
                 self._head = (ack.seq, first + batch.count)
@@ -364,6 +402,9 @@ class JetStream:
     async def read(self, expected: int, block: float) -> list[Entry]:
         with self._unavailable():
             js = await self._connect()
+            await self._listen()
+            # Silenced before the info: an append after it rings again.
+            self._bell.clear()
             info = await self._read_info(js, expected)
             if self._cursor is not None and self._cursor[0] == expected:
                 start = self._cursor[1]
@@ -374,24 +415,28 @@ class JetStream:
                 info = await self._wait(js, expected, start, block)
             return await self._fetch(js, expected, start, info)
 
+    async def _listen(self) -> None:
+        """Subscribe the bell on the current connection (flushed: the server has it), once."""
+        nc = self._nc
+        assert nc is not None
+        if self._bell_on is nc:
+            return
+
+        async def ring(msg: Msg) -> None:
+            self._bell.set()
+
+        await nc.subscribe(self.subject, cb=ring)
+        await nc.flush(timeout=max(1, round(self.timeout)))
+        self._bell_on = nc
+
     async def _wait(
         self, js: JetStreamContext, expected: int, start: int, block: float
     ) -> _StreamInfo:
-        """Wait up to ``block`` seconds for stream seq ``start`` to exist; the fresh info."""
-        assert self._nc is not None
-        # The subscription is in place (flushed) before the info that says "nothing yet", so an
-        # append between the two still rings.
-        sub = await self._nc.subscribe(self.subject, max_msgs=1)
-        try:
-            await self._nc.flush(timeout=max(1, round(self.timeout)))
-            info = await self._read_info(js, expected)
-            if start <= info.state.last_seq:
-                return info
-            with contextlib.suppress(nats.errors.TimeoutError):
-                await sub.next_msg(timeout=block)
-        finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+        """Wait up to ``block`` seconds for stream seq ``start`` to exist (the bell was
+        silenced before the info that said it does not); the fresh info."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(block):
+                await self._bell.wait()
         return await self._read_info(js, expected)
 
     async def tail(self) -> int:

@@ -1,20 +1,23 @@
 """How a batch rides in one JetStream message, and the arithmetic of its global frame seqs. Pure:
 no nats-py, no event loop, so the codec is tested byte by byte without a server.
 
-A message carries the batch's frames as its payload and these headers:
+A hub appends to its own subject (``stereo.NAME.HUB_ID``). A message carries the batch's frames
+as its payload and these headers:
 
-- ``Nats-Msg-Id: {hub_id}-{number}``: the stream's duplicate window drops a resend;
+- ``Nats-Msg-Id: {hub_id}-{number}``: the stream's duplicate window drops a resend (and past
+  that window, the hub's own subject does: see jetstream.py);
 - ``Nats-Expected-Last-Sequence: {stream seq of the previous entry}`` (0 on an empty stream):
   the server refuses the append if another one got in first, so ``Stereo-First`` below, computed
   from that previous entry, can never be claimed twice;
 - ``Stereo-First``, ``Stereo-Count``: the global seqs of the frames are ``first .. first+count-1``;
-- ``Stereo-Hub``, ``Stereo-Number``: who appended it (the Entry's hub_id and number).
+- ``Stereo-Hub``, ``Stereo-Number``: who appended it (the Entry's hub_id and number: of the
+  last batch, when one message carries several, see :func:`merge`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..errors import StereoError
 from .broker import Batch, Entry
@@ -39,10 +42,24 @@ class MalformedEntry(StereoError, ValueError):
 
 
 def stream_names(name: str) -> tuple[str, str]:
-    """The stream and the subject for ``--bridge-name NAME``: ``STEREO_NAME``, ``stereo.NAME``."""
+    """The stream and the subject prefix for ``--bridge-name NAME``: ``STEREO_NAME``,
+    ``stereo.NAME`` (the stream holds ``stereo.NAME.*``, one subject per hub)."""
     if not _NAME.fullmatch(name):
         raise ValueError(f"bridge name {name!r}: use letters, digits, '_' and '-' only")
     return f"STEREO_{name}", f"stereo.{name}"
+
+
+def every_hub(prefix: str) -> str:
+    """The stream's subjects: every hub's subject under ``prefix``."""
+    return f"{prefix}.*"
+
+
+def hub_subject(prefix: str, hub_id: str) -> str:
+    """The subject ``hub_id`` appends to: the stream's last message on it is that hub's last
+    batch, which is how a resend is recognised after the duplicate window (jetstream.py)."""
+    if not _NAME.fullmatch(hub_id):
+        raise ValueError(f"hub id {hub_id!r}: letters, digits, '_' and '-' only")
+    return f"{prefix}.{hub_id}"
 
 
 def encode_headers(batch: Batch, first: int, after: int) -> dict[str, str]:
@@ -93,3 +110,23 @@ def decode_entry(headers: Mapping[str, str] | None, payload: bytes | None) -> En
 def next_seq(entry: Entry | None) -> int:
     """The global seq the frame after ``entry`` gets (1 after none: an empty stream)."""
     return 1 if entry is None else entry.last_seq + 1
+
+
+def merge(batches: Sequence[Batch]) -> Batch:
+    """Consecutive batches of one hub as one: one message, numbered as the last of them. A
+    stored message numbered N says every batch of its hub up to N is in (a hub's batches are
+    appended in order), so a resend regrouped differently is still recognised (jetstream.py)."""
+    if not batches:
+        raise ValueError("nothing to merge")
+    last = batches[-1]
+    if len(batches) == 1:
+        return last
+    numbers = [batch.number for batch in batches]
+    if {batch.hub_id for batch in batches} != {last.hub_id} or numbers != sorted(set(numbers)):
+        raise ValueError("only one hub's batches, in order, merge")
+    return Batch(
+        last.hub_id,
+        last.number,
+        sum(batch.count for batch in batches),
+        b"".join(batch.frames for batch in batches),
+    )

@@ -1,7 +1,10 @@
 """The bridge's asyncio driver, for brokers whose client is asyncio only (NATS JetStream through
 nats-py; the rule: a broker-bridge process may host an asyncio client where no trio one exists,
 and never through trio-asyncio). The I/O around :class:`.logic.BridgeLogic`, after
-:func:`.runtime.handshake`; the twin of :mod:`.runtime_trio`, loop for loop. No trio here."""
+:func:`.runtime.handshake`; the twin of :mod:`.runtime_trio`, loop for loop, but that the
+master's batches are received by a loop of their own, so that everything that came in while an
+append was under way goes out in the next one (the trio driver takes only what one read of the
+hub connection holds). No trio here."""
 
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ from .. import exitcodes
 from ..wire.bridge import encode_appended
 from ..wire.framing import FrameReader, encode_frame
 from ..wire.protocol import Kind
-from .broker import Broker, BrokerUnavailable, Gap
+from .broker import Batch, BrokerUnavailable, Gap
 from .jetstream import JetStream
 from .logic import BROKER_CALL_TIMEOUT, HEARTBEAT, READ_BLOCK, RECEIVE_SIZE, BridgeLogic, say
 
 T = TypeVar("T")
+# Batches that piled up while an append was under way go out as one message, up to this many
+# bytes (JetStream's default max_payload is 1 MiB; a larger single batch still goes alone).
+MERGE_BYTES = 512 * 1024
 
 
 class HubConnection:
@@ -49,7 +55,7 @@ class HubConnection:
 
 
 class Bridge:
-    def __init__(self, hub: HubConnection, broker: Broker, logic: BridgeLogic) -> None:
+    def __init__(self, hub: HubConnection, broker: JetStream, logic: BridgeLogic) -> None:
         self.hub = hub
         self.broker = broker
         self.logic = logic
@@ -57,9 +63,13 @@ class Bridge:
         self._positioned = asyncio.Event()
         if logic.next_seq is not None:
             self._positioned.set()
+        # The master's batches, in order, not yet appended; set while there are some.
+        self._waiting: list[Batch] = []
+        self._queued = asyncio.Event()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.receive_loop())
             tasks.create_task(self.append_loop())
             tasks.create_task(self.read_loop())
             tasks.create_task(self.heartbeat())
@@ -70,12 +80,36 @@ class Bridge:
             await self.hub.send(frame)
             await asyncio.sleep(HEARTBEAT)
 
-    async def append_loop(self) -> NoReturn:
+    async def receive_loop(self) -> NoReturn:
+        """The master's batches, queued for the append loop (the master's outbox bounds them:
+        it sends no more than it keeps until APPENDED)."""
         while True:
+            # Not ``self._waiting.append(await ...)``: _take replaces the list meanwhile.
             batch = self.logic.batch(*await self.hub.next_frame())
+            self._waiting.append(batch)
+            self._queued.set()
+
+    async def append_loop(self) -> NoReturn:
+        """What piled up during the last append, as one message: one round trip (and at most
+        one lost race with another hub) for all of it, so the appends keep up with the hub."""
+        while True:
+            await self._queued.wait()
             await self._positioned.wait()
-            await self.retrying(partial(self.broker.append, batch))
-            await self.hub.send(encode_appended(batch.number))
+            batches = self._take()
+            await self.retrying(partial(self.broker.append_many, batches))
+            await self.hub.send(encode_appended(batches[-1].number))
+
+    def _take(self) -> list[Batch]:
+        taken, size = 0, 0
+        for batch in self._waiting:
+            if taken and size + len(batch.frames) > MERGE_BYTES:
+                break
+            taken += 1
+            size += len(batch.frames)
+        batches, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        if not self._waiting:
+            self._queued.clear()
+        return batches
 
     async def read_loop(self) -> NoReturn:
         logic = self.logic
