@@ -93,8 +93,12 @@ class Dashboard:
             figures = self.meter.figures(proc["pid"] for _, proc in processes(snapshot))
             lines = await self.logs.fetch()
         except ControlError as exc:
+            if self.state.get("error") != str(exc):  # said once, not every second
+                self.out(f"cannot read the master: {exc} (trying again every second)")
             self.state = {"error": str(exc), "logs": [], "point": None}
         else:
+            if self.state.get("error"):
+                self.out("reading the master again")
             point = self.history.add(snapshot, figures, time.time())
             hub = snapshot["hub"]
             self.state = {
