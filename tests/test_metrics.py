@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -19,6 +20,8 @@ import trio
 from conftest import ctl, open_stereo
 from prometheus_client.parser import text_string_to_metric_families
 
+from stereo import exitcodes
+from stereo.master.process import RESTART_REASONS, WorkerProcess
 from stereo.observe.metrics import exposition
 from stereo.observe.model import Figures, health, state_counts
 from stereo.snapshot import (
@@ -317,3 +320,35 @@ async def test_the_observer_is_restarted_when_it_dies(tmp_path: Path) -> None:
             await stereo.wait_for(r"^\[worker 1\] ready pid=")
             status, _, body = await get(url.replace("/metrics", "/healthz"))
             assert status == 200, body
+
+
+async def test_each_exit_has_one_restart_reason() -> None:
+    def gone(returncode: int, **state: Any) -> str:
+        proc = WorkerProcess(1, 4242, lambda signum: None, dict)
+        proc.returncode = returncode
+        for name, value in state.items():
+            setattr(proc, name, value)
+        return proc.restart_reason
+
+    def cut(slow: bool) -> Any:
+        return SimpleNamespace(cut_off_reason="why", cut_off_slow=slow, truncated_bytes=0)
+
+    found = {
+        gone(1),
+        gone(-signal.SIGSEGV),
+        gone(0),
+        gone(exitcodes.APP_LOAD_ERROR),
+        gone(3, boot_error_reason="port taken"),
+        gone(-signal.SIGKILL),
+        gone(-signal.SIGKILL, kill_reason="no heartbeat for 30 s"),
+        gone(-signal.SIGKILL, kill_reason="still draining", kill_kind="drain_timeout"),
+        gone(5, peer=cut(slow=True)),
+        gone(5, peer=cut(slow=False)),
+    }
+    assert gone(1) == gone(-signal.SIGSEGV) == "crash"
+    assert gone(-signal.SIGKILL) == "killed"
+    assert gone(-signal.SIGKILL, kill_reason="no heartbeat for 30 s") == "hang"
+    assert gone(5, peer=cut(slow=True)) == "slow_consumer"
+    assert gone(5, peer=cut(slow=False)) == "protocol"
+    # every reason but a rolling restart's (the supervisor's own) comes from an exit
+    assert found == set(RESTART_REASONS) - {"restart"}
