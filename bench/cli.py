@@ -31,7 +31,7 @@ from .report import render, size
 from .results import BASELINE, RelayResult, Results, ServingResult, median_round
 from .serving import run_serving_leg
 
-WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge", "pool")
+WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge", "pool", "metrics")
 # Not a tracked path: a run overwrites the results, tables and charts in its output directory.
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -259,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.pool = run_pool(
                 args.quick, max(1, args.repeat), _progress, partial(_loud, results)
             )
+        if "metrics" in args.only and stereo_ok:
+            from .metrics import run_metrics
+
+            results.metrics = run_metrics(max(1, args.repeat), args.quick, _progress)
         results.machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if (note := machine.busy_note()) is not None:
             _loud(results, f"at the end of the run, {note}")

@@ -676,6 +676,14 @@ def render(results: Results) -> str:
             + "\n\n"
             + bridge_targets_table(results)
         )
+    if results.metrics:
+        from .metrics import metrics_table
+
+        parts.append(
+            "### A Prometheus scrape every second (`--metrics`)\n\n"
+            "Relay deliveries/s, plain `stereo run` and `stereo run --metrics` scraped once a"
+            " second, in turns.\n\n" + metrics_table(results.metrics)
+        )
     if results.relay or results.latency or results.serving or results.costs:
         parts.append("### Targets\n\n" + targets_table(results))
     return "\n\n".join(parts) + "\n"

@@ -43,6 +43,21 @@ class RelayResult:
 
 
 @dataclass
+class MetricsResult:
+    """The relay with and without a scrape every second (bench/metrics.py), deliveries/s."""
+
+    workers: int
+    payload: int
+    count: int
+    plain_rates: list[float]
+    scraped_rates: list[float]
+    plain_cpu_pct: float | None
+    scraped_cpu_pct: float | None
+    scrapes: list[int]  # answered scrapes during each scraped leg
+    errors: list[str | None] = field(default_factory=list)
+
+
+@dataclass
 class HopFloor:
     """One hop (a process woken by a message) on this machine, outside stereo (floor.py)."""
 
@@ -246,6 +261,7 @@ class Results:
     fanout: list[FanoutResult] = field(default_factory=list)
     bridge: list[BridgeResult] = field(default_factory=list)
     pool: list[PoolResult] = field(default_factory=list)
+    metrics: list[MetricsResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # loud notes: what did not run, and why
 
     def save(self, path: Path) -> None:
@@ -285,6 +301,7 @@ class Results:
                 for r in data.get("bridge", [])
             ],
             pool=[PoolResult(**r) for r in data.get("pool", [])],
+            metrics=[MetricsResult(**r) for r in data.get("metrics", [])],
             skipped=data["skipped"],
         )
 

@@ -26,6 +26,12 @@ from .master.config import (
     Settings,
     default_workers,
 )
+from .observe_options import (
+    add_observe_commands,
+    add_observe_options,
+    apply_observe_options,
+    run_observe_command,
+)
 from .ops_options import add_ops_options, apply_ops_options
 from .pool_options import add_pool_options, apply_pool_options
 from .version import VersionAction
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops_options(run)
     _add_logging_options(run)
     add_pool_options(run)
+    add_observe_options(run)
     bridge = run.add_argument_group(
         "scale-out: one broadcast order across hubs through a broker (docs/scale-out.md)"
     )
@@ -228,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument(
         "words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]", help="e.g. status, add 2"
     )
+    add_observe_commands(commands)
     return parser
 
 
@@ -331,6 +339,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequen
     )
     apply_ops_options(args, settings)
     apply_pool_options(args, settings)
+    apply_observe_options(args, settings)
     try:
         asgi = asgi_settings(args)
         asgi.check()
@@ -355,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "run":
         sys.exit(_run(parser, args, sys.argv[1:] if argv is None else argv))
+    if args.command in ("dashboard", "metrics"):
+        sys.exit(run_observe_command(args))
     from .control import cli as _console_cli
 
     path = args.control or default_control_path()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Upper bounds (bytes) of the hub's message-size histogram buckets; one more counts the rest.
+MESSAGE_SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
 
 @dataclass(frozen=True, slots=True)
 class BridgeStatistics:
@@ -40,6 +43,13 @@ class HubStatistics:
     next_seq: int
     outbox_limit: int  # bytes the master holds for one worker before cutting it off
     bridge: BridgeStatistics | None = None  # with --bridge only
+    # Since the start, never reset (Prometheus counters): cut-offs by the slot of the worker cut
+    # off, (slot, count) pairs; relayed broadcasts by frame size, one count per bucket of
+    # MESSAGE_SIZE_BUCKETS plus the rest, and their bytes. A batch's frames are put in the
+    # bucket of their mean size (counted per batch, not per frame: the relay stays fast).
+    cutoffs_by_slot: tuple[tuple[int, int], ...] = ()
+    size_buckets: tuple[int, ...] = ()
+    relayed_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,8 @@ class SlotSnapshot:
     setbacks: int  # exits not of the app's doing (outside kills, cut-offs, failed starts)
     processes: tuple[ProcessSnapshot, ...]  # alive, oldest first (mid-restart: two)
     pool: str | None = None  # the job pool this slot serves (None: a worker slot)
+    # ``restarts`` by why: (reason, count) pairs; reasons in stereo.master.process.RESTART_REASONS
+    restart_reasons: tuple[tuple[str, int], ...] = ()
 
     @property
     def current_pid(self) -> int | None:

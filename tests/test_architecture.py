@@ -38,6 +38,8 @@ FORBIDDEN = {
     # The job pool: the caller's side runs in a worker (which imports it), the pool process is
     # a process of its own; neither knows the master, the console or the worker.
     "stereo.pool": ("stereo.master", "stereo.control", "stereo.asgi", "stereo.worker"),
+    # The exporter and dashboard process reads the master only through its control socket.
+    "stereo.observe": ("stereo.master", "stereo.worker", "stereo.asgi", "stereo.bridge"),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..apps._spec import Spec
@@ -66,8 +66,11 @@ def installation(command: str) -> str:
 
 
 class Stereo(Peer):
-    def __init__(self, name: str = "stereo", command: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str = "stereo", command: list[str] | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.name = name
+        self.extra = list(extra)  # more `stereo run` options (bench/metrics.py: --metrics)
         self.relay_name = f"{name} master"
         self.command = stereo_command() if command is None else command
 
@@ -99,5 +102,6 @@ class Stereo(Peer):
         stream = spec.workers * spec.count * (spec.payload + ENVELOPE)
         if stream > DEFAULT_OUTBOX_LIMIT:
             options += ["--outbox-limit", str(stream)]
+        options += self.extra
         argv = stereo_run(self.command, "bench.apps.stereo_relay:serve", spec.workers, *options)
         return group.spawn(argv, name=self.relay_name, env=env).pid

@@ -402,6 +402,7 @@ HANDLERS: dict[str, Callable[[Context, dict[str, Any]], Any]] = {
     "kill": lambda ctx, args: kill(ctx, _arg_int(args, "id"), _arg_signal(args)),
     "broadcast": lambda ctx, args: broadcast(ctx, _arg_value(args)),
     "stats": lambda ctx, args: stats(ctx),
+    "snapshot": lambda ctx, args: dataclasses.asdict(ctx.target.snapshot()),
     "shutdown": lambda ctx, args: shutdown(ctx, _arg_str(args, "mode", "graceful")),
     "logs": lambda ctx, args: logs(
         ctx.target,

@@ -267,6 +267,7 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "broadcast": _format_broadcast,
     "stats": format_stats,
     "shutdown": _format_shutdown,
+    "snapshot": lambda result: json.dumps(result, indent=2, sort_keys=True),
     "logs": format_logs,
 }
 

@@ -279,6 +279,14 @@ COMMANDS: dict[str, Command] = {
             _no_args("stats"),
         ),
         Command(
+            "snapshot",
+            "snapshot",
+            "everything the master knows, as raw data (for exporters)",
+            "Slots, processes and hub counters as plain data, as the metrics exporter and the"
+            " dashboard read them (docs/observability.md); no psutil figures.",
+            _no_args("snapshot"),
+        ),
+        Command(
             "logs",
             "logs [-f] [-n N] [ID...]",
             "recent output of the workers and the master's lines",

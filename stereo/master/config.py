@@ -80,6 +80,10 @@ class Settings:
     chdir: str | None = None
     umask: int | None = None
     pid_file: str | None = None
+    # --metrics/--dashboard (docs/observability.md): the helper's arguments (empty: none is
+    # started) and the dashboard's token, handed over in its environment, not its argv.
+    observer: tuple[str, ...] = ()
+    observer_token: str | None = None
     reload: bool = False
     reload_dirs: list[str] = field(default_factory=list)
     reload_include: list[str] = field(default_factory=list)

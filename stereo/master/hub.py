@@ -13,6 +13,7 @@ import socket
 import sys
 import termios
 import traceback
+from bisect import bisect_left
 from functools import partial
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ import trio
 
 from ..errors import ProtocolError
 from ..outbox import Outbox
-from ..snapshot import HubStatistics, JobCounts, PeerStatistics
+from ..snapshot import MESSAGE_SIZE_BUCKETS, HubStatistics, JobCounts, PeerStatistics
 from ..wire.bridge import decode_appended, decode_deliver
 from ..wire.framing import Direct, Frame, FrameReader
 from ..wire.protocol import (
@@ -144,6 +145,9 @@ class Hub:
         self.bytes_out = 0
         self.cutoffs = 0
         self.routes: PoolRoutes[Peer] = PoolRoutes(self.peers, self._cut_off)
+        self.cutoffs_by_worker: dict[int, int] = {}
+        self.size_counts = [0] * (len(MESSAGE_SIZE_BUCKETS) + 1)
+        self.relayed_bytes = 0
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
@@ -156,12 +160,19 @@ class Hub:
             next_seq=self.next_seq,
             outbox_limit=self.outbox_limit,
             bridge=self.upstream.statistics() if self.upstream is not None else None,
+            cutoffs_by_slot=tuple(sorted(self.cutoffs_by_worker.items())),
+            size_buckets=tuple(self.size_counts),
+            relayed_bytes=self.relayed_bytes,
         )
 
     # -- relaying (no checkpoints in here: this is what makes the order total) ---------------
 
     def _fan_out(self, data: bytes, count: int) -> None:
         self.broadcasts += count
+        # The size histogram, per batch: its frames go to the bucket of their mean size.
+        size = len(data)
+        self.relayed_bytes += size
+        self.size_counts[bisect_left(MESSAGE_SIZE_BUCKETS, -(-size // count))] += count
         overflowing: list[Peer] = []
         broken: list[Peer] = []
         for peer in self.peers:
@@ -206,6 +217,9 @@ class Hub:
             peer.cut_off_reason = reason
             peer.cut_off_slow = slow
             self.cutoffs += 1
+            worker = peer.worker_id
+            if worker:  # 0 is the bridge, not a slot
+                self.cutoffs_by_worker[worker] = self.cutoffs_by_worker.get(worker, 0) + 1
         self.peers.pop(peer, None)
         peer.outbox.clear()
         # Closing the socket wakes both of the peer's tasks with ClosedResourceError.

@@ -28,6 +28,7 @@ from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .bridge import run_bridge
 from .config import Settings
 from .hub import Hub
+from .observer import run_observer_if_possible
 from .output import OutputSink, open_output
 from .pidfile import PidFile
 from .process import Launcher
@@ -258,6 +259,10 @@ class Master:
                         log=self.sink.log,
                     )
                     await nursery.start(self.control.run)
+                    if self.settings.observer:
+                        run_observer_if_possible(
+                            nursery, self.settings, self.control.listening, self.sink.log
+                        )
                     if self.handover is not None:
                         self.handover.complete(self)
                     if self.settings.console:

@@ -36,6 +36,21 @@ _NO_TRAFFIC = PeerStatistics(0, 0, 0, 0, 0, 0, None)
 # Signals that end a process from outside; SIGSEGV, SIGABRT and the like are the app's own crash.
 _ENDING_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
+#: The ``reason`` label of stereo_worker_restarts_total (docs/observability.md): why a slot's
+#: process was replaced. "restart" is a rolling restart (ctl restart, SIGHUP, --reload).
+RESTART_REASONS = (
+    "crash",  # the app exited by itself, with an error or a signal of its own
+    "exit",  # the app exited by itself with status 0
+    "load_error",  # the app could not be loaded
+    "boot_error",  # the worker reported an error while starting
+    "killed",  # a signal from outside stereo (kill -9, the OOM killer)
+    "hang",  # no heartbeat: the master killed it
+    "slow_consumer",  # the hub cut it off: its outbox overflowed, or the bridge reset
+    "protocol",  # the hub cut it off for breaking the hub protocol
+    "drain_timeout",  # a stopping process killed after --graceful-timeout
+    "restart",
+)
+
 
 class WorkerProcess:
     """What the master knows of one worker process. Its exit is reported with :meth:`exited`."""
@@ -60,6 +75,7 @@ class WorkerProcess:
         self.returncode: int | None = None
         self.boot_error_reason: str | None = None
         self.kill_reason: str | None = None  # why the master killed it, if it did
+        self.kill_kind = "hang"  # with kill_reason: its RESTART_REASONS label
         self.ready_event = trio.Event()
         self.ended = trio.Event()  # it exited and its hub connection was read to the end
 
@@ -97,6 +113,21 @@ class WorkerProcess:
             return False
         slow = self.peer is not None and self.peer.cut_off_slow
         return slow or -self.returncode in _ENDING_SIGNALS
+
+    @property
+    def restart_reason(self) -> str:
+        """Why it is gone, as one of RESTART_REASONS (for metrics; exit_reason says it in full)."""
+        if self.kill_reason is not None:
+            return self.kill_kind
+        if self.peer is not None and self.peer.cut_off_reason is not None:
+            return "slow_consumer" if self.peer.cut_off_slow else "protocol"
+        if self.returncode == exitcodes.APP_LOAD_ERROR:
+            return "load_error"
+        if self.boot_error_reason is not None:
+            return "boot_error"
+        if self.killed_from_outside:
+            return "killed"
+        return "exit" if self.returncode == 0 else "crash"
 
     def snapshot(self, current: bool) -> ProcessSnapshot:
         return ProcessSnapshot(

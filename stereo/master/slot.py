@@ -27,12 +27,17 @@ class Slot:
         self.current: WorkerProcess | None = None
         self.processes: list[WorkerProcess] = []  # alive: current plus any still draining
         self.restarts = 0
+        self.restart_reasons: dict[str, int] = {}  # restarts by RESTART_REASONS label
         self.last_exit: str | None = None
         self.failed_reason: str | None = None
         self._nudge = trio.Event()
         # --reuse-port: this slot's own listening sockets, kept across its workers' restarts so
         # connections queued meanwhile wait for the replacement instead of being refused.
         self.own_sockets: list[socket.socket] = []
+
+    def count_restart(self, reason: str) -> None:
+        self.restarts += 1
+        self.restart_reasons[reason] = self.restart_reasons.get(reason, 0) + 1
 
     @property
     def state(self) -> SlotState:
@@ -112,6 +117,7 @@ def slot_snapshot(slot_id: int, slot: Slot | None, procs: list[WorkerProcess]) -
         setbacks=slot.life.setbacks if slot is not None else 0,
         processes=tuple(p.snapshot(p is current) for p in procs),
         pool=slot.pool if slot is not None else None,
+        restart_reasons=tuple(sorted(slot.restart_reasons.items())) if slot is not None else (),
     )
 
 

@@ -164,7 +164,7 @@ class Supervisor:
             )
         )
         if not retiring:
-            slot.restarts += 1
+            slot.count_restart(proc.restart_reason)
             self.respawns += 1
             if event is SlotEvent.BROKEN:
                 slot.failed_reason = proc.exit_reason
@@ -260,6 +260,7 @@ class Supervisor:
         if proc.returncode is not None:
             return  # it exited; only its connection or output lingered
         proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
+        proc.kill_kind = "drain_timeout"
         self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}; killing it")
         proc.signal(signal.SIGKILL)
 
@@ -375,7 +376,7 @@ class Supervisor:
             self._stop_process(new)
             return False
         slot.current = new
-        slot.restarts += 1
+        slot.count_restart("restart")
         self._stop_process(old)
         return True
 

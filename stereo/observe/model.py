@@ -1,0 +1,105 @@
+"""What the exporter and the dashboard read out of a master's snapshot (pure).
+
+The snapshot arrives as plain data (the ``snapshot`` control command: ``dataclasses.asdict`` of
+:class:`stereo.snapshot.MasterSnapshot`), so these functions take dicts; each process's CPU and
+memory come from :class:`Figures`, measured by this process, not by the master.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: The lifecycle states stereo_workers{state} always reports (0 when none): a process is
+#: counted by its process state, a slot without a process by its slot state.
+WORKER_STATES = ("starting", "ready", "draining", "stopped", "backoff", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One process as psutil sees it."""
+
+    cpu_seconds: float  # user + system, since it started
+    rss: int
+    cpu_percent: float | None  # over the last sample; None before a second one
+
+
+def slots(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The master's slots, those removed but still draining left out."""
+    return [s for s in snapshot["supervisor"]["slots"] if s["state"] != "removed"]
+
+
+def current(slot: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The slot's current process (a draining predecessor is not)."""
+    return next((p for p in slot["processes"] if p["current"]), None)
+
+
+def processes(snapshot: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(slot, process) for every live process, a slot mid-restart twice."""
+    for slot in snapshot["supervisor"]["slots"]:
+        for proc in slot["processes"]:
+            yield slot, proc
+
+
+def ready_workers(snapshot: Mapping[str, Any]) -> int:
+    """Slots whose current process is ready to serve."""
+    return sum(
+        1 for slot in slots(snapshot) if (p := current(slot)) is not None and p["state"] == "ready"
+    )
+
+
+def state_counts(snapshot: Mapping[str, Any]) -> dict[str, int]:
+    counts = dict.fromkeys(WORKER_STATES, 0)
+    for slot in snapshot["supervisor"]["slots"]:
+        if slot["state"] == "removed" and not slot["processes"]:
+            continue
+        # A running slot between a process and the next one is starting it.
+        idle = "starting" if slot["state"] == "running" else slot["state"]
+        states = [p["state"] for p in slot["processes"]] or [idle]
+        for state in states:
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def health(snapshot: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """(healthy, body) for /healthz: healthy while at least one worker is ready."""
+    ready = ready_workers(snapshot)
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "ready": ready,
+        "workers": len(slots(snapshot)),
+        "stopping": snapshot["supervisor"]["stopping"],
+    }
+    return ready > 0, body
+
+
+def worker_rows(
+    snapshot: Mapping[str, Any], figures: Mapping[int, Figures]
+) -> list[dict[str, Any]]:
+    """The dashboard's worker table: one row per process (a slot mid-restart has two), plus
+    one per slot that has none."""
+    now = snapshot["now"]
+    rows: list[dict[str, Any]] = []
+    for slot in snapshot["supervisor"]["slots"]:
+        base = {"slot": slot["id"], "restarts": slot["restarts"], "last_exit": slot["last_exit"]}
+        if not slot["processes"] and slot["state"] != "removed":
+            rows.append({**base, "pid": None, "state": slot["state"], "current": False})
+        for proc in slot["processes"]:
+            hub = proc["hub"]
+            seen = figures.get(proc["pid"])
+            rows.append(
+                {
+                    **base,
+                    "pid": proc["pid"],
+                    "state": proc["state"],
+                    "current": proc["current"],
+                    "uptime": round(now - proc["started_at"], 1),
+                    "rss": seen.rss if seen else None,
+                    "cpu_percent": seen.cpu_percent if seen else None,
+                    "messages_in": hub["messages_in"],
+                    "messages_out": hub["messages_out"],
+                    "outbox_bytes": hub["outbox_bytes"],
+                }
+            )
+    return rows
