@@ -194,6 +194,56 @@ def test_concurrent_appenders_get_consecutive_ranges(server: NatsServer) -> None
     run(main())
 
 
+def test_an_appender_follows_what_its_reader_read(server: NatsServer) -> None:
+    """Two hubs taking turns, each reading the other's entries as a bridge does: an append
+    after reading the other hub's entry starts from there, so it is not refused (it was, every
+    other turn, a refused publish and a read of the last entry each)."""
+
+    async def main() -> None:
+        a = JetStream(server.url, "turns", retention=100)
+        b = JetStream(server.url, "turns", retention=100)
+        assert await a.tail() == 1
+        assert await b.tail() == 1
+        expected = {a: 1, b: 1}
+
+        async def catch_up(broker: JetStream, until: int) -> None:
+            entries = await read_all(broker, expected[broker], until)
+            expected[broker] = entries[-1].last_seq + 1
+
+        for number in range(1, 6):
+            for me, other, hub in ((a, b, "a"), (b, a, "b")):
+                first = await me.append(batch(hub, number, count=2))
+                assert first is not None
+                await catch_up(me, first + 2)
+                await catch_up(other, first + 2)
+        assert (a.conflicts, b.conflicts) == (0, 0)
+        await a.aclose()
+        await b.aclose()
+
+    run(main())
+
+
+def test_an_entry_known_to_exist_then_trimmed_is_a_gap(server: NatsServer) -> None:
+    """A reader behind the stream reads on without asking for the stream's state each time;
+    an entry it knew of that was trimmed meanwhile is still a Gap, never skipped."""
+
+    async def main() -> None:
+        writer = JetStream(server.url, "behind", retention=5)
+        reader = JetStream(server.url, "behind", retention=5, read_batch=2)
+        for number in range(1, 5):
+            await writer.append(batch("h", number, count=1))
+        assert [e.number for e in await reader.read(1, block=0)] == [1, 2]
+        for number in range(5, 10):
+            await writer.append(batch("h", number, count=1))
+        with pytest.raises(Gap, match="trimmed") as caught:
+            await reader.read(3, block=0)
+        assert caught.value.expected == 3
+        await writer.aclose()
+        await reader.aclose()
+
+    run(main())
+
+
 def test_resent_batch_is_dropped(server: NatsServer) -> None:
     async def main() -> None:
         broker = JetStream(server.url, "dup", retention=100)
