@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import nats
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
@@ -29,6 +30,7 @@ from nats.js.api import DiscardPolicy, StreamConfig
 
 from stereo.bridge.broker import Batch, BrokerUnavailable, Entry, Gap
 from stereo.bridge.jetstream import JetStream, StreamMismatch, stream_config_problems
+from stereo.bridge.jetstream_stream import stream_config
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 LISTENING = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
@@ -445,6 +447,47 @@ def test_a_waiting_reader_wakes_on_append(server: NatsServer) -> None:
         assert time.monotonic() - started < 5
         await writer.aclose()
         await reader.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("republished", [True, False], ids=["republished", "older-stream"])
+def test_waiting_readers_are_handed_each_entry_in_turn(
+    server: NatsServer, republished: bool
+) -> None:
+    """A caught-up reader hands over each entry as it is stored, in order, whether the stream
+    republishes its entries (what stereo creates) or not (a stream an older stereo made: the
+    reader waits on the publishes themselves, refused ones included)."""
+
+    async def main() -> None:
+        if not republished:
+            nc = await nats.connect(server.url)
+            config = stream_config("STEREO_feed", "stereo.feed.*", 100, 120, "unused.*")
+            config.republish = None
+            await nc.jetstream().add_stream(config)
+            await nc.close()
+        a = JetStream(server.url, "feed", retention=100)
+        b = JetStream(server.url, "feed", retention=100)
+        reader = JetStream(server.url, "feed", retention=100)
+        assert await reader.tail() == 1
+        expected = 1
+        for number in range(1, 21):
+            waiting = asyncio.create_task(reader.read(expected, block=30))
+            # The two appenders race for each entry: one of them is refused each time.
+            firsts = await asyncio.gather(
+                a.append(batch("a", number, count=1)), b.append(batch("b", number, count=2))
+            )
+            got = await waiting
+            got += await read_all(reader, got[-1].last_seq + 1, expected + 3)
+            assert sorted(e.first_seq for e in got) == sorted(firsts)
+            assert [e.first_seq for e in got] == [expected, got[0].last_seq + 1]
+            expected += 3
+        nc = await nats.connect(server.url)
+        config = (await nc.jetstream().stream_info("STEREO_feed")).config
+        assert (config.republish is not None) == republished
+        await nc.close()
+        for broker in (a, b, reader):
+            await broker.aclose()
 
     run(main())
 

@@ -78,9 +78,11 @@ from .jetstream_headers import (
     hub_subject,
     merge,
     next_seq,
+    stored_subjects,
     stream_names,
 )
 from .jetstream_link import StreamLink
+from .jetstream_stored import Stored
 from .jetstream_stream import StreamMismatch, stream_config_problems
 
 __all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
@@ -108,8 +110,8 @@ class JetStream(StreamLink):
         if retention < 1 or timeout <= 0 or duplicate_window <= 0 or read_batch < 1:
             raise ValueError("retention, timeout, duplicate_window and read_batch must be > 0")
         stream, self.prefix = stream_names(name)
-        subject = every_hub(self.prefix)
-        super().__init__(url, stream, subject, retention, timeout, duplicate_window)
+        names = (stream, every_hub(self.prefix), stored_subjects(self.prefix))
+        super().__init__(url, names, retention, timeout, duplicate_window)
         self.read_batch = read_batch
         self.conflicts = 0  # appends refused because another appender got in first
         # Appender: (stream seq of the last entry, global seq after it), None to be read again.
@@ -123,13 +125,16 @@ class JetStream(StreamLink):
         # current connection (0: none yet), so reading them needs no info first.
         self._known_last = 0
         self._read_created: datetime.datetime | None = None
-        # The reader's bell: rung by every message published on the stream's subjects, on a
+        # The reader's bell: rung by every entry the stream republishes once stored (kept in
+        # _stored), or by every publish on its subjects if it does not republish, on a
         # subscription of the current connection (None: not subscribed on it yet).
         self._bell = asyncio.Event()
-        self._bell_on: Client | None = None
+        self._bell_on: tuple[Client, str] | None = None
+        self._stored = Stored(limit=4 * read_batch, retention=retention)
 
     def _dropped(self) -> None:
         self._known_last = 0  # a new connection checks the stream (gone? recreated?) again
+        self._stored.forget()
 
     # -- append -------------------------------------------------------------------------------
 
@@ -341,6 +346,15 @@ class JetStream(StreamLink):
         self._cursor = (entry.last_seq + 1, seq + 1)
         return entry
 
+    def _take_stored(self, expected: int, start: int) -> list[Entry]:
+        """The entries the stream republished from stream seq ``start`` on: no round trip."""
+        entries: list[Entry] = []
+        for seq, headers, data in self._stored.take(start):
+            msg = RawStreamMsg(seq=seq, headers=dict(headers or {}), data=data)
+            entries.append(self._advance(msg, seq, expected))
+            expected = entries[-1].last_seq + 1
+        return entries
+
     async def read(self, expected: int, block: float) -> list[Entry]:
         with self._unavailable():
             js = await self._connect()
@@ -349,10 +363,13 @@ class JetStream(StreamLink):
             self._bell.clear()
             if self._cursor is not None and self._cursor[0] == expected:
                 start = self._cursor[1]
+                if entries := self._take_stored(expected, start):
+                    return entries
                 if start <= self._known_last:  # behind: no need to ask how far the stream is
                     return await self._fetch(js, expected, start)
                 info = await self._read_info(js, expected)
             else:
+                self._stored.forget()  # kept for another position
                 info = await self._read_info(js, expected)
                 start = await self._locate(js, expected, info)
                 self._cursor = (expected, start)
@@ -362,27 +379,32 @@ class JetStream(StreamLink):
             return await self._fetch(js, expected, start)
 
     async def _listen(self) -> None:
-        """Subscribe the bell on the current connection (flushed: the server has it), once."""
+        """Subscribe the bell on the current connection (flushed: the server has it), once:
+        to what the stream republishes, or else to what is published to it."""
         nc = self._nc
         assert nc is not None
-        if self._bell_on is nc:
+        feed = self._republished
+        subject = self.stored_subject if feed else self.subject
+        if self._bell_on == (nc, subject):
             return
 
         async def ring(msg: Msg) -> None:
+            if feed:
+                self._stored.put(msg.headers, msg.data)
             self._bell.set()
 
-        await nc.subscribe(self.subject, cb=ring)
+        await nc.subscribe(subject, cb=ring)
         await nc.flush(timeout=max(1, round(self.timeout)))
-        self._bell_on = nc
+        self._bell_on = (nc, subject)
 
     async def _wait(
         self, js: JetStreamContext, expected: int, start: int, block: float
     ) -> list[Entry]:
         """Up to ``block`` seconds for stream seq ``start`` to exist (the bell was silenced
-        before the info that said it does not). A ring is most often that very entry, so it is
-        asked for at once, one round trip to deliver it; not there (the ring was a publish the
-        stream refused, or one it has not stored yet), a fresh info says where the stream is,
-        and the wait goes on."""
+        before the info that said it does not). A ring is most often that very entry: as the
+        stream republished it (no round trip), or asked for at once (one); not there (the ring
+        was a publish the stream refused, or one it has not stored yet), a fresh info says
+        where the stream is, and the wait goes on."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block
         while True:
@@ -391,6 +413,8 @@ class JetStream(StreamLink):
                     await self._bell.wait()
             rung = self._bell.is_set()
             self._bell.clear()  # before the get: an append after it rings again
+            if rung and (entries := self._take_stored(expected, start)):
+                return entries
             if rung:
                 try:
                     msg = await js.get_msg(self.stream, start, direct=self._direct)
@@ -412,5 +436,6 @@ class JetStream(StreamLink):
             # Where a fresh reader starts is also the incarnation of the stream it reads.
             self._read_created = info.created
             last, after = await self._last_entry(js)
+            self._stored.forget()  # kept for another position, maybe of another stream
             self._cursor = (after, last + 1)
             return after

@@ -21,24 +21,35 @@ from nats.js.api import StreamInfo as _StreamInfo
 
 from ..urls import redact
 from .broker import BrokerUnavailable
-from .jetstream_stream import StreamMismatch, stream_config, stream_config_problems
+from .jetstream_stream import (
+    StreamMismatch,
+    republishes,
+    stream_config,
+    stream_config_problems,
+)
 
 
 class StreamLink:
     """The client of one adapter and the stream it works on (the adapter's base class)."""
 
     def __init__(
-        self, url: str, stream: str, subject: str, retention: int, timeout: float, window: float
+        self,
+        url: str,
+        names: tuple[str, str, str],
+        retention: int,
+        timeout: float,
+        window: float,
     ) -> None:
         self.url = url
-        self.stream = stream
-        self.subject = subject  # the stream's subjects
+        # The stream, its subjects, and where it republishes what it stored.
+        self.stream, self.subject, self.stored_subject = names
         self.retention = retention
         self.timeout = timeout
         self.duplicate_window = window
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._direct = True  # the stream answers direct gets (any replica, no API round)
+        self._republished = True  # the stream republishes its entries on stored_subject
         self._closing: set[asyncio.Task[None]] = set()
 
     def _dropped(self) -> None:
@@ -108,7 +119,8 @@ class StreamLink:
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            config = stream_config(self.stream, self.subject, self.retention, self.duplicate_window)
+            window, stored = self.duplicate_window, self.stored_subject
+            config = stream_config(self.stream, self.subject, self.retention, window, stored)
             try:
                 info = await js.add_stream(config)
             except nats.js.errors.BadRequestError:
@@ -117,6 +129,7 @@ class StreamLink:
         if problems:
             raise StreamMismatch(f"stream {self.stream}: " + "; ".join(problems))
         self._direct = bool(info.config.allow_direct)
+        self._republished = republishes(info.config, self.subject, self.stored_subject)
         return info
 
     async def aclose(self) -> None:
