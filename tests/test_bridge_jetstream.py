@@ -492,6 +492,32 @@ def test_waiting_readers_are_handed_each_entry_in_turn(
     run(main())
 
 
+def test_a_stream_recreated_under_a_waiting_reader_is_a_gap(server: NatsServer) -> None:
+    """A reader waiting on the stream's feed, the stream deleted and made again, filled up to
+    the very stream seq and global seq the reader waits for: a Gap, never the new entry."""
+
+    async def main() -> None:
+        writer = JetStream(server.url, "again", retention=100)
+        reader = JetStream(server.url, "again", retention=100)
+        assert await reader.read(1, block=0.05) == []  # subscribed to the feed
+        for number in range(1, 4):
+            await writer.append(batch("h", number, count=1))
+        await read_all(reader, 1, 4)  # from the feed: the next read waits on it at once
+        waiting = asyncio.create_task(reader.read(4, block=30))
+        nc = await nats.connect(server.url)
+        await nc.jetstream().delete_stream("STEREO_again")
+        await nc.close()
+        other = JetStream(server.url, "again", retention=100)
+        for number in range(1, 5):
+            assert await other.append(batch("k", number, count=1)) == number
+        with pytest.raises(Gap, match=r"recreated|gone"):
+            await waiting
+        for broker in (writer, reader, other):
+            await broker.aclose()
+
+    run(main())
+
+
 def test_an_incompatible_stream_is_refused(server: NatsServer) -> None:
     async def main() -> None:
         first = JetStream(server.url, "cfg", retention=100)

@@ -27,11 +27,14 @@ far the stream reaches and makes trimming visible: JetStream silently starts a c
 first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap here,
 as does a stream that is gone or was recreated (its creation time changed). What an info said
 exists is read without another (a known entry gone since is a Gap too); a reader at the end asks
-for one. A reader that is caught up waits on a plain subscription to the subject, opened before
-the info it compares against, so no append slips between the check and the wait: one
-subscription per connection, which only rings a bell (what it carries may be a publish the
-stream refused). A ring is most often the very entry waited for, so it is got at once (one round
-trip); not there, an info says where the stream is and the wait goes on.
+for one. A reader that is caught up waits on a subscription opened before the info it compares
+against, so no append slips between the check and the wait: the stream republishes each entry
+once stored (RePublish, stream seq in a header), and that feed hands the waiting reader its
+entry with no round trip; a reader in step with it (its newest is what was read last) waits on
+it again without an info, which is asked when the feed is not in step and after a quiet wait.
+A stream made by an older stereo has no feed: the bell is then the publishes themselves (maybe
+refused), a ring is got at once (one round trip), and if not there an info says where the
+stream is.
 
 **Idempotence.** A batch may be appended and its acknowledgement lost (the connection dropped,
 the call timed out, the bridge killed before it told the hub), and the hub resends it, maybe
@@ -367,6 +370,9 @@ class JetStream(StreamLink):
                     return entries
                 if start <= self._known_last:  # behind: no need to ask how far the stream is
                     return await self._fetch(js, expected, start)
+                if block > 0 and self._republished and self._stored.newest == start - 1:
+                    # The feed's newest is what was read last: wait for it (an info after).
+                    return await self._wait(js, expected, start, block)
                 info = await self._read_info(js, expected)
             else:
                 self._stored.forget()  # kept for another position
