@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import nats
 import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
@@ -29,6 +30,7 @@ from nats.js.api import DiscardPolicy, StreamConfig
 
 from stereo.bridge.broker import Batch, BrokerUnavailable, Entry, Gap
 from stereo.bridge.jetstream import JetStream, StreamMismatch, stream_config_problems
+from stereo.bridge.jetstream_stream import stream_config
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 LISTENING = re.compile(r"Listening for client connections on [\d.]+:(\d+)")
@@ -190,6 +192,56 @@ def test_concurrent_appenders_get_consecutive_ranges(server: NatsServer) -> None
         assert (await read_all(other, middle.first_seq, total + 1)) == entries[len(entries) // 2 :]
         for broker in (a, b, reader, other):
             await broker.aclose()
+
+    run(main())
+
+
+def test_an_appender_follows_what_its_reader_read(server: NatsServer) -> None:
+    """Two hubs taking turns, each reading the other's entries as a bridge does: an append
+    after reading the other hub's entry starts from there, so it is not refused (it was, every
+    other turn, a refused publish and a read of the last entry each)."""
+
+    async def main() -> None:
+        a = JetStream(server.url, "turns", retention=100)
+        b = JetStream(server.url, "turns", retention=100)
+        assert await a.tail() == 1
+        assert await b.tail() == 1
+        expected = {a: 1, b: 1}
+
+        async def catch_up(broker: JetStream, until: int) -> None:
+            entries = await read_all(broker, expected[broker], until)
+            expected[broker] = entries[-1].last_seq + 1
+
+        for number in range(1, 6):
+            for me, other, hub in ((a, b, "a"), (b, a, "b")):
+                first = await me.append(batch(hub, number, count=2))
+                assert first is not None
+                await catch_up(me, first + 2)
+                await catch_up(other, first + 2)
+        assert (a.conflicts, b.conflicts) == (0, 0)
+        await a.aclose()
+        await b.aclose()
+
+    run(main())
+
+
+def test_an_entry_known_to_exist_then_trimmed_is_a_gap(server: NatsServer) -> None:
+    """A reader behind the stream reads on without asking for the stream's state each time;
+    an entry it knew of that was trimmed meanwhile is still a Gap, never skipped."""
+
+    async def main() -> None:
+        writer = JetStream(server.url, "behind", retention=5)
+        reader = JetStream(server.url, "behind", retention=5, read_batch=2)
+        for number in range(1, 5):
+            await writer.append(batch("h", number, count=1))
+        assert [e.number for e in await reader.read(1, block=0)] == [1, 2]
+        for number in range(5, 10):
+            await writer.append(batch("h", number, count=1))
+        with pytest.raises(Gap, match="trimmed") as caught:
+            await reader.read(3, block=0)
+        assert caught.value.expected == 3
+        await writer.aclose()
+        await reader.aclose()
 
     run(main())
 
@@ -395,6 +447,73 @@ def test_a_waiting_reader_wakes_on_append(server: NatsServer) -> None:
         assert time.monotonic() - started < 5
         await writer.aclose()
         await reader.aclose()
+
+    run(main())
+
+
+@pytest.mark.parametrize("republished", [True, False], ids=["republished", "older-stream"])
+def test_waiting_readers_are_handed_each_entry_in_turn(
+    server: NatsServer, republished: bool
+) -> None:
+    """A caught-up reader hands over each entry as it is stored, in order, whether the stream
+    republishes its entries (what stereo creates) or not (a stream an older stereo made: the
+    reader waits on the publishes themselves, refused ones included)."""
+
+    async def main() -> None:
+        if not republished:
+            nc = await nats.connect(server.url)
+            config = stream_config("STEREO_feed", "stereo.feed.*", 100, 120, "unused.*")
+            config.republish = None
+            await nc.jetstream().add_stream(config)
+            await nc.close()
+        a = JetStream(server.url, "feed", retention=100)
+        b = JetStream(server.url, "feed", retention=100)
+        reader = JetStream(server.url, "feed", retention=100)
+        assert await reader.tail() == 1
+        expected = 1
+        for number in range(1, 21):
+            waiting = asyncio.create_task(reader.read(expected, block=30))
+            # The two appenders race for each entry: one of them is refused each time.
+            firsts = await asyncio.gather(
+                a.append(batch("a", number, count=1)), b.append(batch("b", number, count=2))
+            )
+            got = await waiting
+            got += await read_all(reader, got[-1].last_seq + 1, expected + 3)
+            assert sorted(e.first_seq for e in got) == sorted(firsts)
+            assert [e.first_seq for e in got] == [expected, got[0].last_seq + 1]
+            expected += 3
+        nc = await nats.connect(server.url)
+        config = (await nc.jetstream().stream_info("STEREO_feed")).config
+        assert (config.republish is not None) == republished
+        await nc.close()
+        for broker in (a, b, reader):
+            await broker.aclose()
+
+    run(main())
+
+
+def test_a_stream_recreated_under_a_waiting_reader_is_a_gap(server: NatsServer) -> None:
+    """A reader waiting on the stream's feed, the stream deleted and made again, filled up to
+    the very stream seq and global seq the reader waits for: a Gap, never the new entry."""
+
+    async def main() -> None:
+        writer = JetStream(server.url, "again", retention=100)
+        reader = JetStream(server.url, "again", retention=100)
+        assert await reader.read(1, block=0.05) == []  # subscribed to the feed
+        for number in range(1, 4):
+            await writer.append(batch("h", number, count=1))
+        await read_all(reader, 1, 4)  # from the feed: the next read waits on it at once
+        waiting = asyncio.create_task(reader.read(4, block=30))
+        nc = await nats.connect(server.url)
+        await nc.jetstream().delete_stream("STEREO_again")
+        await nc.close()
+        other = JetStream(server.url, "again", retention=100)
+        for number in range(1, 5):
+            assert await other.append(batch("k", number, count=1)) == number
+        with pytest.raises(Gap, match=r"recreated|gone"):
+            await waiting
+        for broker in (writer, reader, other):
+            await broker.aclose()
 
     run(main())
 

@@ -17,16 +17,24 @@ frames of successive entries are numbered consecutively without gaps or overlaps
 computes the same numbers (they are in the headers), and a reader checks each entry's first seq
 against the previous entry's last, so any hole stays visible. One appender pays no extra round
 trip (it remembers where its own last append left the stream); concurrent appenders pay two round
-trips per lost race (the refused publish and the read of the new last entry). Schemes that need
+trips per lost race (the refused publish and the read of the new last entry), but an appender
+starts from where its own reader has read (a bridge reads every hub's entries as they come), so
+a race is lost only to an entry appended while the reader had not got it. Schemes that need
 no coordination, such as ``(stream seq << 16) + i``, break "consecutive" and were not taken.
 
-**Reading** is by direct get per stream seq, many in flight at once, after one stream info per
-call. The stream info is what makes trimming visible: JetStream silently starts a consumer at
-its first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap
-here, as does a stream that is gone or was recreated (its creation time changed). A reader that
-is caught up waits on a plain subscription to the subject, opened before the stream info it
-compares against, so no append slips between the check and the wait: one subscription per
-connection, which only rings a bell (what it carries may be a publish the stream refused).
+**Reading** is by direct get per stream seq, many in flight at once. A stream info says how
+far the stream reaches and makes trimming visible: JetStream silently starts a consumer at its
+first sequence when asked for an earlier one, so a position below ``first_seq`` raises Gap here,
+as does a stream that is gone or was recreated (its creation time changed). What an info said
+exists is read without another (a known entry gone since is a Gap too); a reader at the end asks
+for one. A reader that is caught up waits on a subscription opened before the info it compares
+against, so no append slips between the check and the wait: the stream republishes each entry
+once stored (RePublish, stream seq in a header), and that feed hands the waiting reader its
+entry with no round trip; a reader in step with it (its newest is what was read last) waits on
+it again without an info, which is asked when the feed is not in step and after a quiet wait.
+A stream made by an older stereo has no feed: the bell is then the publishes themselves (maybe
+refused), a ring is got at once (one round trip), and if not there an info says where the
+stream is.
 
 **Idempotence.** A batch may be appended and its acknowledgement lost (the connection dropped,
 the call timed out, the bridge killed before it told the hub), and the hub resends it, maybe
@@ -45,9 +53,7 @@ sequence). Once an append is acknowledged the adapter knows, so the steady state
 What is left to the duplicate window is a hub whose last entry was already trimmed away by
 ``retention`` when it resends: a hub that far behind has its position trimmed too.
 
-Connections do not reconnect behind the adapter's back (a publish buffered during a reconnect
-would be sent later, unseen): any connection error or timeout drops the client and raises
-BrokerUnavailable, and the next call connects again.
+The connection, made on first use and dropped on any error, is :mod:`.jetstream_link`'s.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import nats
 import nats.errors
@@ -66,7 +72,6 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.api import StreamInfo as _StreamInfo
 
-from ..urls import redact
 from .broker import Batch, BrokerUnavailable, Entry, Gap, check_follows
 from .jetstream_headers import (
     MalformedEntry,
@@ -76,16 +81,19 @@ from .jetstream_headers import (
     hub_subject,
     merge,
     next_seq,
+    stored_subjects,
     stream_names,
 )
-from .jetstream_stream import StreamMismatch, stream_config, stream_config_problems
+from .jetstream_link import StreamLink
+from .jetstream_stored import Stored
+from .jetstream_stream import StreamMismatch, stream_config_problems
 
 __all__ = ["JetStream", "StreamMismatch", "stream_config_problems"]
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a refused expected-last-sequence
 
 
-class JetStream:
+class JetStream(StreamLink):
     """A :class:`~stereo.bridge.broker.Broker` on a JetStream stream. Not safe for concurrent
     calls of the same method on one instance (the bridge appends in order and reads in order);
     append and read may run concurrently."""
@@ -104,17 +112,11 @@ class JetStream:
             raise ValueError(f"{url!r}: expected nats://HOST:PORT")
         if retention < 1 or timeout <= 0 or duplicate_window <= 0 or read_batch < 1:
             raise ValueError("retention, timeout, duplicate_window and read_batch must be > 0")
-        self.url = url
-        self.stream, self.prefix = stream_names(name)
-        self.subject = every_hub(self.prefix)  # the stream's subjects
-        self.retention = retention
-        self.timeout = timeout
-        self.duplicate_window = duplicate_window
+        stream, self.prefix = stream_names(name)
+        names = (stream, every_hub(self.prefix), stored_subjects(self.prefix))
+        super().__init__(url, names, retention, timeout, duplicate_window)
         self.read_batch = read_batch
         self.conflicts = 0  # appends refused because another appender got in first
-        self._nc: Client | None = None
-        self._js: JetStreamContext | None = None
-        self._direct = True
         # Appender: (stream seq of the last entry, global seq after it), None to be read again.
         self._head: tuple[int, int] | None = None
         # Per hub, the last batch number known to be in the stream; absent while unknown (a
@@ -122,95 +124,20 @@ class JetStream:
         self._appended: dict[str, int] = {}
         # Reader: (the next global seq, the stream seq of the entry that should carry it).
         self._cursor: tuple[int, int] | None = None
+        # Reader: the stream seqs up to this one are known to exist, from a stream info on the
+        # current connection (0: none yet), so reading them needs no info first.
+        self._known_last = 0
         self._read_created: datetime.datetime | None = None
-        self._closing: set[asyncio.Task[None]] = set()
-        # The reader's bell: rung by every message published on the stream's subjects, on a
+        # The reader's bell: rung by every entry the stream republishes once stored (kept in
+        # _stored), or by every publish on its subjects if it does not republish, on a
         # subscription of the current connection (None: not subscribed on it yet).
         self._bell = asyncio.Event()
-        self._bell_on: Client | None = None
+        self._bell_on: tuple[Client, str] | None = None
+        self._stored = Stored(limit=4 * read_batch, retention=retention)
 
-    # -- connection ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _unavailable(self) -> Iterator[None]:
-        """Translate the client's ways of saying "no broker now" into BrokerUnavailable, and
-        drop the client so the next call starts from a fresh connection."""
-        try:
-            yield
-        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError) as exc:
-            self._drop()
-            raise BrokerUnavailable(f"{redact(self.url)}: JetStream unavailable ({exc})") from exc
-        except nats.js.errors.Error:
-            raise  # an answer from the server, handled (or not) by the caller
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            self._drop()
-            raise BrokerUnavailable(
-                f"{redact(self.url)}: {type(exc).__name__} {exc}".rstrip()
-            ) from exc
-
-    def _drop(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
-        if nc is not None and not nc.is_closed:
-            # Closing flushes; on a dead link that waits, and nobody needs the result.
-            task = asyncio.get_running_loop().create_task(self._close_quietly(nc))
-            self._closing.add(task)  # the loop keeps only weak references to tasks
-            task.add_done_callback(self._closing.discard)
-
-    async def _close_quietly(self, nc: Client) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.timeout):
-                await nc.close()
-
-    async def _connect(self) -> JetStreamContext:
-        if self._js is not None and self._nc is not None and not self._nc.is_closed:
-            return self._js
-        self._drop()
-
-        async def quiet(exc: Exception) -> None:
-            # Errors surface as exceptions from the calls; the default callback would log each.
-            pass
-
-        with self._unavailable():
-            async with asyncio.timeout(self.timeout):
-                nc = await nats.connect(
-                    self.url,
-                    allow_reconnect=False,
-                    connect_timeout=max(1, round(self.timeout)),
-                    error_cb=quiet,
-                )
-        js = nc.jetstream(timeout=self.timeout)
-        try:
-            with self._unavailable():
-                await self._ensure_stream(js)
-        except BaseException:
-            # Kept only once the stream is known good, so the next call checks it again.
-            await self._close_quietly(nc)
-            raise
-        self._nc, self._js = nc, js
-        return js
-
-    async def _ensure_stream(self, js: JetStreamContext) -> _StreamInfo:
-        """The stream's info, creating it if absent (idempotent: several hubs may race)."""
-        try:
-            info = await js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError:
-            config = stream_config(self.stream, self.subject, self.retention, self.duplicate_window)
-            try:
-                info = await js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                info = await js.stream_info(self.stream)  # another hub created it first
-        problems = stream_config_problems(info.config, self.subject, self.retention)
-        if problems:
-            raise StreamMismatch(f"stream {self.stream}: " + "; ".join(problems))
-        self._direct = bool(info.config.allow_direct)
-        return info
-
-    async def aclose(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
-        if nc is not None and not nc.is_closed:
-            await self._close_quietly(nc)
-        if self._closing:
-            await asyncio.gather(*self._closing)
+    def _dropped(self) -> None:
+        self._known_last = 0  # a new connection checks the stream (gone? recreated?) again
+        self._stored.forget()
 
     # -- append -------------------------------------------------------------------------------
 
@@ -252,12 +179,25 @@ class JetStream:
         message: a round trip, and at most one lost race, for all of them); the entry's first
         seq, or None if every one of them was appended before. As :meth:`append` otherwise."""
         hub_id = batches[-1].hub_id
+        self._follow_reader()
         try:
             return await self._append(hub_id, batches)
         except BaseException:
             # Published or not, nobody knows: the next append of this hub reads the stream.
             self._appended.pop(hub_id, None)
             raise
+
+    def _follow_reader(self) -> None:
+        """Move the appender's idea of the last entry up to where the reader has read: with
+        several hubs, the entries of the others are read as they come, so a known head that
+        the reader has passed would lose the race for sure (a refused publish and a read of the
+        last entry: two round trips). Never when unknown (None): a head that lost a race is
+        read from the stream, not taken again from a reader that may be behind it."""
+        if self._head is None or self._cursor is None:
+            return
+        expected, start = self._cursor  # the entry at ``start - 1`` ends at ``expected - 1``
+        if start - 1 > self._head[0]:
+            self._head = (start - 1, expected)
 
     async def _append(self, hub_id: str, batches: Sequence[Batch]) -> int | None:
         loop = asyncio.get_running_loop()
@@ -371,14 +311,19 @@ class JetStream:
             raise Gap(expected, found.first_seq, "this seq is inside an entry")
         return lo
 
-    async def _fetch(
-        self, js: JetStreamContext, expected: int, start: int, info: _StreamInfo
-    ) -> list[Entry]:
+    def _check_start(self, expected: int, start: int, info: _StreamInfo) -> None:
+        """Whether stream seq ``start`` can still be read, by ``info``; what it says exists is
+        then known to (reads of it need no info until the connection changes)."""
         if start < info.state.first_seq:
             raise Gap(expected, None, "trimmed past the retention")
         if start > info.state.last_seq + 1:
             raise Gap(expected, None, "the stream went backwards (recreated?)")
-        stop = min(info.state.last_seq, start + self.read_batch - 1)
+        self._known_last = info.state.last_seq
+
+    async def _fetch(self, js: JetStreamContext, expected: int, start: int) -> list[Entry]:
+        """The entries from stream seq ``start`` on that are known to exist (up to
+        ``read_batch``), fetched at once; one of them missing is a Gap."""
+        stop = min(self._known_last, start + self.read_batch - 1)
         seqs = range(start, stop + 1)
         got = await asyncio.gather(
             *(js.get_msg(self.stream, seq, direct=self._direct) for seq in seqs),
@@ -392,11 +337,25 @@ class JetStream:
                 raise Gap(expected, None, f"stream seq {seq} was trimmed or deleted")
             if isinstance(msg, BaseException):
                 raise msg
-            entry = self._decode(msg, seq, expected)
-            check_follows(expected, entry)
-            entries.append(entry)
-            expected = entry.last_seq + 1
-            self._cursor = (expected, seq + 1)
+            entries.append(self._advance(msg, seq, expected))
+            expected = entries[-1].last_seq + 1
+        return entries
+
+    def _advance(self, msg: RawStreamMsg, seq: int, expected: int) -> Entry:
+        """The entry of ``msg``, read at stream seq ``seq`` for global seq ``expected``; the
+        reader's position moves past it."""
+        entry = self._decode(msg, seq, expected)
+        check_follows(expected, entry)
+        self._cursor = (entry.last_seq + 1, seq + 1)
+        return entry
+
+    def _take_stored(self, expected: int, start: int) -> list[Entry]:
+        """The entries the stream republished from stream seq ``start`` on: no round trip."""
+        entries: list[Entry] = []
+        for seq, headers, data in self._stored.take(start):
+            msg = RawStreamMsg(seq=seq, headers=dict(headers or {}), data=data)
+            entries.append(self._advance(msg, seq, expected))
+            expected = entries[-1].last_seq + 1
         return entries
 
     async def read(self, expected: int, block: float) -> list[Entry]:
@@ -405,39 +364,76 @@ class JetStream:
             await self._listen()
             # Silenced before the info: an append after it rings again.
             self._bell.clear()
-            info = await self._read_info(js, expected)
             if self._cursor is not None and self._cursor[0] == expected:
                 start = self._cursor[1]
+                if entries := self._take_stored(expected, start):
+                    return entries
+                if start <= self._known_last:  # behind: no need to ask how far the stream is
+                    return await self._fetch(js, expected, start)
+                if block > 0 and self._republished and self._stored.newest == start - 1:
+                    # The feed's newest is what was read last: wait for it (an info after).
+                    return await self._wait(js, expected, start, block)
+                info = await self._read_info(js, expected)
             else:
+                self._stored.forget()  # kept for another position
+                info = await self._read_info(js, expected)
                 start = await self._locate(js, expected, info)
                 self._cursor = (expected, start)
+            self._check_start(expected, start, info)
             if start > info.state.last_seq and block > 0:
-                info = await self._wait(js, expected, start, block)
-            return await self._fetch(js, expected, start, info)
+                return await self._wait(js, expected, start, block)
+            return await self._fetch(js, expected, start)
 
     async def _listen(self) -> None:
-        """Subscribe the bell on the current connection (flushed: the server has it), once."""
+        """Subscribe the bell on the current connection (flushed: the server has it), once:
+        to what the stream republishes, or else to what is published to it."""
         nc = self._nc
         assert nc is not None
-        if self._bell_on is nc:
+        feed = self._republished
+        subject = self.stored_subject if feed else self.subject
+        if self._bell_on == (nc, subject):
             return
 
         async def ring(msg: Msg) -> None:
+            if feed:
+                self._stored.put(msg.headers, msg.data)
             self._bell.set()
 
-        await nc.subscribe(self.subject, cb=ring)
+        await nc.subscribe(subject, cb=ring)
         await nc.flush(timeout=max(1, round(self.timeout)))
-        self._bell_on = nc
+        self._bell_on = (nc, subject)
 
     async def _wait(
         self, js: JetStreamContext, expected: int, start: int, block: float
-    ) -> _StreamInfo:
-        """Wait up to ``block`` seconds for stream seq ``start`` to exist (the bell was
-        silenced before the info that said it does not); the fresh info."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(block):
-                await self._bell.wait()
-        return await self._read_info(js, expected)
+    ) -> list[Entry]:
+        """Up to ``block`` seconds for stream seq ``start`` to exist (the bell was silenced
+        before the info that said it does not). A ring is most often that very entry: as the
+        stream republished it (no round trip), or asked for at once (one); not there (the ring
+        was a publish the stream refused, or one it has not stored yet), a fresh info says
+        where the stream is, and the wait goes on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._bell.wait()
+            rung = self._bell.is_set()
+            self._bell.clear()  # before the get: an append after it rings again
+            if rung and (entries := self._take_stored(expected, start)):
+                return entries
+            if rung:
+                try:
+                    msg = await js.get_msg(self.stream, start, direct=self._direct)
+                except nats.js.errors.NotFoundError:
+                    pass
+                else:
+                    return [self._advance(msg, start, expected)]
+            info = await self._read_info(js, expected)
+            self._check_start(expected, start, info)
+            if start <= info.state.last_seq:
+                return await self._fetch(js, expected, start)
+            if loop.time() >= deadline:
+                return []
 
     async def tail(self) -> int:
         with self._unavailable():
@@ -446,5 +442,6 @@ class JetStream:
             # Where a fresh reader starts is also the incarnation of the stream it reads.
             self._read_created = info.created
             last, after = await self._last_entry(js)
+            self._stored.forget()  # kept for another position, maybe of another stream
             self._cursor = (after, last + 1)
             return after

@@ -54,6 +54,12 @@ def every_hub(prefix: str) -> str:
     return f"{prefix}.*"
 
 
+def stored_subjects(prefix: str) -> str:
+    """Where the stream republishes each entry once stored (``stored.stereo.NAME.HUB``, with
+    its stream seq in ``Nats-Sequence``), for waiting readers: none of the stream's subjects."""
+    return f"stored.{every_hub(prefix)}"
+
+
 def hub_subject(prefix: str, hub_id: str) -> str:
     """The subject ``hub_id`` appends to: the stream's last message on it is that hub's last
     batch, which is how a resend is recognised after the duplicate window (jetstream.py)."""

@@ -3,16 +3,29 @@ exists unusable (pure: nats-py's config type only, no connection)."""
 
 from __future__ import annotations
 
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RePublish, RetentionPolicy, StorageType, StreamConfig
 
 from ..errors import StereoError
 
 
+def republish(subjects: str, stored: str) -> RePublish:
+    """Every entry of ``subjects`` (``P.*``) republished once stored, on ``stored`` (``Q.*``),
+    the same last token: the waiting readers' feed."""
+    return RePublish(src=subjects, dest=stored.removesuffix("*") + "{{wildcard(1)}}")
+
+
+def republishes(config: StreamConfig, subjects: str, stored: str) -> bool:
+    """Whether the stream republishes its entries where readers wait for them (a stream made
+    by an older stereo does not: its readers wait on the publishes themselves)."""
+    return config.republish == republish(subjects, stored)
+
+
 def stream_config(
-    name: str, subjects: str, retention: int, duplicate_window: float
+    name: str, subjects: str, retention: int, duplicate_window: float, stored: str
 ) -> StreamConfig:
     """Limits retention that trims the oldest past ``retention`` entries, on disk (a restarted
-    server keeps it), with direct gets (the reader's) and a duplicate window."""
+    server keeps it), with direct gets (the reader's), a duplicate window, and every entry
+    republished on ``stored`` once stored (what a waiting reader is handed)."""
     return StreamConfig(
         name=name,
         subjects=[subjects],
@@ -22,6 +35,7 @@ def stream_config(
         storage=StorageType.FILE,
         duplicate_window=duplicate_window,
         allow_direct=True,
+        republish=republish(subjects, stored),
     )
 
 
