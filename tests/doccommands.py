@@ -51,6 +51,8 @@ TCP_BIND = re.compile(
 )
 LISTENING = re.compile(r"listening on (?:\[[^\]\s]+\]|[^\s:\"]+):(?P<port>\d+)\b")
 CONTROL_READY = re.compile(r"control socket: (?P<path>[^\s\"]+)")
+#: The master's line when a worker has said READY (stereo/master/supervisor.py).
+WORKER_READY = re.compile(r"\[stereo\] worker (\d+) \(pid \d+\) ready$")
 CONTROL_DISABLED = re.compile(r"control socket disabled: .*")
 
 VENV_CREATE = re.compile(r"\bpython3? -m venv (?P<path>\.venv)\b")

@@ -28,6 +28,7 @@ from doccommands import (
     CONTROL_READY,
     LISTENING,
     SHELL_LANGUAGES,
+    WORKER_READY,
     Block,
     Command,
     free_ports,
@@ -49,7 +50,6 @@ OPTIONAL_TOOLS = {"curl", "jq", "nc", "socat"}
 COMMAND_TIMEOUT = 60  # one command (a dry-run pip install builds metadata: seconds)
 READY_TIMEOUT = 60  # a master's workers, on a loaded machine
 STOP_TIMEOUT = 45  # SIGTERM to exit (--graceful-timeout is 30 s)
-READY_POLL = 0.1  # the master announces no "all ready" line: its control socket's status tells
 
 
 def page_name(path: Path) -> str:
@@ -231,22 +231,28 @@ class Terminal:
         raise DocCommandFailed(self.failure(command, ran, "opened no control socket"))
 
     async def _wait_workers_ready(self, command: Command, ran: str, path: str) -> None:
-        states: list[str] = []
+        """Every slot the master has once its worker says so (the master's "worker N (pid P)
+        ready" line), then no slot lost a process meanwhile."""
+        rows = await self._status(command, ran, path)
+        waiting = {int(str(row["slot"])) for row in rows}
         with trio.move_on_after(READY_TIMEOUT):
-            while True:
-                try:
-                    rows = await trio.to_thread.run_sync(_status, path)
-                except ControlError as exc:
-                    problem = f"stopped answering: {exc}"
-                    raise DocCommandFailed(self.failure(command, ran, problem)) from None
-                states = [f"worker {row['slot']} {row['state']}" for row in rows]
-                if failed := [row for row in rows if row["restarts"] or row["last_exit"]]:
-                    problem = f"lost workers: {[(r['slot'], r['last_exit']) for r in failed]}"
-                    raise DocCommandFailed(self.failure(command, ran, problem))
-                if all(row["state"] == "ready" for row in rows):
-                    return
-                await trio.sleep(READY_POLL)
-        raise DocCommandFailed(self.failure(command, ran, f"workers never all ready: {states}"))
+            while waiting:
+                waiting -= {int(m[1]) for line in self.output if (m := WORKER_READY.search(line))}
+                if waiting:
+                    await self._changed.wait()
+        if waiting:
+            raise DocCommandFailed(self.failure(command, ran, f"workers never ready: {waiting}"))
+        rows = await self._status(command, ran, path)
+        if failed := [row for row in rows if row["restarts"] or row["last_exit"]]:
+            problem = f"lost workers: {[(r['slot'], r['last_exit']) for r in failed]}"
+            raise DocCommandFailed(self.failure(command, ran, problem))
+
+    async def _status(self, command: Command, ran: str, path: str) -> list[dict[str, object]]:
+        try:
+            return await trio.to_thread.run_sync(_status, path)
+        except ControlError as exc:
+            problem = f"stopped answering: {exc}"
+            raise DocCommandFailed(self.failure(command, ran, problem)) from None
 
     async def stop_master(self) -> None:
         if self.master is None:

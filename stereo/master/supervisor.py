@@ -236,6 +236,7 @@ class Supervisor:
         """Note when the process is ready, then kill it if its heartbeats stop: judged on what
         the master has read, over time the master was running (see watchdog.py)."""
         await proc.ready_event.wait()
+        self.log(f"worker {proc.slot_id} (pid {proc.pid}) ready")  # as gunicorn's "Booting worker"
         self._changed()
         timeout = self.settings.timeout
         await wait_silence(lambda: proc.last_heartbeat, timeout, proc.unread_bytes)
