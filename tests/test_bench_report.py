@@ -119,7 +119,18 @@ def test_the_committed_results_still_load_and_render(path: Path) -> None:
         assert "### ASGI targets" in tables
     if results.bridge:
         assert "| target (bridge) |" in tables
-    assert results.relay or results.serving or results.asgi or results.bridge
+    if results.pool:
+        assert "### Job pool" in tables
+    if results.metrics:
+        assert "### A Prometheus scrape every second" in tables
+    assert (
+        results.relay
+        or results.serving
+        or results.asgi
+        or results.bridge
+        or results.pool
+        or results.metrics
+    )
 
 
 WRK_OUTPUT = """\

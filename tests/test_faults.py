@@ -76,7 +76,9 @@ async def test_a_hung_worker_is_killed_and_replaced_but_a_busy_one_is_not(tmp_pa
             # Worker 2 spun the CPU for 3 s (three timeouts) with checkpoints: never killed.
             await stereo.wait_for(r"^\[worker 2\] busy done after")
             assert len(stereo.worker_lines(2)) == 2  # started, busy done: one process only
-            assert not any(f"pid {first[2]}" in line for line in stereo.lines if "[stereo]" in line)
+            busy = f"pid {first[2]}"
+            said = [line for line in stereo.lines if "[stereo]" in line and busy in line]
+            assert said == [f"[stereo] worker 2 (pid {first[2]}) ready"]  # nothing after that
             measure("hung worker: block -> kill logged (s)", round(detected_at - blocked_at, 2))
             replace_time = round(replaced_at - blocked_at, 2)
             measure("hung worker: block -> replacement started (s)", replace_time)
