@@ -130,26 +130,16 @@ class RedisBroker:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def __enter__(self) -> RedisBroker:
-        # The free port may be taken between the probe and the bind: a few tries.
-        for _ in range(5):
-            port = free_port()
-            log = open(Path(self.work) / f"redis-{port}.log", "wb")
-            with log:
-                process = subprocess.Popen(
-                    [
-                        *(REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1"),
-                        *("--save", "", "--appendonly", "no", "--dir", self.work),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            if _wait_pong(port, process, self.hello):
-                self.process, self.port = process, port
-                return self
-            _stop(process)
-        raise RuntimeError(f"{REDIS_SERVER} did not start (see {self.work})")
+        self.process, self.port = _launch(
+            self.work,
+            "redis",
+            lambda port: [
+                *(REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self.work),
+            ],
+            self.hello,
+        )
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
@@ -192,23 +182,17 @@ class NatsBroker:
         return f"nats://127.0.0.1:{self.port}"
 
     def __enter__(self) -> NatsBroker:
-        for _ in range(5):
-            port = free_port()
-            store = Path(self.work) / f"nats-{port}"
-            log = open(Path(self.work) / f"nats-{port}.log", "wb")
-            with log:
-                process = subprocess.Popen(
-                    [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            if _wait_pong(port, process, self.hello):
-                self.process, self.port = process, port
-                return self
-            _stop(process)
-        raise RuntimeError(f"{NATS_SERVER} did not start (see {self.work})")
+        work = Path(self.work)
+        self.process, self.port = _launch(
+            self.work,
+            "nats",
+            lambda port: [
+                *(NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port)),
+                *("-sd", str(work / f"nats-{port}")),
+            ],
+            self.hello,
+        )
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
@@ -232,6 +216,27 @@ class NatsBroker:
 
 
 BROKERS: tuple[type[RedisBroker] | type[NatsBroker], ...] = (RedisBroker, NatsBroker)
+
+
+def _launch(
+    work: str, name: str, argv: Callable[[int], list[str]], hello: bytes
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A private broker ``name`` on a free port, logging into ``work``, once it answers PING.
+    The free port may be taken between the probe and the bind: a few tries."""
+    for _ in range(5):
+        port = free_port()
+        with open(Path(work) / f"{name}-{port}.log", "wb") as log:
+            process = subprocess.Popen(
+                argv(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if _wait_pong(port, process, hello):
+            return process, port
+        _stop(process)
+    raise RuntimeError(f"{argv(0)[0]} did not start (see {work})")
 
 
 def _hello(sock: socket.socket, hello: bytes) -> None:
