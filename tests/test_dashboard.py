@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import ctl, open_stereo, stereo_command
+from prometheus_client.parser import text_string_to_metric_families
 
 from stereo.observe.access import (
     Access,
@@ -29,7 +33,8 @@ from stereo.observe.access import (
 )
 from stereo.observe.address import split_host_port
 from stereo.observe.history import History
-from stereo.observe.model import Figures
+from stereo.observe.jobs import JobTotals
+from stereo.observe.model import Figures, pool_sections, worker_rows
 
 # -- pure --------------------------------------------------------------------------------------
 
@@ -116,11 +121,78 @@ def test_history_turns_counters_into_rates() -> None:
     assert history.add(_snap(10.0, 0), figures, 1.0)["rates"]["broadcasts"] == 0
     point = history.add(_snap(12.0, 100), figures, 3.0)
     assert point["rates"]["broadcasts"] == 50 and point["rates"]["deliveries"] == 100
-    assert point["workers"] == {"1": {"cpu": 12.5, "rss": 1000}}
+    assert point["workers"] == {"1": {"cpu": 12.5, "rss": 1000, "pool": None}}
     # another master (counters went back): no negative rate
     assert history.add(_snap(1.0, 3), figures, 4.0)["rates"]["broadcasts"] == 0
     history.add(_snap(2.0, 4), {}, 5.0)
     assert len(history.points) == 3
+
+
+def _pooled(now: float, done: int, pool_pid: int = 8) -> dict[str, Any]:
+    """Worker slot 1 (pid 7) and the default pool's slot 2 (pool_pid, ``done`` jobs done)."""
+    hub = {"messages_in": 1, "messages_out": 2, "outbox_bytes": 0}
+    worker = {"pid": 7, "current": True, "state": "ready", "started_at": 0.0, "hub": hub}
+    pool_proc = {
+        "pid": pool_pid,
+        "current": True,
+        "state": "ready",
+        "started_at": 1.0,
+        "started_wall": float(pool_pid),
+        "hub": hub,
+        "jobs": {"done": done, "queued": 3},
+    }
+    snap = _snap(now, 0)
+    snap["supervisor"] = {
+        "pools": ["default", "pdf"],
+        "slots": [
+            {**_slot(1, None), "processes": [worker]},
+            {**_slot(2, "default"), "processes": [pool_proc]},
+        ],
+    }
+    return snap
+
+
+def _slot(slot_id: int, pool: str | None) -> dict[str, Any]:
+    return {"id": slot_id, "state": "running", "restarts": 0, "last_exit": None, "pool": pool}
+
+
+def test_pool_processes_are_in_their_pools_section_not_the_workers_table() -> None:
+    figures = {7: Figures(1.0, 1000, 1.0), 8: Figures(2.0, 2000, 50.0)}
+    totals = JobTotals()
+    snap = _pooled(10.0, 5)
+    assert [row["pid"] for row in worker_rows(snap, figures)] == [7]
+    default, pdf = pool_sections(snap, figures, totals.update(snap))
+    assert (default["name"], default["ready"], default["queued"], default["done"]) == (
+        "default",
+        1,
+        3,
+        5,
+    )
+    (row,) = default["processes"]
+    assert (row["slot"], row["pid"], row["state"], row["cpu_percent"]) == (2, 8, "ready", 50.0)
+    assert (row["jobs_queued"], row["jobs_done"]) == (3, 5)
+    # a pool with no process (--pool pdf=0) still has its section, empty
+    assert (pdf["name"], pdf["processes"], pdf["done"]) == ("pdf", [], 0)
+    # the process replaced: its row is the new one's, the pool's total goes on
+    snap = _pooled(11.0, 1, pool_pid=9)
+    default = pool_sections(snap, figures, totals.update(snap))[0]
+    assert [r["pid"] for r in default["processes"]] == [9] and default["done"] == 6
+    # without pools, no section
+    assert pool_sections(_snap(1.0, 0), figures, {}) == []
+
+
+def test_history_has_each_pools_jobs_done_per_second() -> None:
+    history = History()
+    totals = JobTotals()
+    first = history.add(_pooled(10.0, 5), {}, 1.0, totals.update(_pooled(10.0, 5)))
+    assert first["jobs"] == {"default": 0, "pdf": 0}
+    point = history.add(_pooled(12.0, 25), {}, 3.0, totals.update(_pooled(12.0, 25)))
+    assert point["jobs"] == {"default": 10.0, "pdf": 0}
+    # the pool process replaced: its successor's count adds to the total, no drop to 0
+    snap = _pooled(13.0, 4, pool_pid=9)
+    assert history.add(snap, {}, 4.0, totals.update(snap))["jobs"]["default"] == 4.0
+    # without pools, no jobs
+    assert history.add(_snap(14.0, 0), {}, 5.0)["jobs"] == {}
 
 
 # -- over HTTP, against a real master ------------------------------------------------------------
@@ -144,6 +216,21 @@ def first_event(url: str) -> dict[str, Any]:
             line = reply.readline()
             if line.startswith(b"data: "):
                 return dict(json.loads(line[6:]))
+
+
+def event_where(
+    url: str, check: Callable[[dict[str, Any]], bool], within: float = 60.0
+) -> dict[str, Any]:
+    """The first event of the dashboard's feed (one a second) for which ``check`` holds, read
+    within ``within`` seconds (a bound of its own: a thread is not cancelled by trio)."""
+    deadline = time.monotonic() + within
+    with urllib.request.urlopen(url, timeout=20) as reply:
+        while (line := reply.readline()) and time.monotonic() < deadline:
+            if line.startswith(b"data: "):
+                state = dict(json.loads(line[6:]))
+                if state.get("error") is None and check(state):
+                    return state
+    raise AssertionError(f"no such event in {within} s: {line[:2000]!r}")
 
 
 JSON = {"Content-Type": "application/json"}
@@ -260,3 +347,74 @@ async def test_stereo_dashboard_and_stereo_metrics_are_processes_of_their_own(
                 assert reply.startswith(b"HTTP/1.1 200 OK") and b'"ready": 1' in reply
                 board.terminate()
                 exporter.terminate()
+
+
+def _pool(state: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(pool for pool in state["pools"] if pool["name"] == name)
+
+
+def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=20) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_pools_processes_and_jobs_in_the_feed_and_the_metrics(tmp_path: Path) -> None:
+    """tests/apps/pooljobs.py's round trip: 43 jobs in the default pool, 10 in pdf. The pool
+    processes report their counts every heartbeat (--timeout 8: every 2 s)."""
+    control = str(tmp_path / "control.sock")
+    env = {"POOL_SCENARIO": "roundtrip", "POOL_TMP": str(tmp_path)}
+    args = ("pooljobs:serve", "-w", "1", "--pool", "1", "--pool", "pdf=1", "--timeout", "8")
+    observe = ("--dashboard", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
+    with trio.fail_after(120):
+        async with open_stereo(
+            *args, *observe, "--control", control, "--no-console", env=env
+        ) as stereo:
+            board = (await stereo.wait_for(r"^\[observe\] dashboard on (http://\S+/)$"))[0][1]
+            metrics = (await stereo.wait_for(r"^\[observe\] metrics on (http://\S+)$"))[0][1]
+            await stereo.wait_for(r"^\[worker \d+\] RESULT ")
+
+            def counted(state: dict[str, Any]) -> bool:
+                return _pool(state, "default")["done"] == 43 and _pool(state, "pdf")["done"] == 10
+
+            state = await trio.to_thread.run_sync(event_where, board + "events", counted)
+            _, out, _ = await ctl("--control", control, "--json", "status")
+            rows = json.loads(out)
+            pool_pid = next(row["pid"] for row in rows if row["pool"] == "default")
+            pool_slot = next(row["slot"] for row in rows if row["pool"] == "default")
+            before = await trio.to_thread.run_sync(_scrape, metrics)
+
+            # The default pool's process killed from outside: replaced, its jobs still counted.
+            os.kill(pool_pid, signal.SIGKILL)
+
+            def replaced(state: dict[str, Any]) -> bool:
+                rows = _pool(state, "default")["processes"]
+                return [(r["state"], r["pid"] != pool_pid) for r in rows] == [("ready", True)]
+
+            after_state = await trio.to_thread.run_sync(event_where, board + "events", replaced)
+            after = await trio.to_thread.run_sync(_scrape, metrics)
+
+    # the feed: workers in their table, each pool's processes in its section
+    assert [row["pid"] for row in state["workers"]] == [
+        row["pid"] for row in rows if row["pool"] is None
+    ]
+    assert [r["pid"] for r in _pool(state, "default")["processes"]] == [pool_pid]
+    assert [r["jobs_done"] for r in _pool(state, "pdf")["processes"]] == [10]
+    assert set(state["point"]["jobs"]) == {"default", "pdf"}
+    assert _pool(after_state, "default")["done"] == 43  # the new process's 0 added, not taken
+    # the metrics
+    slot = str(pool_slot)
+    labels = {"slot": slot, "role": "pool", "pool": "default"}
+    done = ("stereo_pool_jobs_done_total", frozenset({("pool", "default"), ("slot", slot)}))
+    assert before[done] == 43 and after[done] == 43
+    assert after[("stereo_worker_up", frozenset(labels.items()))] == 1
+    killed = frozenset({**labels, "reason": "killed"}.items())
+    assert after[("stereo_worker_restarts_total", killed)] == 1
+    ready = {"role": "worker", "pool": "", "state": "ready"}
+    assert after[("stereo_workers", frozenset(ready.items()))] == 1
+    pdf_ready = frozenset({"role": "pool", "pool": "pdf", "state": "ready"}.items())
+    assert after[("stereo_workers", pdf_ready)] == 1

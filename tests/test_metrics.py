@@ -22,11 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stereo import exitcodes
 from stereo.master.process import RESTART_REASONS, WorkerProcess
+from stereo.observe.jobs import JobTotals
 from stereo.observe.metrics import exposition
-from stereo.observe.model import Figures, health, state_counts
+from stereo.observe.model import WORKER_STATES, Figures, health, state_counts
 from stereo.snapshot import (
     MESSAGE_SIZE_BUCKETS,
     HubStatistics,
+    JobCounts,
     MasterSnapshot,
     PeerStatistics,
     ProcessSnapshot,
@@ -39,11 +41,13 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 # -- pure: a snapshot's series ---------------------------------------------------------------------
 
 
-def _process(pid: int, state: str = "ready", current: bool = True) -> ProcessSnapshot:
+def _process(
+    pid: int, state: str = "ready", current: bool = True, jobs: JobCounts | None = None
+) -> ProcessSnapshot:
     peer = PeerStatistics(
         5, 7, 100, 200, outbox_bytes=42, peak_outbox_bytes=99, cut_off_reason=None
     )
-    return ProcessSnapshot(pid, state, current, 1.0, 1.0, 2.0, False, 3.0, None, peer)
+    return ProcessSnapshot(pid, state, current, 1.0, 1.0, 2.0, False, 3.0, None, peer, jobs)
 
 
 def _snapshot() -> dict[str, Any]:
@@ -72,6 +76,33 @@ def _snapshot() -> dict[str, Any]:
         ),
         SlotSnapshot(3, "backoff", 4, "crash", None, 4, 0, ()),
         SlotSnapshot(4, "removed", 0, None, None, 0, 0, ()),
+        # the job pools (--pool 1 --pool pdf=1): pool slots take ids after the workers'
+        SlotSnapshot(
+            5,
+            "running",
+            1,
+            "killed",
+            None,
+            0,
+            1,
+            (_process(105, jobs=JobCounts(done=7, queued=2)),),
+            pool="default",
+            restart_reasons=(("killed", 1),),
+        ),
+        SlotSnapshot(
+            6,
+            "running",
+            0,
+            None,
+            None,
+            0,
+            0,
+            (
+                _process(106, "draining", False, JobCounts(done=3, queued=1)),
+                _process(107, "starting", jobs=JobCounts(done=0, queued=4)),
+            ),
+            pool="pdf",
+        ),
     )
     hub = HubStatistics(
         broadcasts=10,
@@ -86,8 +117,12 @@ def _snapshot() -> dict[str, Any]:
         size_buckets=(1, 2, 7) + (0,) * (len(MESSAGE_SIZE_BUCKETS) - 2),
         relayed_bytes=900,
     )
-    snap = MasterSnapshot(os.getpid(), 10.0, 0.0, None, SupervisorSnapshot(slots, 6, False), hub)
+    supervisor = SupervisorSnapshot(slots, 6, False, pools=("default", "pdf", "idle"))
+    snap = MasterSnapshot(os.getpid(), 10.0, 0.0, None, supervisor, hub)
     return dataclasses.asdict(snap)
+
+
+WORKER = {"role": "worker", "pool": ""}
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -104,27 +139,32 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 def test_a_snapshot_gives_every_series() -> None:
     figures = {101: Figures(1.5, 10_000_000, 3.0), 103: Figures(0.25, 9_000_000, None)}
-    body, content_type = exposition(_snapshot(), figures, "")
+    figures[105] = Figures(0.5, 8_000_000, 1.0)
+    body, content_type = exposition(_snapshot(), figures, "", {("default", 5): 9})
     assert content_type.startswith("text/plain; version=0.0.4")
     s = _samples(body.decode())
-    assert _value(s, "stereo_workers", state="ready") == 1
-    assert _value(s, "stereo_workers", state="draining") == 1
-    assert _value(s, "stereo_workers", state="starting") == 1
-    assert _value(s, "stereo_workers", state="backoff") == 1
-    assert _value(s, "stereo_workers", state="failed") == 0
-    assert _value(s, "stereo_worker_up", slot="1") == 1
-    assert _value(s, "stereo_worker_up", slot="2") == 0  # its current process is starting
-    assert _value(s, "stereo_worker_up", slot="3") == 0
-    assert ("stereo_worker_up", frozenset({("slot", "4")})) not in s  # removed
-    assert _value(s, "stereo_worker_restarts_total", slot="1", reason="crash") == 1
-    assert _value(s, "stereo_worker_restarts_total", slot="1", reason="killed") == 1
+    workers = {state: _value(s, "stereo_workers", state=state, **WORKER) for state in WORKER_STATES}
+    assert workers == {
+        "starting": 1,
+        "ready": 1,
+        "draining": 1,
+        "stopped": 0,
+        "backoff": 1,
+        "failed": 0,
+    }
+    assert _value(s, "stereo_worker_up", slot="1", **WORKER) == 1
+    assert _value(s, "stereo_worker_up", slot="2", **WORKER) == 0  # its current one is starting
+    assert _value(s, "stereo_worker_up", slot="3", **WORKER) == 0
+    assert not [k for k in s if k[0] == "stereo_worker_up" and ("slot", "4") in k[1]]  # removed
+    assert _value(s, "stereo_worker_restarts_total", slot="1", reason="crash", **WORKER) == 1
+    assert _value(s, "stereo_worker_restarts_total", slot="1", reason="killed", **WORKER) == 1
     # CPU and memory of the current process: slot 2's is 103, not the draining 102
-    assert _value(s, "stereo_worker_cpu_seconds_total", slot="1") == 1.5
-    assert _value(s, "stereo_worker_cpu_seconds_total", slot="2") == 0.25
-    assert _value(s, "stereo_worker_resident_memory_bytes", slot="2") == 9_000_000
-    assert _value(s, "stereo_worker_outbox_bytes", slot="1") == 42
-    assert _value(s, "stereo_worker_cutoffs_total", slot="1") == 2
-    assert _value(s, "stereo_worker_cutoffs_total", slot="3") == 0
+    assert _value(s, "stereo_worker_cpu_seconds_total", slot="1", **WORKER) == 1.5
+    assert _value(s, "stereo_worker_cpu_seconds_total", slot="2", **WORKER) == 0.25
+    assert _value(s, "stereo_worker_resident_memory_bytes", slot="2", **WORKER) == 9_000_000
+    assert _value(s, "stereo_worker_outbox_bytes", slot="1", **WORKER) == 42
+    assert _value(s, "stereo_worker_cutoffs_total", slot="1", **WORKER) == 2
+    assert _value(s, "stereo_worker_cutoffs_total", slot="3", **WORKER) == 0
     assert _value(s, "stereo_hub_broadcasts_total") == 10
     assert _value(s, "stereo_hub_deliveries_total") == 30
     assert _value(s, "stereo_hub_bytes_total", direction="in") == 1000
@@ -139,6 +179,85 @@ def test_a_snapshot_gives_every_series() -> None:
     assert _value(s, "process_resident_memory_bytes") > 0
 
 
+def test_pool_processes_have_their_role_and_pool_and_the_pools_their_jobs() -> None:
+    figures = {105: Figures(0.5, 8_000_000, 1.0)}
+    body, _ = exposition(_snapshot(), figures, "", {("default", 5): 9, ("pdf", 6): 3})
+    s = _samples(body.decode())
+    default = {"role": "pool", "pool": "default"}
+    pdf = {"role": "pool", "pool": "pdf"}
+    # the per-slot series, labelled
+    assert _value(s, "stereo_worker_up", slot="5", **default) == 1
+    assert _value(s, "stereo_worker_up", slot="6", **pdf) == 0
+    assert _value(s, "stereo_worker_restarts_total", slot="5", reason="killed", **default) == 1
+    assert _value(s, "stereo_worker_cpu_seconds_total", slot="5", **default) == 0.5
+    assert _value(s, "stereo_worker_resident_memory_bytes", slot="5", **default) == 8_000_000
+    assert _value(s, "stereo_worker_outbox_bytes", slot="6", **pdf) == 42
+    assert _value(s, "stereo_worker_cutoffs_total", slot="5", **default) == 0
+    # every slot has exactly one role: no pool slot among the workers' series, nor the reverse
+    ups = {dict(k[1])["slot"]: dict(k[1]) for k in s if k[0] == "stereo_worker_up"}
+    assert {slot: (labels["role"], labels["pool"]) for slot, labels in ups.items()} == {
+        "1": ("worker", ""),
+        "2": ("worker", ""),
+        "3": ("worker", ""),
+        "5": ("pool", "default"),
+        "6": ("pool", "pdf"),
+    }
+    # processes by state: the workers' apart, each pool's, a pool without process all 0
+    assert _value(s, "stereo_workers", state="ready", **WORKER) == 1
+    assert _value(s, "stereo_workers", state="ready", **default) == 1
+    assert _value(s, "stereo_workers", state="draining", **pdf) == 1
+    assert _value(s, "stereo_workers", state="starting", **pdf) == 1
+    assert _value(s, "stereo_workers", state="ready", **pdf) == 0
+    idle = {"role": "pool", "pool": "idle"}
+    assert sum(_value(s, "stereo_workers", state=st, **idle) for st in ("ready", "starting")) == 0
+    # jobs: queued as the processes last said (a draining one's still count), done as given
+    assert _value(s, "stereo_pool_jobs_queued", pool="default", slot="5") == 2
+    assert _value(s, "stereo_pool_jobs_queued", pool="pdf", slot="6") == 1 + 4
+    assert _value(s, "stereo_pool_jobs_done_total", pool="default", slot="5") == 9
+    assert _value(s, "stereo_pool_jobs_done_total", pool="pdf", slot="6") == 3
+    # /healthz counts the workers only: pool processes serve no one
+    assert health(_snapshot())[1]["workers"] == 3
+
+
+def test_no_pool_series_without_a_pool() -> None:
+    snap = _snapshot()
+    snap["supervisor"]["pools"] = []
+    snap["supervisor"]["slots"] = snap["supervisor"]["slots"][:4]
+    body, _ = exposition(snap, {}, "")
+    assert b"stereo_pool_" not in body
+    assert b'role="pool"' not in body
+
+
+def _jobs(*procs: tuple[int, int, float]) -> dict[str, Any]:
+    """A snapshot of pool slot 5 with these (pid, done, started_wall) processes."""
+    processes = [
+        {"pid": pid, "started_wall": started, "jobs": {"done": done, "queued": 0}}
+        for pid, done, started in procs
+    ]
+    slot = {"id": 5, "pool": "default", "processes": processes}
+    return {"supervisor": {"slots": [slot, {"id": 1, "pool": None, "processes": []}]}}
+
+
+def test_jobs_done_never_go_back_across_a_slots_processes() -> None:
+    totals = JobTotals()
+    assert totals.update(_jobs((50, 7, 1.0))) == {("default", 5): 7}
+    assert totals.update(_jobs((50, 9, 1.0))) == {("default", 5): 9}
+    # a rolling restart: the old one drains beside its successor, then goes
+    assert totals.update(_jobs((50, 10, 1.0), (51, 2, 2.0))) == {("default", 5): 12}
+    assert totals.update(_jobs((51, 3, 2.0))) == {("default", 5): 13}
+    # killed: the slot is empty for a moment, then a new process counts from 0
+    assert totals.update(_jobs()) == {("default", 5): 13}
+    assert totals.update(_jobs((52, 0, 3.0))) == {("default", 5): 13}
+    # the pid of a process gone, given to a new one: another process (started later)
+    assert totals.update(_jobs((52, 4, 3.0))) == {("default", 5): 17}
+    assert totals.update(_jobs((52, 1, 4.0))) == {("default", 5): 18}
+    # a reading of a count lower than one already read (never expected) keeps the higher
+    assert totals.update(_jobs((52, 0, 4.0))) == {("default", 5): 18}
+    # the slot removed: its total stays (for the pool's sum), it is only not exported
+    removed = {"supervisor": {"slots": []}}
+    assert totals.update(removed) == {("default", 5): 18}
+
+
 def test_openmetrics_when_asked() -> None:
     body, content_type = exposition(_snapshot(), {}, OPENMETRICS)
     assert content_type.startswith("application/openmetrics-text")
@@ -149,9 +268,12 @@ def test_openmetrics_when_asked() -> None:
 def test_health_and_state_counts() -> None:
     snap = _snapshot()
     assert health(snap) == (True, {"status": "ok", "ready": 1, "workers": 3, "stopping": False})
-    snap["supervisor"]["slots"] = [snap["supervisor"]["slots"][2]]
+    # a ready pool process is no ready worker
+    snap["supervisor"]["slots"] = [snap["supervisor"]["slots"][i] for i in (2, 4)]
     assert health(snap)[0] is False
     assert state_counts(snap)["backoff"] == 1
+    assert state_counts(snap)["ready"] == 0
+    assert state_counts(snap, "default")["ready"] == 1
 
 
 # -- end to end --------------------------------------------------------------------------------
@@ -238,26 +360,32 @@ async def test_curl_metrics_after_broadcasts_a_kill_and_a_cut_off(tmp_path: Path
     assert _value(after, "stereo_hub_message_size_bytes_bucket", le="256.0") == 6
     assert _value(after, "stereo_hub_message_size_bytes_bucket", le="1024.0") == 6
     assert _value(after, "stereo_hub_message_size_bytes_bucket", le="4096.0") == broadcasts
-    assert _value(after, "stereo_worker_restarts_total", slot="2", reason="slow_consumer") == 1
-    assert _value(after, "stereo_worker_restarts_total", slot="3", reason="killed") == 1
+    assert (
+        _value(after, "stereo_worker_restarts_total", slot="2", reason="slow_consumer", **WORKER)
+        == 1
+    )
+    assert _value(after, "stereo_worker_restarts_total", slot="3", reason="killed", **WORKER) == 1
     assert not any(k[0] == "stereo_worker_restarts_total" and ("slot", "1") in k[1] for k in after)
-    assert [_value(after, "stereo_worker_cutoffs_total", slot=str(i)) for i in (1, 2, 3)] == [
+    assert [
+        _value(after, "stereo_worker_cutoffs_total", slot=str(i), **WORKER) for i in (1, 2, 3)
+    ] == [
         0,
         1,
         0,
     ]
-    assert _value(after, "stereo_workers", state="ready") == 3
-    assert all(_value(after, "stereo_worker_up", slot=str(i)) == 1 for i in (1, 2, 3))
+    assert _value(after, "stereo_workers", state="ready", **WORKER) == 3
+    assert all(_value(after, "stereo_worker_up", slot=str(i), **WORKER) == 1 for i in (1, 2, 3))
     for slot in ("1", "2", "3"):
-        assert _value(after, "stereo_worker_outbox_bytes", slot=slot) == 0
-        assert _value(after, "stereo_worker_resident_memory_bytes", slot=slot) > 1_000_000
-        assert _value(after, "stereo_worker_cpu_seconds_total", slot=slot) > 0
+        assert _value(after, "stereo_worker_outbox_bytes", slot=slot, **WORKER) == 0
+        assert _value(after, "stereo_worker_resident_memory_bytes", slot=slot, **WORKER) > 1_000_000
+        assert _value(after, "stereo_worker_cpu_seconds_total", slot=slot, **WORKER) > 0
     # slot 3's CPU is its new process's (a counter reset, as Prometheus expects), not the sum
     # over its processes: no more than that process has used by now
     times = psutil.Process(pids[3]).cpu_times() if psutil.pid_exists(pids[3]) else None
     if times is not None:
         assert (
-            _value(after, "stereo_worker_cpu_seconds_total", slot="3") <= times.user + times.system
+            _value(after, "stereo_worker_cpu_seconds_total", slot="3", **WORKER)
+            <= times.user + times.system
         )
     assert _value(after, "process_resident_memory_bytes") > 0
     assert _value(after, "process_cpu_seconds_total") > 0

@@ -4,8 +4,10 @@ prometheus_client's own ProcessCollector, which reads the master's /proc entry).
 A custom collector over a snapshot, not metric objects updated as things happen: the master
 counts what it counts anyway, and nothing here touches its relay. Counters follow Prometheus'
 rules: per-process figures (CPU seconds) reset when a slot's process is replaced, which
-``rate()`` reads as a counter reset; per-slot and hub totals are the master's and never go back.
-Names and labels: docs/observability.md.
+``rate()`` reads as a counter reset; per-slot and hub totals are the master's and never go back,
+but for a job pool slot's jobs done: the pool processes' own counts, kept from going back across
+the slot's processes by :class:`~.jobs.JobTotals` in this process. Every per-slot series has a
+``role`` (worker, pool) and a ``pool`` label. Names and labels: docs/observability.md.
 """
 
 from __future__ import annotations
@@ -25,59 +27,92 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..snapshot import MESSAGE_SIZE_BUCKETS
-from .model import Figures, current, slots, state_counts
+from .jobs import Key
+from .model import Figures, current, pools, role, slots, state_counts
+
+SLOT = ["slot", "role", "pool"]  # role: worker or pool; pool: the job pool's name, "" for workers
+
+
+def _slot_labels(slot: Mapping[str, Any]) -> list[str]:
+    return [str(slot["id"]), role(slot), slot.get("pool") or ""]
 
 
 def _worker_families(snapshot: Mapping[str, Any], figures: Mapping[int, Figures]) -> list[Metric]:
     up = GaugeMetricFamily(
-        "stereo_worker_up", "1 while the slot's current process is ready", labels=["slot"]
+        "stereo_worker_up", "1 while the slot's current process is ready", labels=SLOT
     )
     restarts = CounterMetricFamily(
         "stereo_worker_restarts",
         "Processes of the slot replaced, by why (docs/observability.md)",
-        labels=["slot", "reason"],
+        labels=[*SLOT, "reason"],
     )
     cpu = CounterMetricFamily(
         "stereo_worker_cpu_seconds",
         "CPU time of the slot's current process (resets when it is replaced)",
-        labels=["slot"],
+        labels=SLOT,
     )
     rss = GaugeMetricFamily(
         "stereo_worker_resident_memory_bytes",
         "Resident memory of the slot's current process",
-        labels=["slot"],
+        labels=SLOT,
     )
     outbox = GaugeMetricFamily(
         "stereo_worker_outbox_bytes",
         "Bytes the master holds for the slot's current process, not yet written",
-        labels=["slot"],
+        labels=SLOT,
     )
     cutoffs = CounterMetricFamily(
         "stereo_worker_cutoffs",
         "Times the hub cut the slot's process off (slow consumer, protocol error)",
-        labels=["slot"],
+        labels=SLOT,
     )
     cut_by_slot = dict(snapshot["hub"]["cutoffs_by_slot"])
     for slot in slots(snapshot):
-        label = str(slot["id"])
+        labels = _slot_labels(slot)
         proc = current(slot)
-        up.add_metric([label], 1 if proc is not None and proc["state"] == "ready" else 0)
+        up.add_metric(labels, 1 if proc is not None and proc["state"] == "ready" else 0)
         for reason, count in slot["restart_reasons"]:
-            restarts.add_metric([label, reason], count)
-        cutoffs.add_metric([label], cut_by_slot.get(slot["id"], 0))
+            restarts.add_metric([*labels, reason], count)
+        cutoffs.add_metric(labels, cut_by_slot.get(slot["id"], 0))
         if proc is None:
             continue
-        outbox.add_metric([label], proc["hub"]["outbox_bytes"])
+        outbox.add_metric(labels, proc["hub"]["outbox_bytes"])
         seen = figures.get(proc["pid"])
         if seen is not None:
-            cpu.add_metric([label], seen.cpu_seconds)
-            rss.add_metric([label], seen.rss)
+            cpu.add_metric(labels, seen.cpu_seconds)
+            rss.add_metric(labels, seen.rss)
     workers = GaugeMetricFamily(
-        "stereo_workers", "Worker processes (and idle slots) by lifecycle state", labels=["state"]
+        "stereo_workers",
+        "Processes (and idle slots) by lifecycle state, of the workers and of each job pool",
+        labels=["role", "pool", "state"],
     )
-    for state, count in state_counts(snapshot).items():
-        workers.add_metric([state], count)
+    for group in [None, *pools(snapshot)]:
+        for state, count in state_counts(snapshot, group).items():
+            workers.add_metric(["worker" if group is None else "pool", group or "", state], count)
     return [workers, up, restarts, cpu, rss, outbox, cutoffs]
+
+
+def _pool_families(snapshot: Mapping[str, Any], jobs_done: Mapping[Key, int]) -> list[Metric]:
+    queued = GaugeMetricFamily(
+        "stereo_pool_jobs_queued",
+        "Jobs received by the slot's pool processes and not started, as they last reported",
+        labels=["pool", "slot"],
+    )
+    done = CounterMetricFamily(
+        "stereo_pool_jobs_done",
+        "Jobs the slot's pool processes have done (kept across its processes)",
+        labels=["pool", "slot"],
+    )
+    for slot in slots(snapshot):
+        if slot.get("pool") is None:
+            continue
+        labels = [slot["pool"], str(slot["id"])]
+        # a draining predecessor's queue is still to be run: counted with its successor's
+        queued.add_metric(
+            labels, sum((p.get("jobs") or {}).get("queued") or 0 for p in slot["processes"])
+        )
+        done.add_metric(labels, jobs_done.get((slot["pool"], slot["id"]), 0))
+    return [queued, done]
 
 
 def _hub_families(hub: Mapping[str, Any]) -> list[Metric]:
@@ -132,27 +167,38 @@ def _bridge_families(bridge: Mapping[str, Any]) -> list[Metric]:
 
 
 class SnapshotCollector(Collector):
-    """Every stereo_* series of one snapshot."""
+    """Every stereo_* series of one snapshot; ``jobs_done`` is a JobTotals reading of it."""
 
-    def __init__(self, snapshot: Mapping[str, Any], figures: Mapping[int, Figures]) -> None:
+    def __init__(
+        self,
+        snapshot: Mapping[str, Any],
+        figures: Mapping[int, Figures],
+        jobs_done: Mapping[Key, int],
+    ) -> None:
         self.snapshot = snapshot
         self.figures = figures
+        self.jobs_done = jobs_done
 
     def collect(self) -> Iterable[Metric]:
         hub = self.snapshot["hub"]
         families = _worker_families(self.snapshot, self.figures) + _hub_families(hub)
+        if pools(self.snapshot):
+            families += _pool_families(self.snapshot, self.jobs_done)
         if hub.get("bridge") is not None:
             families += _bridge_families(hub["bridge"])
         return families
 
 
 def exposition(
-    snapshot: Mapping[str, Any], figures: Mapping[int, Figures], accept: str
+    snapshot: Mapping[str, Any],
+    figures: Mapping[int, Figures],
+    accept: str,
+    jobs_done: Mapping[Key, int] | None = None,
 ) -> tuple[bytes, str]:
     """The /metrics body and its content type: OpenMetrics when ``accept`` asks for it, else
     the Prometheus text format. With the master's own process_* series."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, figures))
+    registry.register(SnapshotCollector(snapshot, figures, jobs_done or {}))
     master_pid = int(snapshot["pid"])
     ProcessCollector(pid=lambda: master_pid, registry=registry)
     encoder, content_type = choose_encoder(accept)

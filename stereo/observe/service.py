@@ -19,10 +19,11 @@ from ..errors import ControlError
 from .access import Access, ActionError, parse_action, same_origin
 from .history import History
 from .http import Request, Response, Stream
+from .jobs import JobTotals
 from .link import MasterLink
 from .logs import MasterLogs
 from .metrics import exposition
-from .model import health, processes, worker_rows
+from .model import health, pool_sections, processes, worker_rows
 from .processes import ProcessMeter
 
 POLL_INTERVAL = 1.0
@@ -46,21 +47,26 @@ class Exporter:
     def __init__(self, link: MasterLink) -> None:
         self.link = link
         self.meter = ProcessMeter()
+        self.jobs = JobTotals()
+        self._lock = trio.Lock()  # JobTotals reads snapshots in order: one scrape at a time
 
     async def handle(self, request: Request) -> Response:
         if request.method != "GET" or request.path not in ("/metrics", "/healthz"):
             return Response(404, b"not found: try /metrics or /healthz\n")
-        try:
-            snapshot = await self.link.request("snapshot")
-        except ControlError as exc:
+        async with self._lock:
+            try:
+                snapshot = await self.link.request("snapshot")
+            except ControlError as exc:
+                if request.path == "/healthz":
+                    return _json(503, {"status": "unreachable", "error": str(exc)})
+                return Response(503, f"cannot read the master: {exc}\n".encode())
             if request.path == "/healthz":
-                return _json(503, {"status": "unreachable", "error": str(exc)})
-            return Response(503, f"cannot read the master: {exc}\n".encode())
-        if request.path == "/healthz":
-            healthy, state = health(snapshot)
-            return _json(200 if healthy else 503, state)
+                healthy, state = health(snapshot)
+                return _json(200 if healthy else 503, state)
+            jobs_done = self.jobs.update(snapshot)
         figures = self.meter.figures(proc["pid"] for _, proc in processes(snapshot))
-        body, content_type = exposition(snapshot, figures, request.headers.get("accept", ""))
+        accept = request.headers.get("accept", "")
+        body, content_type = exposition(snapshot, figures, accept, jobs_done)
         return Response(200, body, content_type)
 
 
@@ -76,6 +82,7 @@ class Dashboard:
         self.out = out
         self.meter = ProcessMeter()
         self.history = History()
+        self.jobs = JobTotals()
         self.logs = MasterLogs(link)
         self.state: dict[str, Any] = {}
         self._tick = trio.Event()
@@ -99,7 +106,8 @@ class Dashboard:
         else:
             if self.state.get("error"):
                 self.out("reading the master again")
-            point = self.history.add(snapshot, figures, time.time())
+            jobs_done = self.jobs.update(snapshot)
+            point = self.history.add(snapshot, figures, time.time(), jobs_done)
             hub = snapshot["hub"]
             self.state = {
                 "error": None,
@@ -108,6 +116,7 @@ class Dashboard:
                     "uptime": snapshot["now"] - snapshot["started_at"],
                 },
                 "workers": worker_rows(snapshot, figures),
+                "pools": pool_sections(snapshot, figures, jobs_done),
                 "hub": {k: v for k, v in hub.items() if k not in ("size_buckets", "bridge")},
                 "bridge": hub["bridge"],
                 "point": point,

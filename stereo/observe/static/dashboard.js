@@ -47,34 +47,66 @@ async function act(body, question) {
   notice.textContent = reply.ok ? body.action + ": done " + JSON.stringify(answer.result) : "refused: " + answer.error;
 }
 
+// One table row per process (or per slot without one); `extra` are the cells after CPU.
+function processRow(row, extra, noun) {
+  const tr = el("tr", null, "state-" + row.state);
+  tr.dataset.slot = row.slot;
+  tr.dataset.pid = row.pid === null ? "" : row.pid;
+  tr.dataset.state = row.state;
+  const cells = [
+    row.slot, row.pid === null ? "–" : row.pid, row.state + (row.current || row.pid === null ? "" : " (old)"),
+    duration(row.uptime), row.restarts, bytes(row.rss),
+    row.cpu_percent === null || row.cpu_percent === undefined ? "–" : row.cpu_percent.toFixed(1) + "%",
+    ...extra,
+  ];
+  cells.forEach((text) => tr.append(el("td", text)));
+  tr.append(el("td", row.last_exit || "", "exit"));
+  const buttons = el("td");
+  if (row.current || row.pid === null) {
+    const restart = el("button", "Restart", "restart");
+    restart.type = "button";
+    restart.onclick = () => act({action: "restart", slot: row.slot}, "Restart " + noun + " " + row.slot + "?");
+    const remove = el("button", "Remove", "remove");
+    remove.type = "button";
+    remove.onclick = () => act({action: "remove", slot: row.slot}, "Remove " + noun + " " + row.slot + "?");
+    buttons.append(restart, " ", remove);
+  }
+  tr.append(buttons);
+  return tr;
+}
+
 function renderWorkers(rows) {
-  const body = document.querySelector("#workers tbody");
-  body.replaceChildren();
-  for (const row of rows) {
-    const tr = el("tr", null, "state-" + row.state);
-    tr.dataset.slot = row.slot;
-    tr.dataset.pid = row.pid === null ? "" : row.pid;
-    tr.dataset.state = row.state;
-    const cells = [
-      row.slot, row.pid === null ? "–" : row.pid, row.state + (row.current || row.pid === null ? "" : " (old)"),
-      duration(row.uptime), row.restarts, bytes(row.rss),
-      row.cpu_percent === null || row.cpu_percent === undefined ? "–" : row.cpu_percent.toFixed(1) + "%",
-      number(row.messages_in), number(row.messages_out), bytes(row.outbox_bytes),
-    ];
-    cells.forEach((text) => tr.append(el("td", text)));
-    tr.append(el("td", row.last_exit || "", "exit"));
-    const buttons = el("td");
-    if (row.current || row.pid === null) {
-      const restart = el("button", "Restart", "restart");
-      restart.type = "button";
-      restart.onclick = () => act({action: "restart", slot: row.slot}, "Restart worker " + row.slot + "?");
-      const remove = el("button", "Remove", "remove");
-      remove.type = "button";
-      remove.onclick = () => act({action: "remove", slot: row.slot}, "Remove worker " + row.slot + "?");
-      buttons.append(restart, " ", remove);
-    }
-    tr.append(buttons);
-    body.append(tr);
+  document.querySelector("#workers tbody").replaceChildren(...rows.map((row) => processRow(
+    row, [number(row.messages_in), number(row.messages_out), bytes(row.outbox_bytes)], "worker")));
+}
+
+const POOL_COLUMNS = ["Slot", "PID", "State", "Uptime", "Restarts", "Memory", "CPU", "Queued", "Done", "Last exit", ""];
+
+// One block per job pool (--pool): its summary and its processes; the section is hidden without.
+function renderPools(pools) {
+  const section = document.getElementById("pools");
+  section.hidden = !pools || pools.length === 0;
+  const list = document.getElementById("pool-list");
+  list.replaceChildren();
+  for (const pool of pools || []) {
+    const box = el("div", null, "pool");
+    box.dataset.pool = pool.name;
+    const current = pool.processes.filter((row) => row.current).length;
+    const summary = el("p", null, "pool-summary");
+    summary.append(
+      el("span", pool.ready + " of " + current + " ready", "ready"), ", ",
+      el("span", number(pool.queued), "queued"), " jobs queued, ",
+      el("span", number(pool.done), "done"), " done",
+    );
+    const table = el("table", null, "pool-processes");
+    const head = el("tr");
+    POOL_COLUMNS.forEach((name) => head.append(el("th", name)));
+    table.append(el("thead"), el("tbody"));
+    table.tHead.append(head);
+    table.tBodies[0].append(...pool.processes.map((row) => processRow(
+      row, [number(row.jobs_queued), number(row.jobs_done)], "pool process")));
+    box.append(el("h3", "pool " + pool.name), summary, table);
+    list.append(box);
   }
 }
 
@@ -130,9 +162,19 @@ function renderCharts() {
     {name: "broadcasts/s", values: rate("broadcasts")},
     {name: "deliveries/s", values: rate("deliveries")},
   ], (v) => Math.round(v).toLocaleString("en"));
+  const pools = [...new Set(history.flatMap((p) => Object.keys(p.jobs || {})))];
+  if (pools.length) {
+    chart("chart-jobs", pools.map((name) => ({
+      name: "pool " + name, values: history.map((p) => (p.jobs || {})[name] ?? null),
+    })), (v) => Math.round(v).toLocaleString("en"));
+  }
   const slots = [...new Set(history.flatMap((p) => Object.keys(p.workers)))].sort((a, b) => a - b);
+  const label = (slot) => {
+    const seen = history.findLast((p) => p.workers[slot]).workers[slot];
+    return (seen.pool ? "pool " + seen.pool + ", " : "worker ") + slot;
+  };
   const per = (key) => slots.map((slot) => ({
-    name: "worker " + slot,
+    name: label(slot),
     values: history.map((p) => (p.workers[slot] ? p.workers[slot][key] : null)),
   }));
   chart("chart-cpu", per("cpu"), (v) => v.toFixed(0) + "%");
@@ -171,6 +213,7 @@ function render(state) {
   document.getElementById("master").textContent =
     "master pid " + state.master.pid + ", up " + duration(state.master.uptime);
   renderWorkers(state.workers);
+  renderPools(state.pools);
   renderCharts();
   const hub = state.hub;
   renderPairs("hub-totals", [
