@@ -139,9 +139,15 @@ async def test_log_level_warning_keeps_only_warnings_and_up(tmp_path: Path) -> N
             await out.wait_for(r"^\[worker 1\] ready$")
             out.signal(signal.SIGUSR1)  # a warning: there is no --log-file to reopen
             await out.wait_for(r"^\[stereo\] SIGUSR1: no --log-file to reopen$")
+            # A worker killed from outside: its exit is a warning, kept at this level.
+            [worker] = out.children()
+            worker.kill()
+            await out.wait_for(rf"^\[stereo\] worker 1 \(pid {worker.pid}\) exited: killed by")
             master = [line for line in out.raw_lines if "[stereo]" in line]
-            # The info lines before it (control socket...) were left out; worker output never is.
-            assert len(master) == 1 and re.match(rf"^{STAMP} WARNING \[stereo\] ", master[0])
+            # The info lines (control socket, worker ready...) were left out; worker output never
+            # is; the warnings are all there.
+            assert len(master) == 2
+            assert all(re.match(rf"^{STAMP} WARNING \[stereo\] ", line) for line in master)
 
 
 async def test_json_lines_for_log_shippers(tmp_path: Path) -> None:
@@ -185,6 +191,7 @@ async def test_log_file_gets_everything_and_is_reopened_on_sigusr1(tmp_path: Pat
             nursery.start_soon(old._collect, first)
             await old.wait_for(r"^\[worker 1\] to stderr pid=")
             await old.wait_for(r"^\[worker 1\] ready pid=")  # its stdout is pumped apart
+            await old.wait_for(r"^\[stereo\] worker 1 \(pid \d+\) ready$")  # and the master's
             await old.wait_for(r"^\[stereo\] control socket: ")
             log.rename(tmp_path / "stereo.log.1")  # what logrotate does
             second, second_writer = open_fifo(log)

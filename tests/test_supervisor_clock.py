@@ -105,7 +105,7 @@ class Log:
         self.lines: list[str] = []
         self._changed = trio.Event()
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, line: str, level: int = 20) -> None:  # as OutputSink.log
         self.lines.append(line)
         self._changed.set()
         self._changed = trio.Event()

@@ -324,3 +324,10 @@ class Launcher:
             pids.remove(process.pid)
             if not pids:
                 del self._outputs[slot_id]
+
+
+def first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first OSError in a (nested) group: why a process could not be started (fork/exec
+    failures come out of the process task's nursery wrapped in groups)."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -4,9 +4,8 @@ One task per slot (:meth:`Supervisor._supervise`) drives the slot's state machin
 (:class:`~stereo.master.lifecycle.SlotLifecycle`): it starts a process when the slot is RUNNING
 without one, waits for its exit, sleeps through a BACKOFF, waits in FAILED. One task per process
 (:meth:`Supervisor._process_task`, around the launcher's process task) watches heartbeats and does
-the bookkeeping when it ends. The operations the signal handler and the control server call (add,
-remove, restart, kill, stop) feed events to the machines and return without waiting longer than
-they must; whatever they change, the slot's task acts on.
+the bookkeeping when it ends. The operations (add, remove, restart, kill, stop) feed events to the
+machines and return without waiting longer than they must; the slot's task acts on the change.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
+from logging import ERROR, WARNING
 from typing import Any, Protocol
 
 import trio
@@ -24,7 +24,7 @@ from ..snapshot import SupervisorSnapshot
 from .binds import BoundSocket, is_reuse_port_anchor, slot_listener
 from .config import Settings
 from .lifecycle import Action, Exit, ProcessEvent, ProcessState, SlotEvent, SlotLifecycle, SlotState
-from .process import WorkerProcess
+from .process import WorkerProcess, first_leaf
 from .slot import Slot, SlotIds, only_pools_left, pool_of, slot_snapshot
 from .startup import BootReports, status_of, tell_once
 from .watchdog import either, run_within, wait_silence
@@ -46,7 +46,7 @@ class Supervisor:
         self,
         settings: Settings,
         sockets: list[BoundSocket],
-        log: Callable[[str], None],
+        log: Callable[..., None],  # (line, level=logging.INFO), as OutputSink.log
         launch: Launch | None = None,
     ) -> None:
         self.settings = settings
@@ -56,6 +56,7 @@ class Supervisor:
         self._anchors = [b for b in sockets if is_reuse_port_anchor(b.sock)]
         self._shared = [b for b in sockets if b not in self._anchors]
         self.log = log
+        self.warn, self.error = partial(log, level=WARNING), partial(log, level=ERROR)
         self.launch: Launch | None = launch  # set by the master when None here
         self.slots: dict[int, Slot] = {}
         self._ids = SlotIds(settings.max_workers)
@@ -137,7 +138,9 @@ class Supervisor:
             slot.last_exit = f"cannot start a worker process: {exc}"
             self._apply(slot, slot.life.start_failed())
             if not slot.retiring:
-                self.log(f"worker {slot.id}: {slot.last_exit}; retrying in {slot.life.delay:.2f} s")
+                self.warn(
+                    f"worker {slot.id}: {slot.last_exit}; retrying in {slot.life.delay:.2f} s"
+                )
             return
         slot.current = proc
 
@@ -172,14 +175,14 @@ class Supervisor:
         if retiring:
             return
         if cannot_boot:  # the reason is the master's to tell, as it exits
-            self.log(f"worker {slot.id} failed at start-up: {status_of(proc)}")
+            self.error(f"worker {slot.id} failed at start-up: {status_of(proc)}")
             self.boot_failed.set()
         elif slot.state is SlotState.FAILED:
             told = tell_once(slot.id, proc, self.slots.values(), self.boot_failed.is_set())
-            self.log(f"worker {slot.id} failed: {told}")
+            self.error(f"worker {slot.id} failed: {told}")
         else:
             delay = slot.life.delay
-            self.log(
+            self.warn(
                 f"worker {slot.id} (pid {proc.pid}) exited: {proc.exit_reason};"
                 f" restarting{f' in {delay:.2f} s' if delay else ''}"
             )
@@ -195,7 +198,7 @@ class Supervisor:
             spawn_errors, rest = group.split(OSError)
             if rest is not None or spawn_errors is None:
                 raise
-            raise _first_leaf(spawn_errors) from group
+            raise first_leaf(spawn_errors) from group
         if slot.retiring or self.stopping:
             self._stop_process(proc)  # a stop raced with this start
         return proc
@@ -242,7 +245,7 @@ class Supervisor:
         await wait_silence(lambda: proc.last_heartbeat, timeout, proc.unread_bytes)
         if proc.returncode is None:
             proc.kill_reason = f"no heartbeat for {timeout:g} s (event loop blocked?)"
-            self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}")
+            self.warn(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}")
             proc.signal(signal.SIGKILL)
 
     def _stop_process(self, proc: WorkerProcess) -> None:
@@ -262,7 +265,7 @@ class Supervisor:
             return  # it exited; only its connection or output lingered
         proc.kill_reason = f"still draining after {self.settings.graceful_timeout:g} s"
         proc.kill_kind = "drain_timeout"
-        self.log(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}; killing it")
+        self.warn(f"worker {proc.slot_id} (pid {proc.pid}): {proc.kill_reason}; killing it")
         proc.signal(signal.SIGKILL)
 
     # -- operations (signals and control commands) -------------------------------------------------
@@ -295,7 +298,7 @@ class Supervisor:
                 try:
                     slot.own_sockets.append(slot_listener(bound.sock))
                 except OSError as exc:  # fd limit, most likely: the slot serves without it
-                    self.log(f"worker {slot.id}: cannot listen on {bound.address}: {exc}")
+                    self.warn(f"worker {slot.id}: cannot listen on {bound.address}: {exc}")
 
     def remove(self, slot_ids: Iterable[int]) -> list[int]:
         """Retire slots gracefully: their workers drain and are not replaced."""
@@ -350,21 +353,21 @@ class Supervisor:
         try:
             new = await self._spawn(slot)
         except OSError as exc:
-            self.log(f"restart of worker {slot.id}: cannot start a process: {exc}")
+            self.warn(f"restart of worker {slot.id}: cannot start a process: {exc}")
             return False
         # Ready, ended, or boot_timeout of the master's running time with nothing unread.
         await run_within(
             self.boot_timeout, new.unread_bytes, partial(either, new.ready_event, new.ended)
         )
         if not new.ready_event.is_set() and not new.ended.is_set():
-            self.log(
+            self.warn(
                 f"restart of worker {slot.id}: the replacement (pid {new.pid}) was not"
                 f" ready within {self.boot_timeout:g} s; stopping it, the old one serves on"
             )
             self._stop_process(new)
             return False
         if new.ended.is_set():  # its reason, once: the worker does not print it (runtime.py)
-            self.log(f"restart of worker {slot.id}: the new process ended: {new.exit_reason}")
+            self.warn(f"restart of worker {slot.id}: the new process ended: {new.exit_reason}")
         if new.ended.is_set() or slot.retiring or self.stopping:
             return False  # the replacement died (the old one keeps serving), or all stop
         # Re-read: the old process may have died while the replacement booted, and the slot's
@@ -443,8 +446,3 @@ class Supervisor:
             task_status.started()
             await self.idle.wait()
             nursery.cancel_scope.cancel()
-
-
-def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
