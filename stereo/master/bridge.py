@@ -18,6 +18,7 @@ from ..urls import redact
 from ..wire.protocol import PROTOCOL_VERSION
 from .config import Settings
 from .hub import Hub, Peer
+from .privileges import SpawnOptions
 from .process import hub_socketpair, start_on_hub
 from .upstream import Upstream
 
@@ -58,7 +59,11 @@ class BridgeEvents:
 
 
 async def run_bridge(
-    hub: Hub, settings: Settings, log: Callable[[str], None], handshake_timeout: float
+    hub: Hub,
+    settings: Settings,
+    log: Callable[[str], None],
+    handshake_timeout: float,
+    spawn: SpawnOptions,
 ) -> None:
     """Keep one bridge process running until cancelled (the master's teardown)."""
     assert hub.upstream is not None
@@ -66,7 +71,7 @@ async def run_bridge(
     quick_exits = 0
     while True:
         started = trio.current_time()
-        code = await _run_once(hub, settings, events, handshake_timeout)
+        code = await _run_once(hub, settings, events, handshake_timeout, spawn)
         quick_exits = quick_exits + 1 if trio.current_time() - started < QUICK_EXIT else 0
         delay = RESTART_DELAYS[min(quick_exits, len(RESTART_DELAYS)) - 1] if quick_exits else 0.1
         log(f"bridge exited: {exitcodes.describe(code)}; restarting in {delay:g} s")
@@ -75,13 +80,17 @@ async def run_bridge(
 
 
 async def _run_once(
-    hub: Hub, settings: Settings, events: BridgeEvents, handshake_timeout: float
+    hub: Hub,
+    settings: Settings,
+    events: BridgeEvents,
+    handshake_timeout: float,
+    spawn: SpawnOptions,
 ) -> int:
     parent, child = hub_socketpair()
     try:
         async with trio.open_nursery() as nursery:
             process = await start_on_hub(
-                nursery, "stereo.bridge", child, capture=False, spawn=settings.spawn_options()
+                nursery, "stereo.bridge", child, capture=False, spawn=spawn
             )
             child.close()
             peer = Peer(0, parent, settings.max_message_size, events)

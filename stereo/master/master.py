@@ -80,6 +80,9 @@ class Master:
             ),
         )
         self.supervisor = Supervisor(settings, sockets, sink.log)
+        # Who the workers and the bridge run as: resolved once (a user deleted later cannot
+        # fail a restart), checked already by Settings.check.
+        self.spawn = settings.spawn_options()
         self.supervisor.launch = Launcher(
             self.hub,
             sink,
@@ -87,7 +90,7 @@ class Master:
             handshake_timeout=max(settings.timeout, 5.0),
             welcome=self.supervisor.welcome,
             listen_fds=self.supervisor.listen_fds,
-            spawn=settings.spawn_options(),
+            spawn=self.spawn,
             pool_of=partial(pool_of, self.supervisor.slots),
         ).run
         self.started_at = trio.current_time()
@@ -240,7 +243,7 @@ class Master:
                 if self.hub.upstream is not None:
                     handshake = max(self.settings.timeout, 5.0)
                     nursery.start_soon(
-                        run_bridge, self.hub, self.settings, self.sink.log, handshake
+                        run_bridge, self.hub, self.settings, self.sink.log, handshake, self.spawn
                     )
                 await nursery.start(self.supervisor.run)
                 nursery.start_soon(self.stop_if_the_app_cannot_boot)
@@ -321,7 +324,7 @@ async def run_master(settings: Settings, argv: Sequence[str] | None = None) -> N
         elif pid_file is not None and handover is not None:
             handover.on_takeover = pid_file.write
         master = Master(settings, sockets, sink, argv, handover)
-        for note in (stale, settings.spawn_options().describe()):
+        for note in (stale, master.spawn.describe()):
             if note:
                 master.sink.log(note)
         if handover is not None:
