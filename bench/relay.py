@@ -3,8 +3,8 @@
 Throughput is deliveries over the wall time from the common start (the earliest worker to pass
 the barrier) to the last receipt anywhere; both ends are CLOCK_MONOTONIC readings taken inside
 the workers, so the harness's own latency in noticing them does not count. The relaying
-process's CPU is sampled from the first ``go`` to the last ``done``; over the deliveries, that
-is its CPU per delivery.
+process's CPU is sampled all along the leg and read over that same window (bench/cpu_sampler.py);
+over the deliveries, that is its CPU per delivery.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
 
 from .apps._spec import SPEC_ENV, Mode, Spec
+from .cpu_sampler import CpuSampler
 from .peers import Peer
-from .procs import Group, LegFailed, on_cpu_ns_between, threads_on_cpu_ns
+from .procs import Group, LegFailed
 from .results import RelayResult, percentile
 
 STARTUP_TIMEOUT = 60.0
@@ -45,51 +45,33 @@ def run_leg(
         env = {**os.environ, SPEC_ENV: spec.to_json()}
         label = f"{peer.name} {mode} W={workers} payload={payload}"
         try:
-            with Group(label, work) as group:
-                relay = psutil.Process(peer.start(group, spec, env))
-                group.wait("go", 1, STARTUP_TIMEOUT)
-                cpu0, t0 = _CpuClock(relay), time.monotonic()
-                group.wait("go", workers - 1, STARTUP_TIMEOUT)
+            with Group(label, work) as group, CpuSampler(peer.start(group, spec, env)) as cpu:
+                group.wait("go", workers, STARTUP_TIMEOUT)
                 group.wait("done", workers, WORKER_TIMEOUT + 30)
-                cpu_s, t1 = cpu0.since(), time.monotonic()
-            result.relay_cpu_s = cpu_s
-            result.relay_cpu_pct = 100 * cpu_s / (t1 - t0)
             bad_exits = {k: v for k, v in group.exit_codes.items() if k.startswith("stereo") and v}
             if bad_exits:
                 result.note = f"exit codes after SIGTERM: {bad_exits}"
         except (LegFailed, psutil.Error) as exc:
             result.error = str(exc)
             return result
-        _reduce(result, [json.loads(p.read_text()) for p in Path(work).glob("worker-*.json")])
+        window = _reduce(
+            result, [json.loads(p.read_text()) for p in Path(work).glob("worker-*.json")]
+        )
+    if window is not None and (cpu_s := cpu.between(*window)) is not None:
+        result.relay_cpu_s = cpu_s
+        result.relay_cpu_pct = 100 * cpu_s / result.wall_s
     return result
 
 
-class _CpuClock:
-    """A process's CPU time from now on: per-thread schedstat in ns where /proc has it (ticks of
-    10 ms would be tens of percent of a short leg's figure), else psutil's ticks."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.threads = threads_on_cpu_ns(process.pid)
-        self.ticks = _cpu_seconds(process)
-
-    def since(self) -> float:
-        if self.threads:
-            return on_cpu_ns_between(self.threads, threads_on_cpu_ns(self.process.pid)) / 1e9
-        return _cpu_seconds(self.process) - self.ticks
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> None:
+def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> tuple[int, int] | None:
+    """Fill in the figures; return the timed window (CLOCK_MONOTONIC ns), if there was one."""
     starts = [int(str(w["start_ns"])) for w in workers]
     lasts = [int(str(w["last_ns"])) for w in workers if int(str(w["received"]))]
     result.deliveries = sum(int(str(w["received"])) for w in workers)
+    window = None
     if starts and lasts:
-        result.wall_s = (max(lasts) - min(starts)) / 1e9
+        window = min(starts), max(lasts)
+        result.wall_s = (window[1] - window[0]) / 1e9
     if result.deliveries < result.expected:
         result.note = f"lost {result.expected - result.deliveries} of {result.expected} deliveries"
     latencies: list[int] = []
@@ -102,3 +84,4 @@ def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> None:
         result.p50_us = percentile(latencies, 50) / 1e3
         result.p99_us = percentile(latencies, 99) / 1e3
         result.max_us = latencies[-1] / 1e3
+    return window
