@@ -94,7 +94,9 @@ def relay_cpu_table(results: Results) -> str:
         for peer in peers:
             r = _find(rows, peer, w, p)
             cpu = r.relay_cpu_pct if r is not None else None
-            cells.append(f"{cpu:.0f} %" if cpu is not None else "-")
+            ns = r.relay_ns_per_delivery if r is not None else None
+            text = f"{cpu:.0f} %" if cpu is not None else "-"
+            cells.append(text + (f", {ns:,.0f} ns/delivery" if ns is not None else ""))
         out.append([str(w), size(p), *cells])
     return _table(["W", "payload", *peers], out)
 
@@ -613,7 +615,9 @@ def render(results: Results) -> str:
             + relay_table(results)
         )
         parts.append(
-            "### CPU of the relaying process during the relay legs\n\n" + relay_cpu_table(results)
+            "### CPU of the relaying process during the relay legs\n\n"
+            "Share of a core, and CPU time per delivery (from the run's JSON; runs before issue 16"
+            " have the share only).\n\n" + relay_cpu_table(results)
         )
         failures = [r for r in results.relay if r.error is not None or r.note is not None]
         if failures:
@@ -636,6 +640,10 @@ def render(results: Results) -> str:
             " answers them (half the round trip; a broadcast crosses two such hops):\n\n"
             + floor_table(results)
         )
+    from .report_contended import contended_section  # it builds on this module's helpers
+
+    if section := contended_section(results):
+        parts.append(section)
     if results.serving:
         tool = next((r.tool for r in results.serving if r.tool), "")
         parts.append(f"### Shared-socket serving ({tool})\n\n" + serving_table(results))

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 # The peer name of ``--baseline``: another stereo installation, compared with this checkout's.
 BASELINE = "stereo-baseline"
+# The peer of stereo whose workers read with the batch API (``messages().batches()``).
+BATCHES = "stereo-batches"
 
 
 @dataclass

@@ -8,7 +8,7 @@ result files) is common to all peers.
 
 from __future__ import annotations
 
-from ..results import BASELINE
+from ..results import BASELINE, BATCHES
 from .base import Peer
 from .node import NodeCluster
 from .redis_pubsub import RedisPubSub
@@ -16,9 +16,6 @@ from .stereo_peer import BATCHES_APP, Stereo
 from .zmq_proxy import ZmqProxy
 
 __all__ = ["BATCHES", "NodeCluster", "Peer", "RedisPubSub", "Stereo", "ZmqProxy", "all_peers"]
-
-
-BATCHES = "stereo-batches"
 
 
 def all_peers(baseline: str | None = None) -> list[Peer]:
