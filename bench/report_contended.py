@@ -76,7 +76,8 @@ def contended_relay_table(results: Results) -> str:
     out = []
     for w, p in dict.fromkeys((r.workers, r.payload) for r in busy):
         zq, zb = _row(quiet, ZMQ, w, p), _row(busy, ZMQ, w, p)
-        for peer in dict.fromkeys(r.peer for r in busy if (r.workers, r.payload) == (w, p)):
+        here = [r for r in (*quiet, *busy) if (r.workers, r.payload) == (w, p)]
+        for peer in dict.fromkeys(r.peer for r in here):
             q, b = _row(quiet, peer, w, p), _row(busy, peer, w, p)
             out.append(
                 [

@@ -1,0 +1,151 @@
+"""Issue 16's contended condition: busy loops that start before a leg and are gone after it, the
+relaying process's CPU over the workers' own window, and one real contended run of the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.contend import TAG, busy_loop_argv, busy_loops
+from bench.cpu_sampler import CpuSampler
+from bench.report import render
+from bench.results import BATCHES, RelayResult, Results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_busy_loops_spin_during_the_block_and_are_reaped_after_it() -> None:
+    with busy_loops(2) as pids:
+        assert len(pids) == 2
+        for pid in pids:
+            process = psutil.Process(pid)
+            # Spinning already: the loop said so just before `while True`.
+            assert process.status() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING)
+            assert f"{TAG} {os.getpid()}" in " ".join(process.cmdline())
+    for pid in pids:
+        with pytest.raises(psutil.NoSuchProcess):
+            psutil.Process(pid)
+
+
+def test_busy_loops_are_reaped_when_the_leg_fails() -> None:
+    with pytest.raises(RuntimeError, match="leg failed"), busy_loops(1) as pids:
+        raise RuntimeError("leg failed")
+    assert _gone(pids[0])
+
+
+def test_a_busy_loop_nobody_reaps_ends_by_its_own_alarm() -> None:
+    proc = subprocess.Popen(busy_loop_argv(1), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "spinning"
+    assert proc.wait(timeout=30) == -signal.SIGALRM
+    proc.stdout.close()
+
+
+def test_cpu_over_a_window_is_interpolated_between_the_samples_around_it() -> None:
+    with busy_loops(1) as pids, CpuSampler(pids[0]) as sampler:
+        start = sampler.times[0]
+        deadline = time.monotonic() + 60
+        # The sampler thread appends every 5 ms; wait on its samples, not on the clock.
+        while len(sampler.times) < 20 and time.monotonic() < deadline:
+            pass
+    end = sampler.times[-1]
+    assert sampler.at(start - 1) is None
+    assert sampler.at(end + 1) is None
+    spun = sampler.between(start, end)
+    assert spun is not None
+    # One busy loop uses at most one core over the window, and it did spin.
+    assert 0 < spun <= (end - start) / 1e9 * 1.05
+    middle = (sampler.times[5] + sampler.times[6]) // 2
+    halfway = (sampler.cpu[5] + sampler.cpu[6]) / 2
+    assert sampler.at(middle) == pytest.approx(halfway, rel=0.05)
+
+
+def _relay(peer: str, rate_k: float, ns: float) -> RelayResult:
+    deliveries = 400_000
+    return RelayResult(
+        peer=peer,
+        mode="relay",
+        workers=4,
+        payload=64,
+        count=25_000,
+        expected=deliveries,
+        deliveries=deliveries,
+        wall_s=deliveries / (rate_k * 1e3),
+        relay_cpu_s=ns * deliveries / 1e9,
+        relay_cpu_pct=5.0,
+    )
+
+
+def test_the_contended_tables_put_both_conditions_side_by_side_against_zeromq(
+    tmp_path: Path,
+) -> None:
+    results = Results()
+    results.relay = [_relay("stereo", 900, 100), _relay(BATCHES, 1200, 90)]
+    results.relay.append(_relay("zmq-proxy", 800, 200))
+    results.relay_contended = [_relay("stereo", 500, 150), _relay("zmq-proxy", 1000, 100)]
+    results.save(tmp_path / "results.json")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["relay_contended"][0]["relay_ns_per_delivery"] == pytest.approx(150)
+    tables = render(Results.load(tmp_path / "results.json"))
+    assert (
+        "| 4 | 64 B | stereo | 900.0 k (1.12x) | 500.0 k (0.50x) | 100 (0.50x) | 150 (1.50x) |"
+        in (tables)
+    )
+    assert "| 4 | 64 B | stereo-batches | 1.20 M (1.50x) | - | 90 (0.45x) | - |" in tables
+    assert "| relay `async for msg` quiet >= 1.2x ZeroMQ | 1.12x | MISS |" in tables
+    assert "| relay `batches()` quiet >= 1.5x ZeroMQ | 1.50x | PASS |" in tables
+    assert "| master CPU per delivery contended < ZeroMQ proxy's | 1.50x | MISS |" in tables
+    assert "| latency p50 contended <= ZeroMQ's | - | n.a. |" in tables
+    # The quiet CPU table carries the same figure.
+    assert "| 4 | 64 B | 5 %, 100 ns/delivery | 5 %, 90 ns/delivery |" in tables
+
+
+def _our_busy_loops(pid: int) -> list[psutil.Process]:
+    tag = f"{TAG} {pid}"
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if tag in " ".join(process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_contended_run_of_the_suite_measures_both_stereo_peers_and_leaves_no_loop(
+    tmp_path: Path,
+) -> None:
+    argv = [sys.executable, "-m", "bench", "--quick", "--repeat", "1", "--relay-cases", "4:64"]
+    argv += ["--only", "relay-contended,latency-contended", "--peers", f"stereo,{BATCHES}"]
+    argv += ["--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate(timeout=280)
+    assert proc.returncode == 0, err[-3000:]
+    assert _our_busy_loops(proc.pid) == []
+    results = Results.load(tmp_path / "results.json")
+    assert [r.peer for r in results.relay_contended] == ["stereo", BATCHES]
+    for row in results.relay_contended:
+        assert row.ok, row
+        assert row.relay_ns_per_delivery is not None and row.relay_ns_per_delivery > 0
+    # The batch variant reads bursts differently; a paced stream is the same for both.
+    assert [r.peer for r in results.latency_contended] == ["stereo"]
+    assert results.latency_contended[0].ok
+    assert [f.echo for f in results.floor_contended] == ["blocking", "trio"]
+    assert not results.relay and not results.latency
+    assert "### Quiet and contended" in out
+    assert "relay contended stereo W=4" in err
