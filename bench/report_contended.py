@@ -7,25 +7,13 @@ throughput columns, and more microseconds or more CPU (worse) in the latency and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from .report import rate, size
+from .report import find_row, rate, size, table
 from .results import BATCHES, HopFloor, RelayResult, Results
 
 ZMQ = "zmq-proxy"
 STEREO = "stereo"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _row(rows: Sequence[RelayResult], peer: str, workers: int, payload: int) -> RelayResult | None:
-    return next(
-        (r for r in rows if (r.peer, r.workers, r.payload) == (peer, workers, payload)), None
-    )
 
 
 def _vs(mine: float | None, zmq: float | None, is_zmq: bool) -> str:
@@ -40,7 +28,8 @@ def _figure(
     value: Callable[[RelayResult], float | None],
     fmt: Callable[[float], str] = "{:,.0f}".format,
 ) -> str:
-    """``value`` of a row, with the row over ZeroMQ's in brackets; why not, when it has none."""
+    """``value`` of a row and, in brackets, the row's over ZeroMQ's; "-" for a row or figure
+    that is not there, "failed" and "(lossy)" for a leg that failed or lost messages."""
     if r is None:
         return "-"
     if r.error is not None:
@@ -75,10 +64,10 @@ def contended_relay_table(results: Results) -> str:
     quiet, busy = results.relay, results.relay_contended
     out = []
     for w, p in dict.fromkeys((r.workers, r.payload) for r in busy):
-        zq, zb = _row(quiet, ZMQ, w, p), _row(busy, ZMQ, w, p)
+        zq, zb = find_row(quiet, ZMQ, w, p), find_row(busy, ZMQ, w, p)
         here = [r for r in (*quiet, *busy) if (r.workers, r.payload) == (w, p)]
         for peer in dict.fromkeys(r.peer for r in here):
-            q, b = _row(quiet, peer, w, p), _row(busy, peer, w, p)
+            q, b = find_row(quiet, peer, w, p), find_row(busy, peer, w, p)
             out.append(
                 [
                     str(w),
@@ -92,7 +81,7 @@ def contended_relay_table(results: Results) -> str:
             )
     header = ["W", "payload", "peer", "deliveries/s quiet", "contended"]
     header += ["relaying process CPU ns/delivery quiet", "contended"]
-    return _table(header, out)
+    return table(header, out)
 
 
 def _p50_p99(r: RelayResult | None, zmq: RelayResult | None) -> str:
@@ -117,7 +106,7 @@ def contended_latency_table(results: Results) -> str:
         q = next((r for r in quiet if r.peer == peer), None)
         b = next((r for r in busy if r.peer == peer), None)
         out.append([peer, _p50_p99(q, zq), _p50_p99(b, zb)])
-    return _table(["peer", "p50 / p99 µs quiet", "contended"], out)
+    return table(["peer", "p50 / p99 µs quiet", "contended"], out)
 
 
 def contended_floor_table(results: Results) -> str:
@@ -127,7 +116,7 @@ def contended_floor_table(results: Results) -> str:
 
     echoes = dict.fromkeys(f.echo for f in (*results.floor, *results.floor_contended))
     rows = [[e, cell(results.floor, e), cell(results.floor_contended, e)] for e in echoes]
-    return _table(["echoing process", "hop p50 / p99 µs quiet", "contended"], rows)
+    return table(["echoing process", "hop p50 / p99 µs quiet", "contended"], rows)
 
 
 def _at_most_1(x: float) -> bool:
@@ -147,7 +136,7 @@ def issue16_targets_table(results: Results) -> str:
     def over_zmq(
         rows: list[RelayResult], peer: str, value: Callable[[RelayResult], float | None]
     ) -> float | None:
-        mine, theirs = _row(rows, peer, 4, 64), _row(rows, ZMQ, 4, 64)
+        mine, theirs = find_row(rows, peer, 4, 64), find_row(rows, ZMQ, 4, 64)
         if mine is None or theirs is None or not mine.ok or not theirs.ok:
             return None
         a, b = value(mine), value(theirs)
@@ -177,7 +166,7 @@ def issue16_targets_table(results: Results) -> str:
             over_zmq(rows, STEREO, _ns),
             lambda x: x < 1.0,
         )
-    return _table(["target (issue 16), W = 4 / 64 B", "stereo / ZeroMQ", "verdict"], out)
+    return table(["target (issue 16), W = 4 / 64 B", "stereo / ZeroMQ", "verdict"], out)
 
 
 def contended_section(results: Results) -> str:
