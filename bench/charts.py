@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -130,25 +131,22 @@ def _contended(results: Results) -> Figure | None:
 
     quiet_relay, busy_relay = relay_rows(results.relay), relay_rows(busy)
     peers = list(busy_relay)
-    _paired_bars(
-        axes[0],
-        peers,
-        [quiet_relay[p].rate if p in quiet_relay else None for p in peers],
-        [busy_relay[p].rate for p in peers],
+    panels: tuple[tuple[Callable[[RelayResult], float | None], str, str], ...] = (
+        (lambda r: r.rate, "deliveries / s", f"Relay, W = {BASE_WORKERS}, {BASE_PAYLOAD} B"),
+        (
+            lambda r: r.relay_ns_per_delivery,
+            "CPU ns per delivery",
+            "The relaying process's CPU per delivery",
+        ),
     )
-    axes[0].set_ylabel("deliveries / s")
-    axes[0].set_title(f"Relay, W = {BASE_WORKERS}, {BASE_PAYLOAD} B")
+    for ax, (value, ylabel, title) in zip(axes[:2], panels, strict=True):
+        quiet = [value(quiet_relay[p]) if p in quiet_relay else None for p in peers]
+        _paired_bars(ax, peers, quiet, [value(busy_relay[p]) for p in peers])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
     axes[0].legend()
-    _paired_bars(
-        axes[1],
-        peers,
-        [quiet_relay[p].relay_ns_per_delivery if p in quiet_relay else None for p in peers],
-        [busy_relay[p].relay_ns_per_delivery for p in peers],
-    )
     # Node's primary spends tens of times what the others do: a log axis keeps them readable.
     axes[1].set_yscale("log")
-    axes[1].set_ylabel("CPU ns per delivery")
-    axes[1].set_title("The relaying process's CPU per delivery")
     quiet_lat = {r.peer: r for r in results.latency if r.ok}
     busy_lat = {r.peer: r for r in lat}
     names = list(busy_lat)

@@ -3,7 +3,6 @@ relaying process's CPU over the workers' own window, and one real contended run 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,8 +15,7 @@ import pytest
 
 from bench.contend import TAG, busy_loop_argv, busy_loops
 from bench.cpu_sampler import CpuSampler
-from bench.report import render
-from bench.results import BATCHES, RelayResult, Results
+from bench.results import BATCHES, Results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,46 +71,6 @@ def test_cpu_over_a_window_is_interpolated_between_the_samples_around_it() -> No
     middle = (sampler.times[5] + sampler.times[6]) // 2
     halfway = (sampler.cpu[5] + sampler.cpu[6]) / 2
     assert sampler.at(middle) == pytest.approx(halfway, rel=0.05)
-
-
-def _relay(peer: str, rate_k: float, ns: float) -> RelayResult:
-    deliveries = 400_000
-    return RelayResult(
-        peer=peer,
-        mode="relay",
-        workers=4,
-        payload=64,
-        count=25_000,
-        expected=deliveries,
-        deliveries=deliveries,
-        wall_s=deliveries / (rate_k * 1e3),
-        relay_cpu_s=ns * deliveries / 1e9,
-        relay_cpu_pct=5.0,
-    )
-
-
-def test_the_contended_tables_put_both_conditions_side_by_side_against_zeromq(
-    tmp_path: Path,
-) -> None:
-    results = Results()
-    results.relay = [_relay("stereo", 900, 100), _relay(BATCHES, 1200, 90)]
-    results.relay.append(_relay("zmq-proxy", 800, 200))
-    results.relay_contended = [_relay("stereo", 500, 150), _relay("zmq-proxy", 1000, 100)]
-    results.save(tmp_path / "results.json")
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["relay_contended"][0]["relay_ns_per_delivery"] == pytest.approx(150)
-    tables = render(Results.load(tmp_path / "results.json"))
-    assert (
-        "| 4 | 64 B | stereo | 900.0 k (1.12x) | 500.0 k (0.50x) | 100 (0.50x) | 150 (1.50x) |"
-        in (tables)
-    )
-    assert "| 4 | 64 B | stereo-batches | 1.20 M (1.50x) | - | 90 (0.45x) | - |" in tables
-    assert "| relay `async for msg` quiet >= 1.2x ZeroMQ | 1.12x | MISS |" in tables
-    assert "| relay `batches()` quiet >= 1.5x ZeroMQ | 1.50x | PASS |" in tables
-    assert "| master CPU per delivery contended < ZeroMQ proxy's | 1.50x | MISS |" in tables
-    assert "| latency p50 contended <= ZeroMQ's | - | n.a. |" in tables
-    # The quiet CPU table carries the same figure.
-    assert "| 4 | 64 B | 5 %, 100 ns/delivery | 5 %, 90 ns/delivery |" in tables
 
 
 def _our_busy_loops(pid: int) -> list[psutil.Process]:
