@@ -5,9 +5,10 @@ on its two cores, which is what a relay shares a server with in production. Each
 ``python -c`` process spinning in ``while True: pass``. It says ``spinning`` once it is about to
 spin, and the harness waits for that line, so a leg never starts before its competition does.
 
-Every loop is bounded twice: :func:`busy_loops` SIGKILLs and reaps them when its block ends
-(whatever ends it), and each loop arms ``signal.alarm`` on itself first, so one the harness could
-not reap (the harness itself SIGKILLed) still dies by SIGALRM when its time is up.
+Every loop is bounded three times: :func:`busy_loops` SIGKILLs and reaps them when its block
+ends (whatever ends it); each loop asks Linux to SIGKILL it when the harness dies (a harness
+killed by a signal runs no ``finally``); and each arms ``signal.alarm`` on itself, so even where
+neither of those works it dies by SIGALRM when its time is up.
 """
 
 from __future__ import annotations
@@ -29,10 +30,17 @@ TAG = "stereo-bench busy loop for pid"
 
 
 def busy_loop_argv(seconds: float, python: str = sys.executable) -> list[str]:
+    parent = os.getpid()
     code = (
-        f"# {TAG} {os.getpid()}\n"
-        "import signal, sys\n"
+        f"# {TAG} {parent}\n"
+        "import os, signal, sys\n"
         f"signal.alarm({max(1, math.ceil(seconds))})\n"
+        "if sys.platform == 'linux':\n"
+        "    import ctypes\n"
+        "    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+        # The harness may have died before the prctl: then nobody would send the signal.
+        f"    if os.getppid() != {parent}:\n"
+        "        sys.exit(1)\n"
         f"print({READY!r}, flush=True)\n"
         "while True:\n"
         "    pass\n"

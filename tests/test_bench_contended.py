@@ -54,6 +54,34 @@ def test_a_busy_loop_nobody_reaps_ends_by_its_own_alarm() -> None:
     proc.stdout.close()
 
 
+def test_busy_loops_die_with_a_harness_killed_by_a_signal() -> None:
+    # A harness SIGKILLed inside the block runs no `finally`: the loops must not outlive it.
+    harness = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from bench.contend import busy_loops\n"
+            "with busy_loops(2) as pids:\n"
+            "    print(*pids, flush=True)\n"
+            "    sys.stdin.read()\n",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert harness.stdout is not None and harness.stdin is not None
+    loops = [psutil.Process(int(pid)) for pid in harness.stdout.readline().split()]
+    assert len(loops) == 2 and all(p.is_running() for p in loops)
+    harness.kill()
+    assert harness.wait(timeout=30) == -signal.SIGKILL
+    _gone, alive = psutil.wait_procs(loops, timeout=30)
+    assert alive == []
+    harness.stdin.close()
+    harness.stdout.close()
+
+
 def test_cpu_over_a_window_is_interpolated_between_the_samples_around_it() -> None:
     with busy_loops(1) as pids, CpuSampler(pids[0]) as sampler:
         start = sampler.times[0]
