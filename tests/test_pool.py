@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from conftest import Stereo, ctl, open_stereo
 
@@ -105,3 +106,64 @@ async def test_scaling_the_pool_under_load_loses_no_job(tmp_path: Path) -> None:
     assert got["errors"] == [] and got["wrong"] == 0
     assert got["done"] > 200
     assert got["pool_pids"] >= 3  # the added processes took jobs too
+
+
+def start_two(tmp_path: Path, scenario: str, **env: str) -> Any:
+    """-w 2 --pool 1: two workers share one pool process (ids 1 and 2, the pool process 3)."""
+    env = {"POOL_SCENARIO": scenario, "POOL_TMP": str(tmp_path), **env}
+    control = str(tmp_path / "ctl.sock")
+    return open_stereo("pooljobs:serve", "-w", "2", "--pool", "1", "--control", control, env=env)
+
+
+async def results(stereo: Stereo) -> dict[str, dict[str, Any]]:
+    matches = await stereo.wait_for(r"^\[worker \d+\] RESULT (.*)$", count=2)
+    found = [json.loads(match[1]) for match in matches]
+    return {got["role"]: got for got in found}
+
+
+async def release(gate: Path) -> None:
+    def write() -> None:
+        with open(gate, "w") as fifo:
+            fifo.write("go")
+
+    await trio.to_thread.run_sync(write)
+
+
+@pytest.mark.parametrize("suicide", [True, False], ids=["job-kills-itself", "kill-9"])
+async def test_a_death_fails_only_the_running_job_not_another_workers_queued_ones(
+    tmp_path: Path, suicide: bool
+) -> None:
+    control = str(tmp_path / "ctl.sock")
+    with trio.fail_after(TIMEOUT):
+        async with start_two(tmp_path, "shared", POOL_SUICIDE="1" if suicide else "0") as stereo:
+            running = int((await stereo.wait_for(r"gated pid=(\d+)"))[0][1])
+            code, _, err = await ctl("--control", control, "broadcast", '"queue"')
+            assert code == 0, err
+            # Worker 2's three jobs are in the pool process's socket, behind worker 1's.
+            await stereo.wait_for(r"B queued")
+            if suicide:
+                await release(tmp_path / "gate")
+            else:
+                os.kill(running, signal.SIGKILL)
+            got = await results(stereo)
+            await stereo.wait_for(rf"\(pid {running}\) exited: .*SIGKILL.*restarting")
+    assert got["A"]["first"].startswith("PoolProcessDied: pool process")
+    # Worker 2's jobs had not started: none failed, all ran once in the replacement.
+    assert got["B"]["errors"] == []
+    assert len(got["B"]["pids"]) == 3 and set(got["B"]["pids"]) != {running}
+    assert len(set(got["B"]["pids"])) == 1
+
+
+async def test_kill_on_cancel_of_a_queued_job_skips_it_and_kills_nothing(tmp_path: Path) -> None:
+    control = str(tmp_path / "ctl.sock")
+    with trio.fail_after(TIMEOUT):
+        async with start_two(tmp_path, "killprecise") as stereo:
+            running = int((await stereo.wait_for(r"gated pid=(\d+)"))[0][1])
+            code, _, err = await ctl("--control", control, "broadcast", '"queue"')
+            assert code == 0, err
+            await stereo.wait_for(r"A cancelled")
+            await release(tmp_path / "gate")
+            got = await results(stereo)
+    # Worker 1's cancelled job was its oldest there but not running: skipped, nobody killed.
+    assert got["A"]["ran"] == [] and got["A"]["after"] == running
+    assert got["B"]["first"] == "go" and got["B"]["after"] == running
