@@ -34,6 +34,9 @@ async def test_results_and_exceptions_round_trip(tmp_path: Path) -> None:
         async with start(tmp_path, "roundtrip", "--pool", "2", "--pool", "pdf=1") as stereo:
             got = await result(stereo)
             code, out, err = await ctl("--control", str(tmp_path / "ctl.sock"), "status")
+            # A pool process's output is labelled with its pool and slot, live and in `logs`.
+            said = await stereo.wait_for(r"^\[pool pdf (\d+)\] a job of pool pdf$")
+            _, logs, _ = await ctl("--control", str(tmp_path / "ctl.sock"), "logs", said[0][1])
     assert got["total"] == 50  # (2 + 3) * 10: args and kwargs travelled
     assert len(got["pids"]) == 2 and got["worker_pid"] not in got["pids"]  # both processes ran
     # The named pool is its own process, and status shows each pool as a group.
@@ -43,6 +46,7 @@ async def test_results_and_exceptions_round_trip(tmp_path: Path) -> None:
     assert "in fail" in got["remote"] and "raise ValueError(text)" in got["remote"]
     assert "Unpicklable" in got["unpicklable"] and "cannot be pickled" in got["unpicklable"]
     assert "no job pool 'nope'" in got["unknown"]
+    assert logs == f"[pool pdf {said[0][1]}] a job of pool pdf\n"
 
 
 async def test_a_pool_process_killed_mid_job_fails_only_that_job_and_is_respawned(

@@ -93,6 +93,7 @@ async def roundtrip(worker: stereo.Worker, tmp: str) -> None:
         for _ in range(40):
             nursery.start_soon(one)
     pdf = {await worker.run_sync(pid, pool="pdf") for _ in range(10)}
+    await worker.run_sync(print, "a job of pool pdf", flush=True, pool="pdf")
     try:
         await worker.run_sync(fail, "bad input")
     except ValueError as exc:
