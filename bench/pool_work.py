@@ -33,6 +33,13 @@ def spin(ms: float) -> float:
     return ms
 
 
+def spin_many(count: int, ms: float) -> int:
+    """``count`` CPU-bound jobs back to back in one process, no pool between them."""
+    for _ in range(count):
+        spin(ms)
+    return count
+
+
 @dataclass(frozen=True)
 class PoolWork:
     callers: int  # concurrent callers in the throughput and CPU legs
@@ -87,6 +94,21 @@ async def measure(run_sync: RunSync, work: PoolWork) -> Figures:
         latencies.append((time.perf_counter() - start) * 1e6)
     wall = await together(cpu, work.cpu_jobs)
     return Figures(rate, _percentile(latencies, 50), _percentile(latencies, 99), wall)
+
+
+def measure_floor(work: PoolWork) -> float:
+    """The CPU-bound leg's floor on this machine now: its jobs split between ``processes``
+    bare processes that just run them (no pool, no caller, no hops), first start to last end.
+    Beside the ideal, it shows what the machine's other load costs every system alike."""
+    with concurrent.futures.ProcessPoolExecutor(work.processes) as executor:
+        for future in [executor.submit(noop, n) for n in range(work.processes * 4)]:
+            future.result()  # the processes are up and have imported this module
+        shares = [work.cpu_jobs // work.processes] * work.processes
+        shares[0] += work.cpu_jobs - sum(shares)
+        start = time.perf_counter()
+        futures = [executor.submit(spin_many, share, work.cpu_ms) for share in shares]
+        assert sum(future.result() for future in futures) == work.cpu_jobs
+        return time.perf_counter() - start
 
 
 def measure_executor(executor: concurrent.futures.Executor, work: PoolWork) -> Figures:
