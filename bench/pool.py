@@ -107,6 +107,7 @@ def run_pool(
                 row.p50_us = figures["p50_us"]
                 row.p99_us = figures["p99_us"]
                 row.cpu_wall_s = figures["cpu_wall_s"]
+                row.cpu_others_s = figures.get("cpu_others_s", 0.0)
             progress(
                 f"pool {name} -> {row.jobs_per_s:,.0f} jobs/s, p50 {row.p50_us:.0f} µs,"
                 f" p99 {row.p99_us:.0f} µs, cpu {row.cpu_wall_s:.3f} s (floor {floor:.3f} s)"

@@ -173,6 +173,7 @@ class PoolResult:
     cpu_wall_s: float = 0.0  # all CPU-bound jobs, first call to last result
     # The same jobs in bare processes, measured in the same round (bench.pool_work.measure_floor)
     cpu_floor_s: float = 0.0
+    cpu_others_s: float = 0.0  # CPU of the caller (and master) during the CPU-bound leg
     error: str | None = None
 
     @property

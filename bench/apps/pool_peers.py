@@ -13,7 +13,7 @@ from functools import partial
 
 import trio
 
-from bench.pool_work import PoolWork, measure, measure_executor, measure_floor
+from bench.pool_work import PoolWork, measure, measure_executor, measure_floor, others_cpu
 
 POOL_ENV = "STEREO_BENCH_POOL"
 FLOOR = "floor"  # not a peer: the CPU-bound jobs in bare processes (bench.pool_work.measure_floor)
@@ -30,7 +30,8 @@ def main(name: str) -> None:
         async def run() -> object:
             limiter = trio.CapacityLimiter(work.processes)
             async with trio_parallel.open_worker_context() as context:
-                return await measure(partial(context.run_sync, limiter=limiter), work)
+                run_sync = partial(context.run_sync, limiter=limiter)
+                return await measure(run_sync, work, others_cpu([os.getpid()]))
 
         figures = trio.run(run)
     elif name == "ProcessPoolExecutor(2)":
