@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import pickle
+import signal
 from typing import Any
 
 import pytest
@@ -128,3 +129,33 @@ async def test_a_caller_cancelled_before_its_job_left_leaves_no_trace() -> None:
         nursery.cancel_scope.cancel()
     # The first is owed an answer (or a CANCELLED); the second never left and is forgotten.
     assert len(target.jobs) == 1 and len(client._jobs) == 1
+
+
+async def test_kill_on_cancel_kills_only_once_its_job_is_said_to_run() -> None:
+    # A real process stands for the pool process: only its pid matters here.
+    stand_in = await trio.lowlevel.open_process(["sleep", "60"])
+    try:
+        outbox = Outbox(None)
+        client = PoolClient(outbox, LIMIT)
+        client.pools = {"default"}
+        client.receive_frame(Kind.MEMBERS, members({"default": [[7, stand_in.pid]]}))
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def call() -> None:
+                with scope:
+                    await client.run_sync(operator.neg, (1,), {}, kill_on_cancel=True)
+
+            nursery.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+        # Not said to run: only a CANCEL goes out, nothing is killed.
+        assert [(f.op, f.job) for f in sent(outbox)] == [(Op.JOB, 1), (Op.CANCEL, 1)]
+        assert stand_in.poll() is None
+        # The CANCEL came too late: the job starts; the process running it is killed.
+        notice(client, 7, Op.STARTED, 1)
+        with trio.fail_after(10):
+            assert await stand_in.wait() == -signal.SIGKILL
+    finally:
+        stand_in.kill()
+        await stand_in.wait()
