@@ -71,7 +71,8 @@ class PoolError(StereoError):
 
 class PoolProcessDied(PoolError):
     """The pool process died while it was running this job (it said it had started it): the
-    job ran in part. Jobs queued there that had not started are sent again, never failed."""
+    job ran in part, or in full with its answer lost. Jobs queued there that had not started
+    are sent again, never failed."""
 
 
 class RemoteTraceback(Exception):

@@ -171,3 +171,39 @@ async def test_kill_on_cancel_of_a_queued_job_skips_it_and_kills_nothing(tmp_pat
     # Worker 1's cancelled job was its oldest there but not running: skipped, nobody killed.
     assert got["A"]["ran"] == [] and got["A"]["after"] == running
     assert got["B"]["first"] == "go" and got["B"]["after"] == running
+
+
+async def test_pool_processes_killed_under_load_fail_only_running_jobs_and_run_none_twice(
+    tmp_path: Path,
+) -> None:
+    env = {"POOL_SCENARIO": "chaos", "POOL_TMP": str(tmp_path)}
+    killed: set[str] = set()
+    with trio.fail_after(TIMEOUT * 2):
+        async with open_stereo("pooljobs:serve", "-w", "2", "--pool", "2", env=env) as stereo:
+            for threshold in (60, 140, 220, 300, 380):
+                # A pool process that just started a job: kill it, mid-job or a little after.
+                pid = (await stereo.wait_for(r"start \S+ pid=(\d+)", count=threshold))[-1][1]
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass  # killed already
+            got = await results(stereo)
+    assert len(killed) >= 3
+    records = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    started = [tag for word, tag, _ in records if word == "start"]
+    ended = {tag for word, tag, _ in records if word == "end"}
+    last = {pid: (word, tag) for word, tag, pid in records}  # each process's last line
+    ok = got["1"]["ok"] + got["2"]["ok"]
+    died = got["1"]["died"] + got["2"]["died"]
+    assert got["1"]["errors"] == got["2"]["errors"] == []
+    assert len(ok) + len(died) == 600 and not set(ok) & set(died)
+    assert len(started) == len(set(started))  # no job ran twice
+    assert set(ok) <= ended  # a result: the job ran to its end
+    # A process killed inside a job failed that job; at most one job failed per death.
+    inside = {tag for pid, (word, tag) in last.items() if pid in killed and word == "start"}
+    assert inside <= set(died) and len(died) <= len(killed)
+    # A failed job that never wrote its first line was announced by a process killed between
+    # jobs (after its previous job's end line, before this one's first line).
+    between = [pid for pid, (word, _) in last.items() if pid in killed and word == "end"]
+    assert len(set(died) - set(started)) <= len(between)

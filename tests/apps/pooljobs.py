@@ -70,6 +70,19 @@ def nap(value: int) -> int:
     return value
 
 
+def logged(path: str, tag: str) -> str:
+    """Leaves a start and an end line in ``path`` (with its pid) around a millisecond of work."""
+    with open(path, "a") as log:  # O_APPEND: a short line is written whole
+        log.write(f"start {tag} {os.getpid()}\n")
+    print(f"start {tag} pid={os.getpid()}", flush=True)
+    end = time.perf_counter() + 0.001
+    while time.perf_counter() < end:
+        pass
+    with open(path, "a") as log:
+        log.write(f"end {tag} {os.getpid()}\n")
+    return tag
+
+
 def report(**fields: Any) -> None:
     print("RESULT " + json.dumps(fields), flush=True)
 
@@ -329,7 +342,31 @@ async def killprecise(worker: stereo.Worker, tmp: str) -> None:
     report(role="A", ran=(await ran.read_text()).split() if await ran.exists() else [], after=after)
 
 
+async def chaos(worker: stereo.Worker, tmp: str) -> None:
+    """-w 2 --pool 2, while the test kills pool processes: 300 jobs per worker."""
+    log = os.path.join(tmp, "log")
+    ok: list[str] = []
+    died: list[str] = []
+    errors: list[str] = []
+
+    async def caller(index: int) -> None:
+        for n in range(index, 300, 16):
+            tag = f"{worker.id}-{n}"
+            try:
+                ok.append(await worker.run_sync(logged, log, tag))
+            except PoolProcessDied:
+                died.append(tag)
+            except Exception as exc:
+                errors.append(repr(exc))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(16):
+            nursery.start_soon(caller, index)
+    report(role=str(worker.id), ok=ok, died=died, errors=errors[:5])
+
+
 SCENARIOS = {
+    "chaos": chaos,
     "shared": shared,
     "killprecise": killprecise,
     "roundtrip": roundtrip,
