@@ -8,7 +8,9 @@ processes, in turns, round after round; each figure is its system's median round
   default worker type, and a plain process keeping ``callers`` futures in flight.
 
 The targets (issue 14) are printed beside the figures: trivial jobs/s >= 3x both peers and
->= 45k; the CPU-bound wall time <= 1.1x the ideal (jobs x ms / 2 processes).
+>= 45k; the CPU-bound wall time <= 1.1x the ideal (jobs x ms / 2 processes). Just before each
+system's turn, the CPU-bound leg's floor: the same jobs in 2 bare processes, no pool at all; on
+a machine shared with other work it is above the ideal, for every system alike.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .apps.pool_peers import POOL_ENV
+from .apps.pool_peers import FLOOR, POOL_ENV
 from .apps.pool_stereo import OUT_ENV
 from .peers.base import PYTHON
 from .peers.stereo_peer import stereo_command, stereo_run
@@ -68,6 +70,15 @@ def _peer(name: str, work: PoolWork) -> dict[str, float]:
     return figures
 
 
+def _floor(work: PoolWork, loud: Callable[[str], None]) -> float:
+    """The CPU-bound leg's floor, measured just before a system's turn (0.0 if it failed)."""
+    try:
+        return _peer(FLOOR, work)["cpu_floor_s"]
+    except (LegFailed, OSError, subprocess.SubprocessError, ValueError) as exc:
+        loud(f"pool floor: {exc}")
+        return 0.0
+
+
 def run_pool(
     quick: bool, repeat: int, progress: Callable[[str], None], loud: Callable[[str], None]
 ) -> list[PoolResult]:
@@ -76,6 +87,7 @@ def run_pool(
     rounds: dict[str, list[PoolResult]] = {name: [] for name in systems}
     for _ in range(repeat):
         for name in systems:
+            floor = _floor(work, loud)
             row = PoolResult(
                 system=name,
                 processes=work.processes,
@@ -83,6 +95,7 @@ def run_pool(
                 jobs=work.jobs,
                 cpu_jobs=work.cpu_jobs,
                 cpu_ms=work.cpu_ms,
+                cpu_floor_s=floor,
             )
             try:
                 figures = _stereo(work) if name == STEREO else _peer(name, work)
@@ -94,9 +107,11 @@ def run_pool(
                 row.p50_us = figures["p50_us"]
                 row.p99_us = figures["p99_us"]
                 row.cpu_wall_s = figures["cpu_wall_s"]
+                row.cpu_others_s = figures.get("cpu_others_s", 0.0)
             progress(
                 f"pool {name} -> {row.jobs_per_s:,.0f} jobs/s, p50 {row.p50_us:.0f} µs,"
-                f" p99 {row.p99_us:.0f} µs, cpu {row.cpu_wall_s:.3f} s {row.error or ''}"
+                f" p99 {row.p99_us:.0f} µs, cpu {row.cpu_wall_s:.3f} s (floor {floor:.3f} s)"
+                f" {row.error or ''}"
             )
             rounds[name].append(row)
     return [

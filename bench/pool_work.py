@@ -9,11 +9,13 @@ coroutines; ``ProcessPoolExecutor`` by their blocking twin, keeping ``callers`` 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psutil
 import trio
 
 RunSync = Callable[..., Awaitable[Any]]
@@ -31,6 +33,13 @@ def spin(ms: float) -> float:
     while time.process_time() < end:
         pass
     return ms
+
+
+def spin_many(count: int, ms: float) -> int:
+    """``count`` CPU-bound jobs back to back in one process, no pool between them."""
+    for _ in range(count):
+        spin(ms)
+    return count
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,19 @@ class Figures:
     p50_us: float
     p99_us: float
     cpu_wall_s: float
+    # CPU seconds the processes other than the pool's used during the CPU-bound leg: the
+    # caller (and stereo's master), competing with the jobs for the same cores.
+    cpu_others_s: float = 0.0
+
+
+def others_cpu(pids: list[int]) -> Callable[[], float]:
+    """A clock of the CPU seconds (user + system) that processes ``pids`` have used."""
+    processes = [psutil.Process(pid) for pid in pids]
+
+    def clock() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    return clock
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -59,7 +81,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
 
 
-async def measure(run_sync: RunSync, work: PoolWork) -> Figures:
+async def measure(run_sync: RunSync, work: PoolWork, others: Callable[[], float]) -> Figures:
     for value in range(50):  # warm up: every pool process started and imported this module
         await run_sync(noop, value)
 
@@ -85,8 +107,25 @@ async def measure(run_sync: RunSync, work: PoolWork) -> Figures:
         start = time.perf_counter()
         await run_sync(noop, value)
         latencies.append((time.perf_counter() - start) * 1e6)
+    used = others()
     wall = await together(cpu, work.cpu_jobs)
-    return Figures(rate, _percentile(latencies, 50), _percentile(latencies, 99), wall)
+    used = others() - used
+    return Figures(rate, _percentile(latencies, 50), _percentile(latencies, 99), wall, used)
+
+
+def measure_floor(work: PoolWork) -> float:
+    """The CPU-bound leg's floor on this machine now: its jobs split between ``processes``
+    bare processes that just run them (no pool, no caller, no hops), first start to last end.
+    Beside the ideal, it shows what the machine's other load costs every system alike."""
+    with concurrent.futures.ProcessPoolExecutor(work.processes) as executor:
+        for future in [executor.submit(noop, n) for n in range(work.processes * 4)]:
+            future.result()  # the processes are up and have imported this module
+        shares = [work.cpu_jobs // work.processes] * work.processes
+        shares[0] += work.cpu_jobs - sum(shares)
+        start = time.perf_counter()
+        futures = [executor.submit(spin_many, share, work.cpu_ms) for share in shares]
+        assert sum(future.result() for future in futures) == work.cpu_jobs
+        return time.perf_counter() - start
 
 
 def measure_executor(executor: concurrent.futures.Executor, work: PoolWork) -> Figures:
@@ -115,5 +154,8 @@ def measure_executor(executor: concurrent.futures.Executor, work: PoolWork) -> F
         start = time.perf_counter()
         executor.submit(noop, value).result()
         latencies.append((time.perf_counter() - start) * 1e6)
+    others = others_cpu([os.getpid()])
+    used = others()
     wall = flood(spin, work.cpu_ms, work.cpu_jobs)
-    return Figures(rate, _percentile(latencies, 50), _percentile(latencies, 99), wall)
+    used = others() - used
+    return Figures(rate, _percentile(latencies, 50), _percentile(latencies, 99), wall, used)

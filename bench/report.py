@@ -572,16 +572,18 @@ def pool_section(rows: list[PoolResult]) -> str:
         f"Trivial jobs/s with {r0.callers} concurrent callers ({r0.jobs:,} jobs); one job at a"
         f" time, call to result (p50/p99); {r0.cpu_jobs:,} jobs of {r0.cpu_ms:g} ms of CPU each"
         f" with {r0.callers} callers, wall time against the ideal {r0.cpu_ideal_s:.2f} s.\n",
-        "| system | jobs/s | p50 | p99 | CPU-bound wall | / ideal |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| system | jobs/s | p50 | p99 | CPU-bound wall | / ideal | floor (bare) | / floor"
+        " | caller CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r.error is not None:
-            lines.append(f"| {r.system} | failed: {r.error} | | | | |")
+            lines.append(f"| {r.system} | failed: {r.error} | | | | | | | |")
             continue
         lines.append(
             f"| {r.system} | {r.jobs_per_s:,.0f} | {r.p50_us:,.0f} µs | {r.p99_us:,.0f} µs"
-            f" | {r.cpu_wall_s:.3f} s | {r.cpu_wall_s / r.cpu_ideal_s:.2f}x |"
+            f" | {r.cpu_wall_s:.3f} s | {r.cpu_wall_s / r.cpu_ideal_s:.2f}x"
+            f" | {_floor(r)} | {r.cpu_others_s:.3f} s |"
         )
     ours = rows[0]
     if ours.error is None:
@@ -590,9 +592,24 @@ def pool_section(rows: list[PoolResult]) -> str:
         lines.append(
             f"\nTargets: jobs/s >= 3x each peer (here {ratios}) and >= 45,000 (here"
             f" {ours.jobs_per_s:,.0f}); CPU-bound wall <= 1.1x ideal (here"
-            f" {ours.cpu_wall_s / ours.cpu_ideal_s:.2f}x)."
+            f" {ours.cpu_wall_s / ours.cpu_ideal_s:.2f}x). Floor (bare): the same CPU-bound"
+            f" jobs in {ours.processes} bare processes with no pool, just before its turn; what it"
+            " takes above the ideal is the machine's (its other load), for every system alike."
+            " Caller CPU: what the processes besides the pool's (the caller; for stereo, its"
+            " worker and the master) used meanwhile, on the same cores as the jobs: the wall"
+            " time cannot go below (jobs' CPU + caller CPU) / 2 cores."
         )
     return "\n".join(lines)
+
+
+def _floor(r: PoolResult) -> str:
+    """The round's floor, its ratio to the ideal, and the system's wall time against it."""
+    if not r.cpu_floor_s:
+        return "- | -"
+    return (
+        f"{r.cpu_floor_s:.3f} s ({r.cpu_floor_s / r.cpu_ideal_s:.2f}x ideal)"
+        f" | {r.cpu_wall_s / r.cpu_floor_s:.2f}x"
+    )
 
 
 def render(results: Results) -> str:

@@ -181,6 +181,9 @@ class PoolResult:
     p50_us: float = 0.0  # one job at a time, call to result
     p99_us: float = 0.0
     cpu_wall_s: float = 0.0  # all CPU-bound jobs, first call to last result
+    # The same jobs in bare processes, measured in the same round (bench.pool_work.measure_floor)
+    cpu_floor_s: float = 0.0
+    cpu_others_s: float = 0.0  # CPU of the caller (and master) during the CPU-bound leg
     error: str | None = None
 
     @property

@@ -70,8 +70,9 @@ class PoolError(StereoError):
 
 
 class PoolProcessDied(PoolError):
-    """The pool process died while it was running this job, or may have been (it had not
-    answered this worker's oldest job there); the job may or may not have run."""
+    """The pool process died while it was running this job (it said it had started it): the
+    job ran in part, or in full with its answer lost. Jobs queued there that had not started
+    are sent again, never failed."""
 
 
 class RemoteTraceback(Exception):

@@ -3,11 +3,12 @@ lines that ``stereo logs`` reads (docs/logging.md).
 
 text, the master's own line: ``2026-11-30T03:13:07.123Z INFO [stereo] listening on ...``; a
 worker's line as it wrote it, after ``[worker N] ``, or ``[worker N old pid P] `` once a newer
-process of the same slot has started (a restart: the old one drains while the new one serves).
+process of the same slot has started (a restart: the old one drains while the new one serves);
+a pool process's line after ``[pool NAME N] `` (docs/pool.md), NAME its pool.
 
-json, one object a line: ``time`` (ISO 8601, UTC), ``level``, ``source`` (``master`` or
-``worker``), ``worker`` (its id, or null), ``pid``, ``stream`` (``stdout``/``stderr``, null for
-the master), ``old`` and ``message``.
+json, one object a line: ``time`` (ISO 8601, UTC), ``level``, ``source`` (``master``,
+``worker`` or ``pool``), ``worker`` (its id, or null), ``pid``, ``stream`` (``stdout``/``stderr``,
+null for the master), ``old`` and ``message``; a pool process's lines add ``pool``, its name.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ def iso_time(when: float) -> str:
     return stamp.removesuffix("+00:00") + "Z"
 
 
-def worker_prefix(worker: int, pid: int, old: bool) -> bytes:
-    return (f"[worker {worker} old pid {pid}] " if old else f"[worker {worker}] ").encode()
+def worker_prefix(worker: int, pid: int, old: bool, pool: str | None = None) -> bytes:
+    return source_prefix(worker, pid, old, pool).encode()
+
+
+def source_prefix(worker: int, pid: int, old: bool, pool: str | None) -> str:
+    """``[worker N] ``, ``[pool NAME N] `` for a pool process, `` old pid P`` before ``]``."""
+    who = f"worker {worker}" if pool is None else f"pool {pool} {worker}"
+    return f"[{who} old pid {pid}] " if old else f"[{who}] "
 
 
 def json_line(
@@ -47,26 +54,35 @@ def json_line(
     stream: str | None,
     old: bool,
     message: str,
+    pool: str | None = None,
 ) -> str:
-    record = {
+    record: dict[str, Any] = {
         "time": iso_time(when),
         "level": level,
-        "source": source,
+        "source": source if pool is None else "pool",
         "worker": worker,
         "pid": pid,
         "stream": stream,
         "old": old,
-        "message": message,
     }
+    if pool is not None:
+        record["pool"] = pool
+    record["message"] = message  # last: json_lines appends each line's message to the rest
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 def json_lines(
-    when: float, worker: int, pid: int, stream: str, old: bool, messages: list[bytes]
+    when: float,
+    worker: int,
+    pid: int,
+    stream: str,
+    old: bool,
+    messages: list[bytes],
+    pool: str | None = None,
 ) -> bytes:
     """Worker lines read at one time as json lines (those of :func:`json_line`): the fields
     they share are encoded once, the messages one by one."""
-    head = json_line(when, "info", "worker", worker, pid, stream, old, "")
+    head = json_line(when, "info", "worker", worker, pid, stream, old, "", pool)
     head = head.removesuffix('""}')  # ...,"message":
     dumps = json.JSONEncoder(ensure_ascii=False).encode
     return "".join(
@@ -111,20 +127,25 @@ class LogLine:
     stream: str | None
     old: bool
     message: bytes
+    pool: str | None = None  # a pool process's line: its pool
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, as ``stereo logs --json`` prints it and the control protocol carries it."""
-        return {
+        source = "master" if self.worker is None else "worker" if self.pool is None else "pool"
+        line = {
             "seq": self.seq,
             "time": iso_time(self.time),
             "level": self.level,
-            "source": "master" if self.worker is None else "worker",
+            "source": source,
             "worker": self.worker,
             "pid": self.pid,
             "stream": self.stream,
             "old": self.old,
             "message": self.message.decode(errors="replace"),
         }
+        if self.pool is not None:
+            line["pool"] = self.pool
+        return line
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +166,10 @@ class LogRing:
     def __init__(self, lines: int = RING_LINES, size: int = RING_BYTES) -> None:
         self.max_lines = lines
         self.max_bytes = size
-        # (seq, time, level, worker, pid, stream, old, message), as LogLine's fields
-        self._lines: deque[tuple[int, float, str, int | None, int, str | None, bool, bytes]]
+        # (seq, time, level, worker, pid, stream, old, message, pool), as LogLine's fields
+        self._lines: deque[
+            tuple[int, float, str, int | None, int, str | None, bool, bytes, str | None]
+        ]
         self._lines = deque()
         self._bytes = 0
         self.last_seq = 0
@@ -172,11 +195,13 @@ class LogRing:
         stream: str | None,
         old: bool,
         messages: list[bytes],
+        pool: str | None = None,
     ) -> None:
         """Lines of one source read at one time."""
         seq = self.last_seq
         self._lines.extend(
-            (seq := seq + 1, when, level, worker, pid, stream, old, message) for message in messages
+            (seq := seq + 1, when, level, worker, pid, stream, old, message, pool)
+            for message in messages
         )
         self.last_seq = seq
         self._bytes += sum(map(len, messages))

@@ -364,8 +364,8 @@ def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 async def test_a_pools_processes_and_jobs_in_the_feed_and_the_metrics(tmp_path: Path) -> None:
-    """tests/apps/pooljobs.py's round trip: 43 jobs in the default pool, 10 in pdf. The pool
-    processes report their counts every heartbeat (--timeout 8: every 2 s)."""
+    """tests/apps/pooljobs.py's round trip: 43 jobs in the default pool, 11 in pdf (one of them
+    prints). The pool processes report their counts every heartbeat (--timeout 8: every 2 s)."""
     control = str(tmp_path / "control.sock")
     env = {"POOL_SCENARIO": "roundtrip", "POOL_TMP": str(tmp_path)}
     args = ("pooljobs:serve", "-w", "1", "--pool", "1", "--pool", "pdf=1", "--timeout", "8")
@@ -379,7 +379,7 @@ async def test_a_pools_processes_and_jobs_in_the_feed_and_the_metrics(tmp_path: 
             await stereo.wait_for(r"^\[worker \d+\] RESULT ")
 
             def counted(state: dict[str, Any]) -> bool:
-                return _pool(state, "default")["done"] == 43 and _pool(state, "pdf")["done"] == 10
+                return _pool(state, "default")["done"] == 43 and _pool(state, "pdf")["done"] == 11
 
             state = await trio.to_thread.run_sync(event_where, board + "events", counted)
             _, out, _ = await ctl("--control", control, "--json", "status")
@@ -403,7 +403,7 @@ async def test_a_pools_processes_and_jobs_in_the_feed_and_the_metrics(tmp_path: 
         row["pid"] for row in rows if row["pool"] is None
     ]
     assert [r["pid"] for r in _pool(state, "default")["processes"]] == [pool_pid]
-    assert [r["jobs_done"] for r in _pool(state, "pdf")["processes"]] == [10]
+    assert [r["jobs_done"] for r in _pool(state, "pdf")["processes"]] == [11]
     assert set(state["point"]["jobs"]) == {"default", "pdf"}
     assert _pool(after_state, "default")["done"] == 43  # the new process's 0 added, not taken
     # the metrics

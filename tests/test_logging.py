@@ -77,6 +77,18 @@ def test_text_and_json_formats() -> None:
     assert iso_time(0.25) == "1970-01-01T00:00:00.250Z"
     assert worker_prefix(3, 4242, False) == b"[worker 3] "
     assert worker_prefix(3, 4242, True) == b"[worker 3 old pid 4242] "
+    assert worker_prefix(5, 4242, False, "pdf") == b"[pool pdf 5] "
+    assert worker_prefix(5, 4242, True, "pdf") == b"[pool pdf 5 old pid 4242] "
+    pooled = json.loads(json_line(1.5, "info", "worker", 5, 7, "stdout", False, "hi", "pdf"))
+    assert (pooled["source"], pooled["worker"], pooled["pool"], pooled["message"]) == (
+        "pool",
+        5,
+        "pdf",
+        "hi",
+    )
+    assert list(pooled)[-1] == "message"
+    chunk = json_lines(1.5, 5, 7, "stdout", False, [b"hi"], "pdf").decode()
+    assert json.loads(chunk) == pooled
     record = json.loads(json_line(1.5, "info", "worker", 2, 7, "stderr", True, "héllo"))
     assert record == {
         "time": "1970-01-01T00:00:01.500Z",

@@ -15,7 +15,7 @@ from stereo.master.pool_routes import PoolRoutes
 from stereo.master.pools import check_pools, parse_pool
 from stereo.outbox import Outbox
 from stereo.wire.framing import Direct, Frame, FrameReader
-from stereo.wire.jobs import JOB_HEADER_SIZE, Op, decode_job, encode_job
+from stereo.wire.jobs import JOB_HEADER_SIZE, NEXT_IS_YOURS, Op, decode_job, encode_job
 from stereo.wire.protocol import (
     BroadcastReader,
     HubIngress,
@@ -37,6 +37,11 @@ def test_a_job_frame_round_trips_and_bad_ones_are_refused() -> None:
         decode_job(frame[5:16])
     with pytest.raises(ProtocolError, match="unknown job op 9"):
         decode_job(b"\0\0\0\x07\x09" + bytes(8))
+    # An answer may say that the pool process starts the caller's next job; nothing else may.
+    flagged = encode_job(7, Op.ERROR | NEXT_IS_YOURS, 3, b"e")
+    assert decode_job(flagged[5:]).op == Op.ERROR | NEXT_IS_YOURS
+    with pytest.raises(ProtocolError, match="unknown job op 129"):
+        decode_job(encode_job(7, Op.JOB | NEXT_IS_YOURS, 3)[5:])
 
 
 def test_the_hub_stamps_the_senders_address_and_merges_frames_for_one_address() -> None:

@@ -1,5 +1,6 @@
 """The job pool workload's peers, one per run: ``python -m bench.apps.pool_peers NAME`` prints
-one JSON line of :class:`bench.pool_work.Figures` (the work described in STEREO_BENCH_POOL)."""
+one JSON line of :class:`bench.pool_work.Figures` (the work described in STEREO_BENCH_POOL);
+``... floor`` prints the CPU-bound leg's floor instead."""
 
 from __future__ import annotations
 
@@ -12,20 +13,25 @@ from functools import partial
 
 import trio
 
-from bench.pool_work import PoolWork, measure, measure_executor
+from bench.pool_work import PoolWork, measure, measure_executor, measure_floor, others_cpu
 
 POOL_ENV = "STEREO_BENCH_POOL"
+FLOOR = "floor"  # not a peer: the CPU-bound jobs in bare processes (bench.pool_work.measure_floor)
 
 
 def main(name: str) -> None:
     work = PoolWork(**json.loads(os.environ[POOL_ENV]))
+    if name == FLOOR:
+        print(json.dumps({"cpu_floor_s": measure_floor(work)}), flush=True)
+        return
     if name == "trio_parallel.run_sync":
         import trio_parallel  # type: ignore[import-untyped]
 
         async def run() -> object:
             limiter = trio.CapacityLimiter(work.processes)
             async with trio_parallel.open_worker_context() as context:
-                return await measure(partial(context.run_sync, limiter=limiter), work)
+                run_sync = partial(context.run_sync, limiter=limiter)
+                return await measure(run_sync, work, others_cpu([os.getpid()]))
 
         figures = trio.run(run)
     elif name == "ProcessPoolExecutor(2)":

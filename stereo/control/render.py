@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..logs import source_prefix
 from .pools import format_grouped
 from .syntax import COMMANDS, lookup
 
@@ -244,8 +245,8 @@ def format_log_line(line: dict[str, Any]) -> str:
     """A line of ``logs`` as the master printed it with --log-format text."""
     if line["source"] == "master":
         return f"{line['time']} {line['level'].upper()} [stereo] {line['message']}"
-    old = f" old pid {line['pid']}" if line["old"] else ""
-    return f"[worker {line['worker']}{old}] {line['message']}"
+    prefix = source_prefix(line["worker"], line["pid"], line["old"], line.get("pool"))
+    return f"{prefix}{line['message']}"
 
 
 def format_logs(result: dict[str, Any]) -> str:

@@ -67,13 +67,14 @@ def _stderr_writer(data: bytes) -> None:
 
 @dataclass(frozen=True)
 class WorkerSource:
-    """Whose pipe a pump reads: worker ``worker``, process ``pid``, its ``stream``; ``old()``
+    """Whose pipe a pump reads: slot ``worker``, process ``pid``, its ``stream``; ``old()``
     says whether a newer process of the same slot has started (a restart is under way)."""
 
     worker: int
     pid: int
     stream: str = STDOUT
     old: Callable[[], bool] = lambda: False
+    pool: str | None = None  # a pool process's: its pool, named in its lines
 
 
 @dataclass(frozen=True)
@@ -280,12 +281,12 @@ class OutputSink:
         """Never blocks: a worker must not wait for the master's stdout."""
         now = time.time()
         old = source.old()
-        worker, pid, stream = source.worker, source.pid, source.stream
-        self.ring.extend(now, "info", worker, pid, stream, old, lines)
+        worker, pid, stream, pool = source.worker, source.pid, source.stream, source.pool
+        self.ring.extend(now, "info", worker, pid, stream, old, lines, pool)
         if self.log_format == "json":
-            data = json_lines(now, worker, pid, stream, old, lines)
+            data = json_lines(now, worker, pid, stream, old, lines, pool)
         else:
-            prefix = worker_prefix(worker, pid, old)
+            prefix = worker_prefix(worker, pid, old, pool)
             data = b"".join(prefix + line + b"\n" for line in lines)
         self.buffer.add_worker_lines(worker, data, len(lines), stream)
         self._wake.set()

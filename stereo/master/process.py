@@ -318,7 +318,9 @@ class Launcher:
             with scope:
                 async with trio.open_nursery() as nursery:
                     for pipe, stream in ((process.stdout, STDOUT), (process.stderr, STDERR)):
-                        source = WorkerSource(slot_id, process.pid, stream, old)
+                        source = WorkerSource(
+                            slot_id, process.pid, stream, old, self.pool_of(slot_id)
+                        )
                         nursery.start_soon(pump_lines, pipe, source, self.sink)
         finally:
             pids.remove(process.pid)

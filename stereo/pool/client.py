@@ -3,10 +3,10 @@
 The caller chooses: each job goes to the pool process with the fewest jobs this worker has
 outstanding there, pipelined (up to :data:`MAX_OUTSTANDING` jobs and :data:`MAX_OUTSTANDING_BYTES`
 per pool process; past that ``run_sync`` waits, which bounds memory however many tasks call).
-Pool processes answer in the order jobs reached them, one job at a time, so when one dies only
-this worker's oldest unanswered job there may have run: that one fails with PoolProcessDied,
-the others are sent again. A job that came back BOUNCED never reached a pool process and is
-sent again too. See docs/pool.md.
+A pool process tells a job's caller when it starts the job (STARTED, or a flag on the answer
+before), so when it dies the caller knows which of its jobs there was running: that one fails
+with PoolProcessDied, the others never started and are sent again. A job that came back
+BOUNCED never reached a pool process and is sent again too. See docs/pool.md.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ from ..errors import (
     RemoteTraceback,
 )
 from ..outbox import Outbox
-from ..wire.jobs import JOB_OVERHEAD, Op, decode_job, encode_job
+from ..wire.jobs import JOB_OVERHEAD, NEXT_IS_YOURS, Op, decode_job, encode_job
 from ..wire.protocol import Kind, max_body_size
 
 T = TypeVar("T")
@@ -40,10 +41,10 @@ DEFAULT_POOL = "default"
 
 
 class _Target:
-    """One pool process as this worker sees it: its address and the jobs it owes us, oldest
-    first (dicts keep insertion order)."""
+    """One pool process as this worker sees it: its address, the jobs it owes us, and which
+    of them it said it is running."""
 
-    __slots__ = ("address", "bytes", "jobs", "leaving", "pid", "pool")
+    __slots__ = ("address", "bytes", "jobs", "leaving", "order", "pid", "pool", "running")
 
     def __init__(self, address: int, pid: int, pool: str) -> None:
         self.address = address
@@ -52,6 +53,17 @@ class _Target:
         self.jobs: dict[int, _Job] = {}
         self.bytes = 0
         self.leaving = False
+        self.running: _Job | None = None
+        # Our jobs in the order they were sent here (answered ones are dropped lazily): the
+        # order it runs them in, for an answer flagged NEXT_IS_YOURS.
+        self.order: deque[_Job] = deque()
+
+    def next_job(self) -> _Job | None:
+        """Our oldest job here that is sent and unanswered."""
+        order, jobs = self.order, self.jobs
+        while order and jobs.get(order[0].id) is not order[0]:
+            order.popleft()
+        return order[0] if order else None
 
     def has_room(self, size: int) -> bool:
         return not self.jobs or (
@@ -66,6 +78,7 @@ class _Job:
         "done",
         "error",
         "id",
+        "kill",
         "op",
         "reply",
         "retry",
@@ -82,6 +95,7 @@ class _Job:
         self.reply = b""
         self.error: BaseException | None = None  # raised instead of an answer
         self.abandoned = False  # its caller was cancelled and left
+        self.kill = False  # ... with kill_on_cancel: kill its pool process if it starts
         self.sent = 0  # when its frame went into the outbox, in sends (0: waiting for room)
         self.retry = False  # it never ran: send it again
 
@@ -133,6 +147,10 @@ class PoolClient:
                     self._outbox.send(frame)
                 self._sends += 1
                 job.sent = self._sends
+                if job.target is target:  # not already answered BOUNCED or died there
+                    target.order.append(job)
+                    if len(target.order) > 2 * MAX_OUTSTANDING:
+                        _prune(target)
                 await job.done.wait()
                 if not job.retry:
                     result: T = self._outcome(job)
@@ -196,16 +214,13 @@ class PoolClient:
             self._release(target, job)
             return
         job.abandoned = True
-        if kill and _oldest_sent(target) is job and target.pid:
-            # Our oldest job there: it may be running. Kill the process; its death notice
-            # sends our other jobs there again (this one is not failed: it was cancelled).
-            try:
-                os.kill(target.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        job.kill = kill
+        if kill and target.running is job:
+            _kill(target)
             return
         # Queued there (or running, without kill_on_cancel): the pool skips it if it has not
-        # started; its answer, whichever, frees its place.
+        # started; its answer, whichever, frees its place. If it starts before the CANCEL
+        # arrives, its STARTED kills the process (kill_on_cancel).
         self._outbox.send(encode_job(target.address, Op.CANCEL, job.id))
 
     # -- frames from the hub (called by the worker's reader, no checkpoints) ---------------------
@@ -222,12 +237,29 @@ class PoolClient:
             pass  # not from a pool process of ours (only a misbehaving worker sends such)
 
     def _answer(self, frame: Any) -> None:
-        job = self._jobs.get(frame.job)
         target = self._targets.get(frame.peer)
-        if job is None or target is None or job.target is not target:
+        if target is None:
             return
-        job.op, job.reply = frame.op, frame.body  # CANCELLED: its caller has left
+        job = self._jobs.get(frame.job)
+        if job is None or job.target is not target:
+            return
+        op = frame.op
+        if op == Op.STARTED:
+            self._started(target, job)
+            return
+        if target.running is job:
+            target.running = None
+        job.op, job.reply = op & ~NEXT_IS_YOURS, frame.body  # CANCELLED: its caller has left
         self._finish(target, job)
+        if op & NEXT_IS_YOURS:
+            following = target.next_job()
+            if following is not None:
+                self._started(target, following)
+
+    def _started(self, target: _Target, job: _Job) -> None:
+        target.running = job
+        if job.kill:  # cancelled with kill_on_cancel, and its CANCEL came too late
+            _kill(target)
 
     def _bounced(self, frame: Any) -> None:
         """A job that never reached its pool process (gone, or leaving): send it again."""
@@ -263,14 +295,12 @@ class PoolClient:
         if target is None:
             return
         target.leaving = True
-        oldest = _oldest_sent(target)
         for job in list(target.jobs.values()):
-            if job is oldest:  # it may have been running
+            if job is target.running:  # it said so before starting it
                 job.error = PoolProcessDied(
-                    f"pool process {target.pid} died while it was running this job, or may"
-                    " have been; the job may or may not have run"
+                    f"pool process {target.pid} died while it was running this job"
                 )
-            else:  # answered in order: it never started
+            else:  # it never started: the pool process says so before it starts one
                 job.retry = True
             self._finish(target, job)
 
@@ -294,11 +324,16 @@ class PoolClient:
             self._changed = trio.Event()
 
 
-def _oldest_sent(target: _Target) -> _Job | None:
-    """This worker's job that the pool process may be running: the first one sent there and
-    not answered (it answers in order)."""
-    return min((job for job in target.jobs.values() if job.sent), key=_sent_at, default=None)
+def _kill(target: _Target) -> None:
+    """kill_on_cancel: its death notice sends our other jobs there again (the cancelled one
+    is not failed: its caller has left)."""
+    if target.pid:
+        try:
+            os.kill(target.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
-def _sent_at(job: _Job) -> int:
-    return job.sent
+def _prune(target: _Target) -> None:
+    """Drop answered jobs from the send order (cancelled ones are answered out of order)."""
+    target.order = deque(job for job in target.order if target.jobs.get(job.id) is job)

@@ -6,8 +6,9 @@ the main thread. A second thread sends the heartbeats (with the job counts) whil
 announces a graceful stop: asked to stop, the process says it is leaving, the master sends END
 after the last job it relayed, and the process exits once it has answered everything before END.
 
-Answering each job before starting the next is what lets a caller tell, when this process dies,
-which of its jobs may have run: only its oldest unanswered one.
+Before starting a job the process tells its caller (a STARTED frame, or a flag on the answer it
+sends just then when the caller is the same): when the process dies, the caller knows exactly
+which job was running, and that the others never started.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from .. import exitcodes
 from ..errors import ProtocolError
 from ..hubhandshake import blocking_handshake
 from ..wire.framing import FrameReader, encode_frame
-from ..wire.jobs import JOB_OVERHEAD, JobFrame, Op, decode_job, encode_job
+from ..wire.jobs import JOB_OVERHEAD, NEXT_IS_YOURS, JobFrame, Op, decode_job, encode_job
 from ..wire.protocol import PROTOCOL_VERSION, Kind, encode_map, max_body_size
 
 RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024
-# A job that took longer than this (s) lets the loop look for newly arrived frames before the
-# next one (cancellations, a truthful queue depth); quicker jobs run back to back.
+# Once this long (s) has passed since the loop last read, it looks for newly arrived frames
+# before starting the next job (cancellations, a truthful queue depth), however quick the jobs
+# were; within it, queued jobs run back to back.
 POLL_AFTER = 0.0002
 _HEARTBEAT = encode_frame(Kind.HEARTBEAT)
 
@@ -102,7 +104,8 @@ class PoolProcess:
                     self.send(encode_job(job.peer, Op.CANCELLED, job.job))
             # BOUNCED (an answer to a caller that is gone) and anything else: nothing to do.
 
-    def run_one(self, job: JobFrame) -> bytes:
+    def run_one(self, job: JobFrame) -> tuple[int, bytes]:
+        """Run a job: its answer's op and body."""
         try:
             fn, args, kwargs = pickle.loads(job.body)
             result = fn(*args, **kwargs)
@@ -116,17 +119,25 @@ class PoolProcess:
             )
             op, body = Op.ERROR, encode_error(too_large)
         self.done += 1
-        return encode_job(job.peer, op, job.job, body)
+        return op, body
 
     def serve(self) -> int:
         sock = self.sock
-        poll = False
+        read_at = 0.0  # when the loop last looked for new frames
+        last: JobFrame | None = None  # the job just run, its answer not sent yet
+        op, body = 0, b""
         while True:
-            if self.ended and not self.queue:  # answered everything sent before END
-                self.send(self.state(drained=True))
-                print(f"stereo pool: stopped after {self.done} jobs", file=sys.stderr, flush=True)
-                return exitcodes.STOPPED
-            if not self.queue or poll:
+            now = time.perf_counter()
+            if not self.queue or now - read_at > POLL_AFTER:
+                if not self.queue and last is not None:  # nothing to start: answer now
+                    self.send(encode_job(last.peer, op, last.job, body))
+                    last = None
+                if self.ended and not self.queue:  # answered everything sent before END
+                    self.send(self.state(drained=True))
+                    print(
+                        f"stereo pool: stopped after {self.done} jobs", file=sys.stderr, flush=True
+                    )
+                    return exitcodes.STOPPED
                 try:
                     data = sock.recv(RECEIVE_SIZE, 0 if not self.queue else socket.MSG_DONTWAIT)
                 except BlockingIOError:
@@ -135,11 +146,21 @@ class PoolProcess:
                     return exitcodes.HUB_LOST
                 if data:
                     self.take(data)
-            if self.queue:
-                _, job = self.queue.popitem(last=False)
-                started = time.perf_counter()
-                self.send(self.run_one(job))
-                poll = time.perf_counter() - started > POLL_AFTER
+                read_at = time.perf_counter()
+            if not self.queue:
+                continue
+            _, job = self.queue.popitem(last=False)
+            # Its caller learns that it starts before it does (an AF_UNIX write is in the
+            # master's socket at once): if this process dies now, exactly this job was running.
+            if last is None:
+                self.send(encode_job(job.peer, Op.STARTED, job.job))
+            elif last.peer == job.peer:  # its caller's oldest: the answer says it
+                self.send(encode_job(last.peer, op | NEXT_IS_YOURS, last.job, body))
+            else:
+                answer = encode_job(last.peer, op, last.job, body)
+                self.send(answer + encode_job(job.peer, Op.STARTED, job.job))
+            last = job
+            op, body = self.run_one(job)
 
 
 def handshake(sock: socket.socket) -> tuple[dict[str, Any], bytes]:

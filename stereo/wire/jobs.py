@@ -3,8 +3,9 @@
 A DIRECT frame carries one payload from one hub connection to another; the master reads only
 its ``peer`` field (the destination on the way in, replaced in place by the sender's address on
 the way out) and relays the rest unread. The payload of a pool job is ``op u8, job u64, body``,
-the body pickled. Pickle is only ever read from a DIRECT frame, which only the app's own
-processes can send through its master: never from the control socket, the network or a broker.
+the body pickled (an answer's op may carry :data:`NEXT_IS_YOURS`). Pickle is only ever read from
+a DIRECT frame, which only the app's own processes can send through its master: never from the
+control socket, the network or a broker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class Op(IntEnum):
     ERROR = 3  # pool process -> caller: pickle of (exception or None, repr, traceback text)
     CANCEL = 4  # caller -> pool process: skip this job if it has not started; empty body
     CANCELLED = 5  # pool process -> caller: the job was skipped; empty body
+    STARTED = 6  # pool process -> caller: the job starts now (it may die in it); empty body
+
+
+#: Or'ed into a RESULT or ERROR op: the pool process starts, as it sends this answer, the
+#: receiver's next job (its oldest unanswered one there), so no STARTED frame is needed for it.
+NEXT_IS_YOURS: Final = 0x80
 
 
 class JobFrame(NamedTuple):
@@ -52,9 +59,10 @@ def decode_job(body: bytes | bytearray | memoryview) -> JobFrame:
     if len(body) < JOB_OVERHEAD:
         raise ProtocolError(f"a job frame of {len(body)} bytes is too short")
     peer, op, job = struct.unpack_from(">IBQ", body)
-    if op not in _OPS:
+    if op not in _OPS and (op & ~NEXT_IS_YOURS) not in _ANSWERS:
         raise ProtocolError(f"unknown job op {op}")
     return JobFrame(peer, op, job, bytes(body[JOB_OVERHEAD:]))
 
 
 _OPS: Final = frozenset(int(op) for op in Op)
+_ANSWERS: Final = frozenset({int(Op.RESULT), int(Op.ERROR)})

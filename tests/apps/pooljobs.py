@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -48,6 +49,16 @@ def gated(path: str) -> str:
         return fifo.read()
 
 
+def doomed(path: str, suicide: bool) -> str:
+    """Like :func:`gated`; released, it kills its own pool process if ``suicide``."""
+    print(f"gated pid={os.getpid()}", flush=True)
+    with open(path) as fifo:
+        text = fifo.read()
+    if suicide:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return text
+
+
 def record(path: str, text: str) -> str:
     with open(path, "a") as log:
         log.write(text + "\n")
@@ -57,6 +68,19 @@ def record(path: str, text: str) -> str:
 def nap(value: int) -> int:
     time.sleep(0.001)  # a job that takes a little while, so jobs are in flight when we scale
     return value
+
+
+def logged(path: str, tag: str) -> str:
+    """Leaves a start and an end line in ``path`` (with its pid) around a millisecond of work."""
+    with open(path, "a") as log:  # O_APPEND: a short line is written whole
+        log.write(f"start {tag} {os.getpid()}\n")
+    print(f"start {tag} pid={os.getpid()}", flush=True)
+    end = time.perf_counter() + 0.001
+    while time.perf_counter() < end:
+        pass
+    with open(path, "a") as log:
+        log.write(f"end {tag} {os.getpid()}\n")
+    return tag
 
 
 def report(**fields: Any) -> None:
@@ -82,6 +106,7 @@ async def roundtrip(worker: stereo.Worker, tmp: str) -> None:
         for _ in range(40):
             nursery.start_soon(one)
     pdf = {await worker.run_sync(pid, pool="pdf") for _ in range(10)}
+    await worker.run_sync(print, "a job of pool pdf", flush=True, pool="pdf")
     try:
         await worker.run_sync(fail, "bad input")
     except ValueError as exc:
@@ -238,7 +263,112 @@ async def scale(worker: stereo.Worker, tmp: str) -> None:
     report(done=done, wrong=wrong, errors=errors[:5], pool_pids=len(pids))
 
 
+async def until(worker: stereo.Worker, text: str) -> None:
+    """Wait for the broadcast ``text`` (from the test, by `stereo ctl broadcast`)."""
+    async for message in worker.messages():
+        if message.data == text:
+            return
+
+
+async def flushed(worker: stereo.Worker, messages: Any) -> None:
+    """Our own broadcast comes back after the master relayed every frame we sent before it:
+    our job frames have reached the pool process's socket."""
+    await worker.broadcast(f"echo {worker.id}")
+    async for message in messages:
+        if message.data == f"echo {worker.id}":
+            return
+
+
+async def shared(worker: stereo.Worker, tmp: str) -> None:
+    """-w 2 --pool 1: worker 1's job runs (and dies), worker 2's jobs are queued behind it."""
+    if worker.id == 1:
+        gate = os.path.join(tmp, "gate")
+        os.mkfifo(gate)
+        try:
+            first = await worker.run_sync(doomed, gate, os.environ["POOL_SUICIDE"] == "1")
+        except PoolProcessDied as exc:
+            first = f"PoolProcessDied: {exc}"
+        report(role="A", first=first)
+        return
+    messages = worker.messages()
+    await until(worker, "queue")
+    pids: list[int] = []
+    errors: list[str] = []
+
+    async def one() -> None:
+        try:
+            pids.append(await worker.run_sync(pid))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        await flushed(worker, messages)
+        print("B queued", flush=True)
+    report(role="B", pids=pids, errors=errors)
+
+
+async def killprecise(worker: stereo.Worker, tmp: str) -> None:
+    """-w 2 --pool 1: worker 2's job runs; worker 1 cancels, with kill_on_cancel, its own job
+    queued behind it (its oldest there): the pool process must not be killed."""
+    log = os.path.join(tmp, "log")
+    if worker.id == 2:
+        gate = os.path.join(tmp, "gate")
+        os.mkfifo(gate)
+        try:
+            first = await worker.run_sync(gated, gate)
+        except PoolProcessDied as exc:
+            first = f"PoolProcessDied: {exc}"
+        report(role="B", first=first, after=await worker.run_sync(pid))
+        return
+    messages = worker.messages()
+    await until(worker, "queue")
+    scope = trio.CancelScope()
+
+    async def queued_job() -> None:
+        with scope:
+            await worker.run_sync(record, log, "q", kill_on_cancel=True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queued_job)
+        await trio.testing.wait_all_tasks_blocked()  # sent, queued behind worker 2's
+        scope.cancel()
+    await flushed(worker, messages)  # its CANCEL has reached the pool process
+    print("A cancelled", flush=True)
+    after = await worker.run_sync(pid)  # queued behind the cancelled one: it ran or not before
+    ran = trio.Path(log)
+    report(role="A", ran=(await ran.read_text()).split() if await ran.exists() else [], after=after)
+
+
+async def chaos(worker: stereo.Worker, tmp: str) -> None:
+    """-w 2 --pool 2, while the test kills pool processes: 300 jobs per worker."""
+    log = os.path.join(tmp, "log")
+    ok: list[str] = []
+    died: list[str] = []
+    errors: list[str] = []
+
+    async def caller(index: int) -> None:
+        for n in range(index, 300, 16):
+            tag = f"{worker.id}-{n}"
+            try:
+                ok.append(await worker.run_sync(logged, log, tag))
+            except PoolProcessDied:
+                died.append(tag)
+            except Exception as exc:
+                errors.append(repr(exc))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(16):
+            nursery.start_soon(caller, index)
+    report(role=str(worker.id), ok=ok, died=died, errors=errors[:5])
+
+
 SCENARIOS = {
+    "chaos": chaos,
+    "shared": shared,
+    "killprecise": killprecise,
     "roundtrip": roundtrip,
     "killmid": killmid,
     "cancel": cancel,
