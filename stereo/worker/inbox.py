@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from ..errors import HubClosed
 from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
+
+if TYPE_CHECKING:
+    from .intake import Intake
 
 # Messages one iterator may hold before the worker stops reading the hub (backpressure); the
 # bytes it may hold come from WELCOME (--inbox-limit).
@@ -57,6 +60,9 @@ class Inbox:
         self.error: HubClosed | None = None
         self.received = 0
         self.discarded = 0
+        #: The hub socket's reader, through which a waiting iterator reads for itself (None
+        #: without a hub: only :meth:`deliver` fills the iterators).
+        self.intake: Intake | None = None
 
     def subscribe(self, limit: int | None = None) -> MessageStream:
         if self.error is not None:
@@ -133,7 +139,9 @@ class MessageStream(AsyncIterator[Message]):
 
     async def __anext__(self) -> Message:
         queue = self._queue
-        if queue:
+        if queue or await self._wait_for_messages():
+            # Buffered, or read from the socket without waiting: no checkpoint but every
+            # CHECKPOINT_EVERY messages (waiting for the socket is one).
             self._since_checkpoint += 1
             if self._since_checkpoint >= CHECKPOINT_EVERY:
                 self._since_checkpoint = 0
@@ -142,20 +150,40 @@ class MessageStream(AsyncIterator[Message]):
             if not queue:
                 self._inbox.room.set()
             return message
-        await self._wait_for_messages()
         return queue.popleft()
 
-    async def _wait_for_messages(self) -> None:
-        """Block until the queue holds a message; StopAsyncIteration once closed and empty."""
+    async def _wait_for_messages(self) -> bool:
+        """Block until the queue holds a message; StopAsyncIteration once closed and empty.
+
+        Reads the hub socket itself when it can (:mod:`stereo.worker.intake`): what is there
+        already comes without a checkpoint (True: the caller's count goes on), otherwise this
+        task waits on the socket rather than for the reader task to wake it. Returns False if it
+        yielded to the scheduler.
+        """
+        queue = self._queue
+        inbox = self._inbox
+        intake = inbox.intake
+        if (
+            intake is not None
+            and not self._closed
+            and intake.can_read()
+            and intake.pump()
+            and queue
+        ):
+            return True
         self._since_checkpoint = 0
-        while not self._queue:
+        while not queue:
             if self._closed:
                 raise StopAsyncIteration
-            if self._inbox.error is not None:
-                raise self._inbox.error
-            self._wakeup = trio.Event()
-            self._inbox.room.set()
-            await self._wakeup.wait()
+            if inbox.error is not None:
+                raise inbox.error
+            inbox.room.set()
+            if intake is not None and intake.can_read():
+                await intake.lead()
+            else:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+        return False
 
     def receive_nowait(self) -> list[Message]:
         """Take every message already queued, without waiting (for batch consumers)."""
@@ -172,9 +200,8 @@ class MessageStream(AsyncIterator[Message]):
         For consumers of high message rates: one await per batch instead of one per message.
         Raises StopAsyncIteration once the stream is closed and empty, like ``__anext__``.
         """
-        if self._queue:
+        if self._queue or await self._wait_for_messages():
             await trio.lowlevel.checkpoint()  # every call yields once, as trio calls should
-        await self._wait_for_messages()
         return self.receive_nowait()
 
     def batches(self) -> AsyncIterator[list[Message]]:
