@@ -142,8 +142,10 @@ class MessageStream(AsyncIterator[Message]):
         if queue or await self._wait_for_messages():
             # Buffered, or read from the socket without waiting: no checkpoint but every
             # CHECKPOINT_EVERY messages (waiting for the socket is one).
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= CHECKPOINT_EVERY:
+            count = self._since_checkpoint + 1
+            if count < CHECKPOINT_EVERY:
+                self._since_checkpoint = count
+            else:
                 self._since_checkpoint = 0
                 await trio.lowlevel.checkpoint()
             message = queue.popleft()

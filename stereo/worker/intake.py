@@ -35,6 +35,7 @@ class Intake:
     """The hub socket's read side: the reader task's loop, and the app's way in."""
 
     def __init__(self, sock: socket.socket, broadcasts: BroadcastReader, inbox: Inbox) -> None:
+        sock.setblocking(False)  # reads must never block the trio loop
         self._sock = sock
         self._recv = sock.recv
         self._broadcasts = broadcasts
