@@ -26,7 +26,8 @@ MAX = 64 * 1024
 
 def frames(values: list[Any], first_seq: int = 1) -> bytes:
     return b"".join(
-        encode_broadcast(cbor2.dumps(value), MAX, first_seq + i, 2) for i, value in enumerate(values)
+        encode_broadcast(cbor2.dumps(value), MAX, seq, 2)
+        for seq, value in enumerate(values, first_seq)
     )
 
 
@@ -184,7 +185,7 @@ async def test_async_for_checkpoints_every_checkpoint_every_messages_and_no_more
             nonlocal competitor_runs
             while True:
                 competitor_runs += 1
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         # Half already buffered in the iterator, half waiting in the socket: read by the app.
         hub.inbox.deliver([Message(i, 2, i) for i in range(total // 2)], 100)
