@@ -1,9 +1,9 @@
-"""Broadcasts coming in to a worker: the :class:`Inbox` the hub reader delivers to, and the
+"""Broadcasts coming in to a worker: the :class:`Inbox` the hub intake delivers to, and the
 :class:`MessageStream` iterators it fills.
 
 Delivery rule (docs/concepts.md): an iterator receives every broadcast delivered from its
 subscription on, in hub order; broadcasts delivered while no iterator exists are counted as
-discarded and dropped. A full iterator holds back the hub reader (:meth:`Inbox.wait_for_room`),
+discarded and dropped. A full iterator holds back the hub intake (:meth:`Inbox.wait_for_room`),
 so the master sees a slow consumer and cuts the worker off rather than letting it miss a message.
 
 An iterator is full when it holds ``limit`` messages or ``max_bytes`` bytes (as they came over the
@@ -97,8 +97,12 @@ class Inbox:
 
 
 class MessageStream(AsyncIterator[Message]):
-    """Iterator returned by :meth:`Worker.messages`; close it (or leave its ``async for``) to
-    unsubscribe."""
+    """Iterator returned by :meth:`Worker.messages`; close it to unsubscribe.
+
+    ``__anext__`` yields to the scheduler once every :data:`CHECKPOINT_EVERY` messages it hands
+    out without waiting (already queued, or read from the hub socket there and then), and
+    whenever it waits; cancelled, it has taken nothing.
+    """
 
     def __init__(self, inbox: Inbox, limit: int, max_bytes: int) -> None:
         self._inbox = inbox
