@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
 from ..errors import HubClosed
 from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
-
-if TYPE_CHECKING:
-    from .intake import Intake
 
 # Messages one iterator may hold before the worker stops reading the hub (backpressure); the
 # bytes it may hold come from WELCOME (--inbox-limit).
@@ -45,6 +42,16 @@ class Subscriber(Protocol):
     def _push(self, batch: list[Message], size: int) -> None: ...
 
 
+class HubReader(Protocol):
+    """How a waiting iterator reads the hub itself: :class:`stereo.worker.intake.Intake`."""
+
+    def can_read(self) -> bool: ...
+
+    def pump(self) -> bool: ...
+
+    async def lead(self) -> None: ...
+
+
 class Inbox:
     """The worker's subscribers, and what the runtime drives: delivery, backpressure, the end."""
 
@@ -62,7 +69,7 @@ class Inbox:
         self.discarded = 0
         #: The hub socket's reader, through which a waiting iterator reads for itself (None
         #: without a hub: only :meth:`deliver` fills the iterators).
-        self.intake: Intake | None = None
+        self.intake: HubReader | None = None
 
     def subscribe(self, limit: int | None = None) -> MessageStream:
         if self.error is not None:
