@@ -16,12 +16,13 @@ as it was, and a batch stops counting once its last message is taken.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import trio
 
 from ..errors import HubClosed
+from ..wire import protocol
 from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
 
 # Messages one iterator may hold before the worker stops reading the hub (backpressure); the
@@ -29,6 +30,9 @@ from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
 DEFAULT_MESSAGE_LIMIT = 65536
 # Yield to the scheduler at least this often when handing out already-buffered messages.
 CHECKPOINT_EVERY = 256
+# An awaitable that completes at once with its value, without a coroutine (the C accelerator's;
+# None without it): how an iterator hands out a message already queued.
+ready: Callable[[Message], Awaitable[Message]] | None = getattr(protocol._speedups, "ready", None)
 
 
 class Subscriber(Protocol):
@@ -148,7 +152,21 @@ class MessageStream(AsyncIterator[Message]):
     def __aiter__(self) -> MessageStream:
         return self
 
-    async def __anext__(self) -> Message:
+    def __anext__(self) -> Awaitable[Message]:
+        queue = self._queue
+        if queue and ready is not None:
+            # Already queued: the message is taken now, not when awaited (``async for`` awaits
+            # at once), and handed back without a coroutine, the largest cost per message.
+            count = self._since_checkpoint + 1
+            if count < CHECKPOINT_EVERY:
+                self._since_checkpoint = count
+                message = queue.popleft()
+                if not queue:
+                    self._inbox.room.set()
+                return ready(message)
+        return self._next()
+
+    async def _next(self) -> Message:
         queue = self._queue
         if queue or await self._wait_for_messages():
             # Buffered, or read from the socket without waiting: no checkpoint but every
@@ -231,6 +249,11 @@ class MessageStream(AsyncIterator[Message]):
             self._inbox.streams.discard(self)
             self._wakeup.set()
             self._inbox.room.set()
+
+
+if ready is None:
+    # Without the accelerator, a coroutine is the cheapest awaitable: no call in front of it.
+    MessageStream.__anext__ = MessageStream._next  # type: ignore[method-assign]
 
 
 class _Batches(AsyncIterator[list[Message]]):
