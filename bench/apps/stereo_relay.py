@@ -15,7 +15,6 @@ would end the worker, and the harness stops the master with SIGTERM when every w
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -31,8 +30,6 @@ class Message(Protocol):
 
 class MessageStream(Protocol):
     def batches(self) -> AsyncIterator[list[Message]]: ...
-
-    def __aiter__(self) -> AsyncIterator[Message]: ...
 
 
 class Worker(Protocol):
@@ -57,8 +54,6 @@ async def serve(worker: Worker) -> None:
 
 
 BARRIER_TICK = 0.01
-# Set (to anything) to read with `async for msg in messages`, the API most apps use.
-PER_MESSAGE_ENV = "STEREO_BENCH_PER_MESSAGE"
 
 
 async def _run(worker: Worker, spec: Spec, tally: Tally) -> None:
@@ -70,23 +65,6 @@ async def _run(worker: Worker, spec: Spec, tally: Tally) -> None:
         readies: set[int] = set()
         # Batches, as a high-rate consumer would read (the ZeroMQ worker drains its socket in
         # a loop the same way); `async for msg in messages` costs ~0.25 us more per message.
-        if PER_MESSAGE_ENV in os.environ:
-            async for msg in messages:
-                value = msg.data
-                if value[0] == "d":
-                    if tally.receive(value):
-                        break
-                    continue
-                if value[0] == "r":
-                    readies.add(value[1])
-                if len(readies) == spec.workers and not barrier.cancel_called:
-                    barrier.cancel()
-                    await worker.broadcast(["r", worker.id])
-                    tally.start()
-                    nursery.cancel_scope.deadline = trio.current_time() + spec.timeout
-                    nursery.start_soon(_send, worker, spec, tally)
-            nursery.cancel_scope.cancel()
-            return
         async for batch in messages.batches():
             complete = False
             for msg in batch:
