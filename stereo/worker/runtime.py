@@ -2,11 +2,12 @@
 
 The master passes the worker's end of its hub connection as the file descriptor named by
 ``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
-The worker's trio loop runs the app's ``serve``, the hub reader (into the worker's
-:class:`~stereo.worker.inbox.Inbox`), the hub writer (its :class:`~stereo.outbox.Outbox`'s write
-loop), heartbeats and the signal handler; the :class:`~stereo.worker.api.Worker` the app receives
-only holds the inbox and outbox. The end of the hub connection ends the worker: that is how a
-killed master leaves no orphans.
+The worker's trio loop runs the app's ``serve``, the hub reader (its
+:class:`~stereo.worker.intake.Intake`, into the worker's :class:`~stereo.worker.inbox.Inbox`;
+an app task waiting for a message reads through it too), the hub writer (its
+:class:`~stereo.outbox.Outbox`'s write loop), heartbeats and the signal handler; the
+:class:`~stereo.worker.api.Worker` the app receives only holds the inbox and outbox. The end of
+the hub connection ends the worker: that is how a killed master leaves no orphans.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class HubLink:
         return data
 
     async def handshake(self) -> dict[str, Any]:
-        """Send HELLO, read WELCOME; broadcasts already behind it are kept for read_hub."""
+        """Send HELLO, read WELCOME; broadcasts already behind it are kept for the Intake."""
         await self.stream.send_all(
             encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid()})
         )
