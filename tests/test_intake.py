@@ -241,20 +241,19 @@ async def test_the_end_of_the_connection_met_by_the_app_ends_iterators_with_hubc
     async with running_hub() as (hub, nursery):
         stream = hub.inbox.subscribe()
         got: list[int] = []
-        ended = trio.Event()
 
-        async def app() -> None:
-            with pytest.raises(HubClosed, match="the master closed the hub connection"):
-                async for message in stream:
-                    got.append(message.seq)
-            ended.set()
+        async def last_words_then_eof() -> None:
+            await trio.testing.wait_all_tasks_blocked()  # the app waits on the socket
+            hub.send(frames(["a", "b"]))
+            hub.master.shutdown(socket.SHUT_WR)
 
-        nursery.start_soon(app)
-        await trio.testing.wait_all_tasks_blocked()
-        hub.send(frames(["a", "b"]))
-        hub.master.shutdown(socket.SHUT_WR)
-        with trio.fail_after(10):
-            await ended.wait()
+        nursery.start_soon(last_words_then_eof)
+        with (
+            trio.fail_after(10),
+            pytest.raises(HubClosed, match="the master closed the hub connection"),
+        ):
+            async for message in stream:
+                got.append(message.seq)
         assert got == [1, 2]
         assert isinstance(hub.intake.error, HubClosed)
         with pytest.raises(HubClosed):
