@@ -300,3 +300,7 @@ async def test_a_queued_message_comes_back_through_a_ready_awaitable() -> None:
     stream = inbox.subscribe()
     inbox.deliver([message, Message("b", 2, 10)], 60)
     assert [await stream.__anext__(), await stream.__anext__()] == [message, ("b", 2, 10)]
+    inbox.deliver([Message("c", 2, 11)], 30)
+    assert await anext(stream, None) == ("c", 2, 11)  # the builtin's wrapper awaits it too
+    stream.close()
+    assert await anext(stream, "closed") == "closed"
