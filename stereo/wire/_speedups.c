@@ -12,6 +12,10 @@
  * nesting_exceeds() walks an encoded CBOR item without recursion, to tell whether it nests
  * deeper than the receivers' decoder accepts (the sender refuses such a value).
  *
+ * ready(value) is an awaitable that completes at once with ``value``, without a frame or an
+ * exception: what MessageStream.__anext__ returns for a message already queued, so that
+ * ``async for msg in stream`` costs no coroutine per message.
+ *
  * Frame layout (docs/protocol.md): u32 length (of what follows), u8 kind, u64 seq, u32 sender,
  * payload; all big-endian.
  */
@@ -338,7 +342,99 @@ nesting_exceeds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(result);
 }
 
+/* ready(value): awaiting it returns value at once (am_send; tp_iternext for the traced path). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value; /* NULL once awaited */
+} ReadyObject;
+
+static PyTypeObject Ready_Type;
+
+static PyObject *
+ready_new(PyObject *module, PyObject *value)
+{
+    ReadyObject *self = PyObject_New(ReadyObject, &Ready_Type);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(value);
+    self->value = value;
+    return (PyObject *)self;
+}
+
+static void
+ready_dealloc(ReadyObject *self)
+{
+    Py_XDECREF(self->value);
+    PyObject_Free(self);
+}
+
+static PyObject *
+ready_await(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *
+ready_take(ReadyObject *self)
+{
+    PyObject *value = self->value;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited ready value");
+    }
+    self->value = NULL;
+    return value;
+}
+
+static PySendResult
+ready_send(PyObject *self, PyObject *arg, PyObject **result)
+{
+    *result = ready_take((ReadyObject *)self);
+    return *result == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+}
+
+static PyObject *
+ready_iternext(PyObject *self)
+{
+    PyObject *value = ready_take((ReadyObject *)self);
+    if (value == NULL) {
+        return NULL;
+    }
+    /* An instance, so that a tuple value (a Message) is not taken for the exception's args. */
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+    Py_DECREF(value);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyAsyncMethods ready_as_async = {
+    .am_await = ready_await,
+    .am_send = ready_send,
+};
+
+static PyTypeObject Ready_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stereo.wire._speedups.Ready",
+    .tp_basicsize = sizeof(ReadyObject),
+    .tp_dealloc = (destructor)ready_dealloc,
+    .tp_as_async = &ready_as_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An awaitable that completes at once with its value.",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = ready_iternext,
+};
+
+PyDoc_STRVAR(ready_doc,
+"ready(value) -> awaitable\n"
+"\n"
+"An awaitable whose ``await`` returns ``value`` at once, without yielding.");
+
 static PyMethodDef speedups_methods[] = {
+    {"ready", (PyCFunction)ready_new, METH_O, ready_doc},
     {"nesting_exceeds", (PyCFunction)(void (*)(void))nesting_exceeds, METH_FASTCALL,
      nesting_exceeds_doc},
     {"frame_broadcast", (PyCFunction)(void (*)(void))frame_broadcast, METH_FASTCALL,
@@ -359,5 +455,8 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (PyType_Ready(&Ready_Type) < 0) {
+        return NULL;
+    }
     return PyModule_Create(&speedups_module);
 }

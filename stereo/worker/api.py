@@ -146,7 +146,11 @@ class Worker:
     # -- receiving ---------------------------------------------------------------------------
 
     def messages(self, *, limit: int | None = None) -> MessageStream:
-        """Subscribe now; iterate to receive every later broadcast in order."""
+        """Subscribe now; iterate to receive every later broadcast in order.
+
+        ``async for`` over it yields to the scheduler every few messages rather than every one
+        (and whenever it waits for the next), like :meth:`broadcast`.
+        """
         return self._inbox.subscribe(limit)
 
     # -- introspection -----------------------------------------------------------------------

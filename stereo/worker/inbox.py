@@ -1,9 +1,9 @@
-"""Broadcasts coming in to a worker: the :class:`Inbox` the hub reader delivers to, and the
+"""Broadcasts coming in to a worker: the :class:`Inbox` the hub intake delivers to, and the
 :class:`MessageStream` iterators it fills.
 
 Delivery rule (docs/concepts.md): an iterator receives every broadcast delivered from its
 subscription on, in hub order; broadcasts delivered while no iterator exists are counted as
-discarded and dropped. A full iterator holds back the hub reader (:meth:`Inbox.wait_for_room`),
+discarded and dropped. A full iterator holds back the hub intake (:meth:`Inbox.wait_for_room`),
 so the master sees a slow consumer and cuts the worker off rather than letting it miss a message.
 
 An iterator is full when it holds ``limit`` messages or ``max_bytes`` bytes (as they came over the
@@ -16,12 +16,13 @@ as it was, and a batch stops counting once its last message is taken.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import trio
 
 from ..errors import HubClosed
+from ..wire import protocol
 from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
 
 # Messages one iterator may hold before the worker stops reading the hub (backpressure); the
@@ -29,6 +30,9 @@ from ..wire.protocol import DEFAULT_INBOX_LIMIT, Message
 DEFAULT_MESSAGE_LIMIT = 65536
 # Yield to the scheduler at least this often when handing out already-buffered messages.
 CHECKPOINT_EVERY = 256
+# An awaitable that completes at once with its value, without a coroutine (the C accelerator's;
+# None without it): how an iterator hands out a message already queued.
+ready: Callable[[Message], Awaitable[Message]] | None = getattr(protocol._speedups, "ready", None)
 
 
 class Subscriber(Protocol):
@@ -40,6 +44,16 @@ class Subscriber(Protocol):
     def full(self) -> bool: ...
 
     def _push(self, batch: list[Message], size: int) -> None: ...
+
+
+class HubReader(Protocol):
+    """How a waiting iterator reads the hub itself: :class:`stereo.worker.intake.Intake`."""
+
+    def can_read(self) -> bool: ...
+
+    def pump(self) -> bool: ...
+
+    async def lead(self) -> None: ...
 
 
 class Inbox:
@@ -57,6 +71,9 @@ class Inbox:
         self.error: HubClosed | None = None
         self.received = 0
         self.discarded = 0
+        #: The hub socket's reader, through which a waiting iterator reads for itself (None
+        #: without a hub: only :meth:`deliver` fills the iterators).
+        self.intake: HubReader | None = None
 
     def subscribe(self, limit: int | None = None) -> MessageStream:
         if self.error is not None:
@@ -91,8 +108,12 @@ class Inbox:
 
 
 class MessageStream(AsyncIterator[Message]):
-    """Iterator returned by :meth:`Worker.messages`; close it (or leave its ``async for``) to
-    unsubscribe."""
+    """Iterator returned by :meth:`Worker.messages`; close it to unsubscribe.
+
+    ``__anext__`` yields to the scheduler once every :data:`CHECKPOINT_EVERY` messages it hands
+    out without waiting (already queued, or read from the hub socket there and then), and
+    whenever it waits; cancelled, it has taken nothing.
+    """
 
     def __init__(self, inbox: Inbox, limit: int, max_bytes: int) -> None:
         self._inbox = inbox
@@ -131,31 +152,69 @@ class MessageStream(AsyncIterator[Message]):
     def __aiter__(self) -> MessageStream:
         return self
 
-    async def __anext__(self) -> Message:
+    def __anext__(self) -> Awaitable[Message]:
         queue = self._queue
-        if queue:
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= CHECKPOINT_EVERY:
+        if queue and ready is not None:
+            # Already queued: the message is taken now, not when awaited (``async for`` awaits
+            # at once), and handed back without a coroutine, the largest cost per message.
+            count = self._since_checkpoint + 1
+            if count < CHECKPOINT_EVERY:
+                self._since_checkpoint = count
+                message = queue.popleft()
+                if not queue:
+                    self._inbox.room.set()
+                return ready(message)
+        return self._next()
+
+    async def _next(self) -> Message:
+        queue = self._queue
+        if queue or await self._wait_for_messages():
+            # Buffered, or read from the socket without waiting: no checkpoint but every
+            # CHECKPOINT_EVERY messages (waiting for the socket is one).
+            count = self._since_checkpoint + 1
+            if count < CHECKPOINT_EVERY:
+                self._since_checkpoint = count
+            else:
                 self._since_checkpoint = 0
                 await trio.lowlevel.checkpoint()
             message = queue.popleft()
             if not queue:
                 self._inbox.room.set()
             return message
-        await self._wait_for_messages()
         return queue.popleft()
 
-    async def _wait_for_messages(self) -> None:
-        """Block until the queue holds a message; StopAsyncIteration once closed and empty."""
+    async def _wait_for_messages(self) -> bool:
+        """Block until the queue holds a message; StopAsyncIteration once closed and empty.
+
+        Reads the hub socket itself when it can (:mod:`stereo.worker.intake`): what is there
+        already comes without a checkpoint (True: the caller's count goes on), otherwise this
+        task waits on the socket rather than for the reader task to wake it. Returns False if it
+        yielded to the scheduler.
+        """
+        queue = self._queue
+        inbox = self._inbox
+        intake = inbox.intake
+        if (
+            intake is not None
+            and not self._closed
+            and intake.can_read()
+            and intake.pump()
+            and queue
+        ):
+            return True
         self._since_checkpoint = 0
-        while not self._queue:
+        while not queue:
             if self._closed:
                 raise StopAsyncIteration
-            if self._inbox.error is not None:
-                raise self._inbox.error
-            self._wakeup = trio.Event()
-            self._inbox.room.set()
-            await self._wakeup.wait()
+            if inbox.error is not None:
+                raise inbox.error
+            inbox.room.set()
+            if intake is not None and intake.can_read():
+                await intake.lead()
+            else:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+        return False
 
     def receive_nowait(self) -> list[Message]:
         """Take every message already queued, without waiting (for batch consumers)."""
@@ -172,9 +231,8 @@ class MessageStream(AsyncIterator[Message]):
         For consumers of high message rates: one await per batch instead of one per message.
         Raises StopAsyncIteration once the stream is closed and empty, like ``__anext__``.
         """
-        if self._queue:
+        if self._queue or await self._wait_for_messages():
             await trio.lowlevel.checkpoint()  # every call yields once, as trio calls should
-        await self._wait_for_messages()
         return self.receive_nowait()
 
     def batches(self) -> AsyncIterator[list[Message]]:
@@ -191,6 +249,11 @@ class MessageStream(AsyncIterator[Message]):
             self._inbox.streams.discard(self)
             self._wakeup.set()
             self._inbox.room.set()
+
+
+if ready is None:
+    # Without the accelerator, a coroutine is the cheapest awaitable: no call in front of it.
+    MessageStream.__anext__ = MessageStream._next  # type: ignore[method-assign]
 
 
 class _Batches(AsyncIterator[list[Message]]):

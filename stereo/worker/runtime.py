@@ -2,11 +2,12 @@
 
 The master passes the worker's end of its hub connection as the file descriptor named by
 ``STEREO_HUB_FD``; everything else (slot, app, listening fds, limits) arrives in the WELCOME frame.
-The worker's trio loop runs the app's ``serve``, the hub reader (into the worker's
-:class:`~stereo.worker.inbox.Inbox`), the hub writer (its :class:`~stereo.outbox.Outbox`'s write
-loop), heartbeats and the signal handler; the :class:`~stereo.worker.api.Worker` the app receives
-only holds the inbox and outbox. The end of the hub connection ends the worker: that is how a
-killed master leaves no orphans.
+The worker's trio loop runs the app's ``serve``, the hub reader (its
+:class:`~stereo.worker.intake.Intake`, into the worker's :class:`~stereo.worker.inbox.Inbox`;
+an app task waiting for a message reads through it too), the hub writer (its
+:class:`~stereo.outbox.Outbox`'s write loop), heartbeats and the signal handler; the
+:class:`~stereo.worker.api.Worker` the app receives only holds the inbox and outbox. The end of
+the hub connection ends the worker: that is how a killed master leaves no orphans.
 """
 
 from __future__ import annotations
@@ -30,17 +31,16 @@ from ..wire.protocol import (
     PROTOCOL_VERSION,
     BroadcastReader,
     Kind,
-    Message,
     decode_map,
     encode_map,
 )
 from . import current, stopsignals
 from .api import Worker
 from .inbox import Inbox
+from .intake import CLOSED, RECEIVE_SIZE, Intake
 from .listeners import ConnectionTracker, Listener
 from .loader import App, BootError, load_app, resolve_interface
 
-RECEIVE_SIZE = 256 * 1024
 HANDSHAKE_LIMIT = 64 * 1024  # a WELCOME map is a few hundred bytes
 FLUSH_TIMEOUT = 5.0  # seconds to deliver a finished app's last broadcasts
 CLOSED_UNDER_US = "its descriptor was closed in this process, not by stereo (by the app?)"
@@ -60,11 +60,11 @@ class HubLink:
     async def _receive(self, size: int = RECEIVE_SIZE) -> bytes:
         data = await self.stream.receive_some(size)
         if not data:
-            raise HubClosed("the master closed the hub connection")
+            raise HubClosed(CLOSED)
         return data
 
     async def handshake(self) -> dict[str, Any]:
-        """Send HELLO, read WELCOME; broadcasts already behind it are kept for read_hub."""
+        """Send HELLO, read WELCOME; broadcasts already behind it are kept for the Intake."""
         await self.stream.send_all(
             encode_map(Kind.HELLO, {"version": PROTOCOL_VERSION, "pid": os.getpid()})
         )
@@ -79,25 +79,6 @@ class HubLink:
         self.broadcasts = BroadcastReader(int(welcome["max_message_size"]))
         self.broadcasts.receive_data(bytes(reader.take_buffer()))
         return welcome
-
-    async def receive_messages(self) -> tuple[list[Message], int]:
-        """The next batch of broadcasts, and its size in bytes on the wire."""
-        reader = self.broadcasts
-        assert reader is not None
-        messages = reader.deliveries()
-        while not messages:
-            # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
-            reader.receive_data(await self._receive(max(RECEIVE_SIZE, reader.missing)))
-            messages = reader.deliveries()
-        return messages, reader.last_size
-
-
-async def read_hub(link: HubLink, inbox: Inbox) -> NoReturn:
-    """Decode broadcasts in batches; hold off reading while an iterator is full (backpressure)."""
-    while True:
-        if inbox.full():  # tested first: no coroutine per batch when nothing is full
-            await inbox.wait_for_room()
-        inbox.deliver(*await link.receive_messages())
 
 
 async def heartbeat(outbox: Outbox, interval: float) -> NoReturn:
@@ -174,7 +155,9 @@ async def run_worker(hub_fd: int) -> int:
     )
     current.install(worker)
     worker.jobs.pools = set(welcome.get("pools") or ())
-    link.broadcasts.on_frame = worker.jobs.receive_frame  # type: ignore[union-attr]
+    assert link.broadcasts is not None
+    link.broadcasts.on_frame = worker.jobs.receive_frame
+    intake = Intake(sock, link.broadcasts, inbox)
     async with trio.open_nursery() as nursery:
         app_scope = trio.CancelScope()
 
@@ -230,7 +213,7 @@ async def run_worker(hub_fd: int) -> int:
         async def hub_tasks() -> None:
             try:
                 async with trio.open_nursery() as hub_nursery:
-                    hub_nursery.start_soon(read_hub, link, inbox)
+                    hub_nursery.start_soon(intake.run)
                     hub_nursery.start_soon(outbox.write_loop, link.stream)
                     hub_nursery.start_soon(
                         heartbeat, outbox, float(welcome.get("heartbeat_interval", 1.0))
