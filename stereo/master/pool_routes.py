@@ -22,7 +22,7 @@ from ..wire.protocol import HubIngress, Kind, encode_map
 
 
 class RoutedPeer(Protocol):
-    """What the routes read and keep of a hub connection (:class:`stereo.master.hub.Peer`)."""
+    """What the routes read and keep of a hub connection (:class:`stereo.master.peer.Peer`)."""
 
     outbox: Outbox
     ingress: HubIngress
