@@ -140,6 +140,13 @@ put_u64(unsigned char *p, uint64_t v)
     put_u32(p + 4, (uint32_t)v);
 }
 
+/* The kinds a worker may send besides BROADCAST and DIRECT (protocol.WORKER_TO_MASTER). */
+static inline int
+to_master(int kind)
+{
+    return kind == 0x01 || kind == 0x03 || kind == 0x04 || kind == 0x06 || kind == 0x0D;
+}
+
 static Buf *
 buf_new(const unsigned char *data, size_t len)
 {
@@ -458,9 +465,9 @@ bounce(Relay *self, Peer *sender, const unsigned char *frame, size_t len, uint32
 
 /* Group the read's DIRECT frames by target, in order of first appearance (counting sort). */
 static void
-group_pending(Relay *self)
+group_pending(Relay *self, size_t n)
 {
-    size_t n = self->npending, cap = 16, groups = 0;
+    size_t cap = 16, groups = 0;
     while (cap < 2 * n)
         cap *= 2;
     if (cap > self->cap_slots) {
@@ -510,7 +517,7 @@ relay_pending(Relay *self, Peer *sender, const unsigned char *base)
     self->npending = 0;
     if (n == 0)
         return;
-    group_pending(self);
+    group_pending(self, n);
     size_t i = 0;
     while (i < n) {
         Pending *d = &self->sorted[i];
@@ -610,7 +617,7 @@ process(Relay *self, Peer *p)
             offset = stop;
             continue;
         }
-        if (length == 0) { /* the kind byte is not even there */
+        if (length == 0 || !to_master(kind)) { /* length 0: the kind byte is not even there */
             error = 1;
             break;
         }
@@ -1087,8 +1094,8 @@ Relay_take_events(Relay *self, PyObject *unused)
         if (!failed) {
             PyObject *item;
             if (ev->type == EV_CONTROL)
-                item = Py_BuildValue("(iLLy#)", ev->type, ev->id, ev->a, (char *)ev->body,
-                                     (Py_ssize_t)ev->body_len);
+                item = Py_BuildValue("(iLLy#)", ev->type, ev->id, ev->a,
+                                     ev->body ? (char *)ev->body : "", (Py_ssize_t)ev->body_len);
             else
                 item = Py_BuildValue("(iLLLL)", ev->type, ev->id, ev->a, ev->b, ev->c);
             if (item == NULL || PyList_Append(out, item) < 0)

@@ -109,6 +109,7 @@ class Hub:
             cutoffs_by_slot=tuple(sorted(self.cutoffs_by_worker.items())),
             size_buckets=tuple(self.size_counts),
             relayed_bytes=self.relayed_bytes,
+            relay="python" if self.plane is None else "c",
         )
 
     # -- relaying (no checkpoints in here: this is what makes the order total) ---------------
