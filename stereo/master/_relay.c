@@ -274,6 +274,7 @@ enqueue(Peer *p, Source *src, size_t off, size_t len)
         src->buf = buf_new(src->data, src->len);
         if (src->buf == NULL)
             return -1;
+        src->buf->refs = 1; /* the source's own, until source_done(): a queue may be dropped */
     }
     Chunk *c = malloc(sizeof(Chunk));
     if (c == NULL)
@@ -297,8 +298,8 @@ enqueue(Peer *p, Source *src, size_t off, size_t len)
 static void
 source_done(Source *src)
 {
-    if (src->buf && src->buf->refs == 0)
-        free(src->buf);
+    if (src->buf)
+        buf_release(src->buf);
 }
 
 /* Write what the socket takes now; -1: the connection is broken. */
@@ -452,6 +453,7 @@ bounce(Relay *self, Peer *sender, const unsigned char *frame, size_t len, uint32
     Source src = {frame, len, buf_new(frame, len)};
     if (src.buf == NULL)
         abort();
+    src.buf->refs = 1;
     /* Given back as it came, but for the kind, and the address that was not reachable. */
     src.buf->data[PREFIX_SIZE - 1] = KIND_BOUNCED;
     put_u32(src.buf->data + PREFIX_SIZE, target);
@@ -461,6 +463,7 @@ bounce(Relay *self, Peer *sender, const unsigned char *frame, size_t len, uint32
         cut_slow(self, sender, SLOW_BOUNCE);
     else
         flush(self, sender);
+    source_done(&src);
 }
 
 /* Group the read's DIRECT frames by target, in order of first appearance (counting sort). */
@@ -966,6 +969,7 @@ Relay_send(Relay *self, PyObject *args)
             abort();
         over = p->queued > p->limit;
         flush(self, p);
+        source_done(&src);
     }
     pthread_mutex_unlock(&self->lock);
     PyBuffer_Release(&frame);
