@@ -206,7 +206,9 @@ set_interest(Relay *self, Peer *p)
 {
     if (p->fd < 0)
         return;
-    uint32_t mask = (p->parked ? 0 : EPOLLIN) | (p->head ? EPOLLOUT : 0);
+    /* A parked peer's queue waits too: if Python cuts it off, what was queued when it parked
+     * (a bounce, say) is dropped, as the Python hub drops its outbox then. */
+    uint32_t mask = p->parked ? 0 : (EPOLLIN | (p->head ? EPOLLOUT : 0));
     if (mask == p->mask && (mask != 0) == p->registered)
         return;
     struct epoll_event ev = {.events = mask, .data.u64 = (uint64_t)p->id};
@@ -357,7 +359,7 @@ static void
 flush(Relay *self, Peer *p)
 {
     struct iovec iov[MAX_IOV];
-    while (p->head) {
+    while (p->head && !p->parked) {
         int n = 0;
         for (Chunk *c = p->head; c && n < MAX_IOV; c = c->next, n++) {
             iov[n].iov_base = c->buf->data + c->off;
@@ -462,7 +464,7 @@ bounce(Relay *self, Peer *sender, const unsigned char *frame, size_t len, uint32
     if (sender->queued > sender->limit)
         cut_slow(self, sender, SLOW_BOUNCE);
     else
-        flush(self, sender);
+        set_interest(self, sender); /* written by the loop, as the Python hub's writer does */
     source_done(&src);
 }
 

@@ -134,6 +134,8 @@ WORKER_TO_MASTER: Final = frozenset(
 #: The frames a worker's broadcast reader hands to its side handler (the pool client).
 SIDE_KINDS: Final = frozenset({Kind.DIRECT, Kind.MEMBERS, Kind.BOUNCED})
 _DIRECT_MIN_LENGTH: Final = 5  # a DIRECT frame's length holds its kind byte and u32 peer
+_DIRECT: Final = Kind.DIRECT.value
+_PEER: Final = struct.Struct(">I")
 
 
 class HubIngress:
@@ -232,6 +234,9 @@ class HubIngress:
                 if run_count:
                     out.append(_run(buffer, run_start, offset, run_count, next_seq))
                     run_count = 0
+                if direct_target >= 0:  # relayed before the control frame is answered
+                    out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
+                direct_target = -1
                 out.append(Frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop])))
             offset = stop
         else:  # under five bytes left, perhaps a whole length prefix: checked as soon as it is
@@ -245,10 +250,6 @@ class HubIngress:
         if offset:
             del buffer[:offset]
         return out, next_seq
-
-
-_DIRECT: Final = Kind.DIRECT.value
-_PEER: Final = struct.Struct(">I")
 
 
 def refused_from_worker(kind: int, length: int, max_length: int) -> ProtocolError:
@@ -283,11 +284,9 @@ class UndecodablePayload:
 
 class Message(NamedTuple):
     """One broadcast as received: the decoded value, who sent it (0 = master) and its hub seq.
-
-    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent
-    bytes that are not CBOR (the master relays payloads unread). A named tuple: immutable, since
-    every subscribed iterator gets the same object, and the cheapest record to build.
-    """
+    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent bytes
+    that are not CBOR (the master relays payloads unread). A named tuple: immutable (every
+    subscribed iterator gets the same object), and the cheapest record to build."""
 
     data: Any
     sender: int
