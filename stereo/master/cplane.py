@@ -21,11 +21,11 @@ without the extension, with ``--bridge``, with ``STEREO_RELAY=python`` or ``STER
 from __future__ import annotations
 
 import os
-from types import ModuleType
 from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
+from ..accelerations import load_relay
 from ..errors import ProtocolError
 from ..outbox import Outbox
 from ..snapshot import MESSAGE_SIZE_BUCKETS
@@ -37,17 +37,7 @@ _CONTROL, _ERROR, _ENDED, _SLOW = 1, 2, 3, 4
 _SLOW_FAN_OUT, _SLOW_DIRECT = 0, 1
 
 
-def _load() -> ModuleType | None:
-    if os.environ.get("STEREO_PURE_PYTHON"):
-        return None
-    try:
-        from . import _relay  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _relay  # type: ignore[no-any-return]
-
-
-_relay = _load()
+_relay = load_relay()
 
 
 def available() -> bool:

@@ -340,7 +340,7 @@ def refuse_too_deep(payload: bytes) -> None:
 
 
 def accelerated() -> bool:
-    """True when workers decode broadcasts with the C accelerator (stereo.wire._speedups)."""
+    """True when workers decode broadcasts in C (stereo.wire._speedups): stereo.accelerations()."""
     return _decode_fast is not None
 
 
