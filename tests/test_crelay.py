@@ -6,14 +6,19 @@ waits are bounded (select on the relay's eventfd, socket timeouts), never sleeps
 
 from __future__ import annotations
 
+import json
 import os
 import select
+import signal
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from conftest import ctl, open_stereo
 
 from stereo.master import cplane
 from stereo.snapshot import MESSAGE_SIZE_BUCKETS
@@ -244,3 +249,19 @@ def test_close_joins_the_thread_and_leaks_nothing() -> None:
         with pytest.raises(ValueError, match="closed"):
             harness.relay.broadcast(broadcast(b"late"))
     assert _fds() == fds
+
+
+async def test_the_master_relays_on_the_plane_asked_for(relay_plane: str, tmp_path: Path) -> None:
+    control = str(tmp_path / "ctl.sock")
+    env = {"ORDER_WORKERS": "2", "ORDER_COUNT": "50"}
+    with trio.fail_after(60):
+        async with open_stereo("order:serve", "-w", "2", "--control", control, env=env) as stereo:
+            results = await stereo.wait_for(r"^\[worker (\d+)\] RESULT (.*)$", count=2)
+            assert results[0][2] == results[1][2]  # one order
+            code, out, err = await ctl("--control", control, "stats", "--json")
+            assert (code, err) == (0, "")
+            stats = json.loads(out)
+            assert stats["relay"] == relay_plane
+            assert stats["broadcasts"] >= 100 and stats["next_seq"] == stats["broadcasts"] + 1
+            stereo.signal(signal.SIGTERM)
+            assert await stereo.wait() == 0

@@ -10,8 +10,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from conftest import Stereo, ctl, open_stereo
+
+# The pool's routes (DIRECT, BOUNCED, MEMBERS, END) on both of the master's data planes.
+pytestmark = pytest.mark.usefixtures("relay_plane")
 
 TIMEOUT = 90
 
