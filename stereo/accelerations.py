@@ -4,8 +4,8 @@ Two parts, each with a pure Python twin that is the reference and the fallback:
 
 - ``intake``: the worker's broadcast decoder (stereo/wire/_speedups.c);
 - ``relay``: the master's data plane (stereo/master/_relay.c, driven by cplane.py). Built is not
-  the same as in use: a master relays in C only when asked (STEREO_RELAY) and not bridged; its
-  ``stats`` say which plane relays (``relay``).
+  the same as in use: a bridged master, or one run with ``STEREO_RELAY=python``, relays in
+  Python; its ``stats`` say which plane relays (``relay``).
 
 ``STEREO_PURE_PYTHON=1`` turns both off.
 """

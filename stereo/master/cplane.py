@@ -21,6 +21,7 @@ without the extension, with ``--bridge``, with ``STEREO_RELAY=python`` or ``STER
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Any, Generic, Protocol, TypeVar
 
 import trio
@@ -46,11 +47,11 @@ def available() -> bool:
 
 
 def relay_plane(*, bridged: bool) -> str:
-    """The data plane a master uses: "c" only on request (``STEREO_RELAY=c``) when the
-    extension is built and the hub is not bridged (a bridged hub's broadcasts go to the broker,
-    a path only the Python hub has); else "python"."""
-    wanted = os.environ.get("STEREO_RELAY", "python")
-    return "c" if wanted == "c" and available() and not bridged else "python"
+    """The data plane a master uses: "c" when the extension is built, the hub is not bridged (a
+    bridged hub's broadcasts go to the broker, a path only the Python hub has) and
+    ``STEREO_RELAY`` is not ``python``; else "python"."""
+    wanted = os.environ.get("STEREO_RELAY", "c")
+    return "c" if wanted != "python" and available() and not bridged else "python"
 
 
 class RelayedPeer(Protocol):
@@ -144,7 +145,10 @@ class CPlane(Generic[P]):
             while True:
                 await trio.lowlevel.wait_readable(self.relay.fileno())
                 for event in self.relay.take_events():
-                    self._dispatch(event)
+                    try:
+                        self._dispatch(event)
+                    except Exception as exc:  # a bug of ours costs the peer, never the master
+                        self._failed(event[1], exc)
         finally:
             self.relay.close()
 
@@ -192,6 +196,12 @@ class CPlane(Generic[P]):
         """The relay's counters: broadcasts, deliveries, bytes in and out, relayed bytes, the
         next seq and the size histogram (cut-offs are the hub's to count)."""
         return self.relay.statistics()  # type: ignore[no-any-return]
+
+    def _failed(self, relay_id: int, exc: Exception) -> None:
+        traceback.print_exception(exc)
+        entry = self._peers.get(relay_id)
+        if entry is not None:
+            self._hub.cut_off(entry[0], f"internal error: {type(exc).__name__}: {exc}")
 
     def _dispatch(self, event: tuple[Any, ...]) -> None:
         kind, relay_id = event[0], event[1]
