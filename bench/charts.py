@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -10,11 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .plan import BASE_PAYLOAD, BASE_WORKERS
 from .report import size
-from .results import Results
+from .results import RelayResult, Results
 
 
 def write_charts(results: Results, out: Path) -> list[Path]:
@@ -23,6 +25,7 @@ def write_charts(results: Results, out: Path) -> list[Path]:
         ("relay_by_workers.png", _by_workers),
         ("relay_by_payload.png", _by_payload),
         ("latency.png", _latency),
+        ("contended.png", _contended),
         ("serving.png", _serving),
         ("asgi.png", _asgi),
         ("bridge.png", _bridge),
@@ -95,6 +98,75 @@ def _latency(results: Results) -> Figure | None:
     ax.set_title(f"Latency: one worker broadcasting to {r0.workers} ({r0.count} messages)")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend()
+    return fig
+
+
+def _paired_bars(
+    ax: Axes, peers: list[str], quiet: list[float | None], busy: list[float | None]
+) -> None:
+    """Quiet and contended side by side per peer; a missing figure leaves a gap."""
+    width = 0.38
+    for i, (label, values) in enumerate((("quiet", quiet), ("two busy loops", busy))):
+        xs = [j + (i - 0.5) * width for j in range(len(peers))]
+        ax.bar(xs, [v or 0 for v in values], width, label=label)
+    ax.set_xticks(range(len(peers)), peers, rotation=20, ha="right")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+
+
+def _contended(results: Results) -> Figure | None:
+    """Issue 16's legs: W = 4 / 64 B relay rate and relay CPU per delivery, and latency p50 and
+    p99, each peer quiet beside contended."""
+    busy = [r for r in results.relay_contended if r.ok]
+    lat = [r for r in results.latency_contended if r.ok]
+    if not busy and not lat:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
+
+    def relay_rows(rows: list[RelayResult]) -> dict[str, RelayResult]:
+        return {
+            r.peer: r
+            for r in rows
+            if r.ok and (r.workers, r.payload) == (BASE_WORKERS, BASE_PAYLOAD)
+        }
+
+    quiet_relay, busy_relay = relay_rows(results.relay), relay_rows(busy)
+    peers = list(busy_relay)
+    panels: tuple[tuple[Callable[[RelayResult], float | None], str, str], ...] = (
+        (lambda r: r.rate, "deliveries / s", f"Relay, W = {BASE_WORKERS}, {BASE_PAYLOAD} B"),
+        (
+            lambda r: r.relay_ns_per_delivery,
+            "CPU ns per delivery",
+            "The relaying process's CPU per delivery",
+        ),
+    )
+    for ax, (value, ylabel, title) in zip(axes[:2], panels, strict=True):
+        quiet = [value(quiet_relay[p]) if p in quiet_relay else None for p in peers]
+        _paired_bars(ax, peers, quiet, [value(busy_relay[p]) for p in peers])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    axes[0].legend()
+    # Node's primary spends tens of times what the others do: a log axis keeps them readable.
+    axes[1].set_yscale("log")
+    quiet_lat = {r.peer: r for r in results.latency if r.ok}
+    busy_lat = {r.peer: r for r in lat}
+    names = list(busy_lat)
+    width = 0.2
+    series = (
+        ("p50 quiet", quiet_lat, "p50_us"),
+        ("p50 busy loops", busy_lat, "p50_us"),
+        ("p99 quiet", quiet_lat, "p99_us"),
+        ("p99 busy loops", busy_lat, "p99_us"),
+    )
+    for i, (label, rows, key) in enumerate(series):
+        xs = [j + (i - 1.5) * width for j in range(len(names))]
+        values = [getattr(rows[n], key) if n in rows else 0 for n in names]
+        axes[2].bar(xs, values, width, label=label)
+    axes[2].set_xticks(range(len(names)), names, rotation=20, ha="right")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("send -> receipt, µs")
+    axes[2].set_title("Latency at W = 4, one sender")
+    axes[2].legend(fontsize="small")
+    axes[2].grid(True, axis="y", which="both", alpha=0.3)
     return fig
 
 

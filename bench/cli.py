@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -20,18 +19,20 @@ from pathlib import Path
 from . import floor, machine
 from .asgi import run_asgi
 from .bridge import run_bridge
+from .contend import busy_loops
 from .costs import run_costs
 from .load import WRK_MISSING, tool_name
 from .peers import Peer, all_peers
 from .peers.stereo_peer import installation
-from .plan import BASE_PAYLOAD, FULL, QUICK, Plan
+from .plan import FULL, QUICK
 from .pool import run_pool
-from .relay import run_leg
-from .report import render, size
-from .results import BASELINE, RelayResult, Results, ServingResult, median_round
+from .relay_rounds import LATENCY_CONTENDED, run_relay_and_latency
+from .relay_rounds import WORKLOADS as RELAY_WORKLOADS
+from .report import render
+from .results import BASELINE, Results, ServingResult, median_round
 from .serving import run_serving_leg
 
-WORKLOADS = ("relay", "latency", "serving", "costs", "asgi", "bridge", "pool", "metrics")
+WORKLOADS = (*RELAY_WORKLOADS, "serving", "costs", "asgi", "bridge", "pool", "metrics")
 # Not a tracked path: a run overwrites the results, tables and charts in its output directory.
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -47,7 +48,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers",
         default=None,
-        help="comma-separated peers for relay/latency (default: all available)",
+        help="comma-separated peers for the relay and latency workloads, quiet and contended"
+        " (default: all available)",
     )
     parser.add_argument(
         "--baseline",
@@ -129,65 +131,6 @@ def _available_peers(results: Results, wanted: str | None, baseline: str | None)
     return ready
 
 
-def _run_relay_and_latency(
-    results: Results, plan: Plan, peers: list[Peer], only: list[str], repeat: int
-) -> None:
-    """Peers take turns leg by leg (not peer after peer), and each relay figure is the median of
-    ``repeat`` runs: on a shared 2-core machine, load drifts over minutes, and a peer that ran
-    all its legs in a busy spell would otherwise look slower than it is."""
-    with ExitStack() as sessions:
-        for peer in peers:
-            sessions.enter_context(peer.session())
-            # One small unrecorded leg first: the first run after start-up pays for cold caches
-            # and bytecode compilation, which is not what the table is about.
-            run_leg(peer, "relay", 2, BASE_PAYLOAD, 2_000)
-        if "relay" in only:
-            for case in plan.relay:
-                label = f"W={case.workers} {size(case.payload)} x {case.count}"
-                runs: dict[str, list[RelayResult]] = {peer.name: [] for peer in peers}
-                for _ in range(repeat):
-                    for peer in peers:
-                        row = run_leg(peer, "relay", case.workers, case.payload, case.count)
-                        runs[peer.name].append(row)
-                for peer in peers:
-                    row = _median(runs[peer.name])
-                    rates = ", ".join(f"{r.rate:,.0f}" for r in runs[peer.name])
-                    _progress(
-                        f"relay {peer.name} {label} -> {row.rate:,.0f} deliveries/s"
-                        f" (median of {rates}) {row.error or row.note or ''}"
-                    )
-                    results.relay.append(row)
-        if "latency" in only:
-            latency: dict[str, list[RelayResult]] = {peer.name: [] for peer in peers}
-            for _ in range(repeat):
-                for peer in peers:
-                    row = run_leg(
-                        peer,
-                        "latency",
-                        plan.latency_workers,
-                        BASE_PAYLOAD,
-                        plan.latency_count,
-                        plan.latency_rate,
-                    )
-                    _progress(
-                        f"latency {peer.name} -> p50 {row.p50_us} µs p99 {row.p99_us} µs"
-                        f" {row.error or ''}"
-                    )
-                    latency[peer.name].append(row)
-            for peer in peers:
-                results.latency.append(_median_latency(latency[peer.name]))
-
-
-def _median(rows: list[RelayResult]) -> RelayResult:
-    """The run with the median rate; a failed run counts as the slowest."""
-    return median_round(rows, lambda row: row.rate if row.ok else -1.0)
-
-
-def _median_latency(rows: list[RelayResult]) -> RelayResult:
-    """The run with the median p50 (its p99 and max come with it); a failed run is the worst."""
-    return median_round(rows, lambda row: row.p50_us if row.ok and row.p50_us else float("inf"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     out: Path = args.out
@@ -200,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases = tuple(c for c in plan.relay if (c.workers, c.payload) in args.relay_cases)
             if not cases:
                 raise SystemExit("--relay-cases matches no relay leg of the plan")
-            plan = replace(plan, relay=cases)
+            contended = tuple(c for c in plan.contended_relay if c in cases)
+            plan = replace(plan, relay=cases, contended_relay=contended)
         results = Results(
             machine=machine.describe(),
             plan={"quick": args.quick, "repeat": args.repeat, **asdict(plan)},
@@ -211,12 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.machine[BASELINE] = installation(args.baseline)
         peers = _available_peers(results, args.peers, args.baseline)
         stereo_ok = any(p.name == "stereo" for p in peers)
-        if {"relay", "latency"} & set(args.only):
-            _run_relay_and_latency(results, plan, peers, args.only, max(1, args.repeat))
+        if "relay-contended" in args.only and not plan.contended_relay:
+            _loud(results, "relay-contended: --relay-cases leaves none of its legs (W=4 / 64 B)")
+        if set(RELAY_WORKLOADS) & set(args.only):
+            run_relay_and_latency(results, plan, peers, args.only, max(1, args.repeat), _progress)
         if "latency" in args.only:
             for echo in ("blocking", "trio"):
                 _progress(f"hop floor, {echo} echo")
                 results.floor.append(floor.measure(echo))
+        if LATENCY_CONTENDED in args.only:
+            for echo in ("blocking", "trio"):
+                _progress(f"hop floor, {echo} echo, contended")
+                with busy_loops():
+                    results.floor_contended.append(floor.measure(echo))
         if {"serving", "costs"} & set(args.only) and not stereo_ok:
             _loud(results, "serving and costs need stereo itself, which cannot run (see above)")
         elif "serving" in args.only:

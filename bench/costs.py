@@ -10,19 +10,17 @@ handshake, importing stereo and the app).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 
 from .peers.stereo_peer import stereo_command, stereo_run
-from .procs import Group, LegFailed
+from .procs import Group, LegFailed, on_cpu_ns_between, threads_on_cpu_ns
 from .results import CostResult, median
 
 WORKERS = 4
@@ -48,10 +46,10 @@ def run_costs(idle_seconds: float, kills: int) -> CostResult:
                 m.int("id"): m.int("pid") for m in group.wait("ready", WORKERS, STARTUP_TIMEOUT)
             }
             time.sleep(SETTLE)
-            cpu0, t0 = _threads_on_cpu_ns(master.pid), time.monotonic_ns()
+            cpu0, t0 = threads_on_cpu_ns(master.pid), time.monotonic_ns()
             time.sleep(idle_seconds)
-            cpu1, t1 = _threads_on_cpu_ns(master.pid), time.monotonic_ns()
-            result.idle_cpu_pct = 100 * _on_cpu_ns_between(cpu0, cpu1) / (t1 - t0)
+            cpu1, t1 = threads_on_cpu_ns(master.pid), time.monotonic_ns()
+            result.idle_cpu_pct = 100 * on_cpu_ns_between(cpu0, cpu1) / (t1 - t0)
             result.master_rss_mb = master.memory_info().rss / 2**20
             rss = [psutil.Process(pid).memory_info().rss for pid in pids.values()]
             result.worker_rss_mb = sum(rss) / len(rss) / 2**20
@@ -82,23 +80,3 @@ def bare_import_ms() -> float:
         [sys.executable, "-c", BARE_IMPORT], capture_output=True, text=True, check=True
     ).stdout
     return (int(out) - start) / 1e6
-
-
-def _threads_on_cpu_ns(pid: int) -> dict[str, int]:
-    """Per thread, the time spent on a CPU so far in ns (/proc/PID/task/TID/schedstat).
-
-    Not ``cpu_times()``: that counts in clock ticks (10 ms), so over 10 s it can only say 0.1 %,
-    0.2 %..., too coarse for a 0.2 % target.
-    """
-    times: dict[str, int] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            times[stat.parent.name] = int(stat.read_text().split()[0])
-    return times
-
-
-def _on_cpu_ns_between(before: dict[str, int], after: dict[str, int]) -> int:
-    """CPU time used between two samples by the threads alive at the second one (a thread that
-    ended in between takes its last moments with it: trio's idle worker threads exit that way,
-    doing next to nothing)."""
-    return sum(ns - before.get(tid, 0) for tid, ns in after.items())

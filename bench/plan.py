@@ -27,6 +27,8 @@ class RelayCase:
 @dataclass(frozen=True)
 class Plan:
     relay: tuple[RelayCase, ...]
+    # The relay legs also run with busy loops on the cores (issue 16: W = 4 / 64 B)
+    contended_relay: tuple[RelayCase, ...]
     latency_workers: int
     latency_rate: int
     latency_seconds: int
@@ -83,8 +85,16 @@ def _cases(
     return tuple(cases)
 
 
+def _base(cases: tuple[RelayCase, ...]) -> tuple[RelayCase, ...]:
+    return tuple(c for c in cases if (c.workers, c.payload) == (BASE_WORKERS, BASE_PAYLOAD))
+
+
+FULL_RELAY = _cases((1, 2, 4, 8, 16), (KiB, 64 * KiB, MiB), BASE_COUNT, 64 * MiB)
+QUICK_RELAY = _cases((1, 4), (KiB, MiB), 2_000, 8 * MiB)
+
 FULL = Plan(
-    relay=_cases((1, 2, 4, 8, 16), (KiB, 64 * KiB, MiB), BASE_COUNT, 64 * MiB),
+    relay=FULL_RELAY,
+    contended_relay=_base(FULL_RELAY),
     latency_workers=4,
     latency_rate=500,
     latency_seconds=5,
@@ -110,7 +120,8 @@ FULL = Plan(
 )
 
 QUICK = Plan(
-    relay=_cases((1, 4), (KiB, MiB), 2_000, 8 * MiB),
+    relay=QUICK_RELAY,
+    contended_relay=_base(QUICK_RELAY),
     latency_workers=4,
     latency_rate=500,
     latency_seconds=1,

@@ -3,7 +3,8 @@
 Throughput is deliveries over the wall time from the common start (the earliest worker to pass
 the barrier) to the last receipt anywhere; both ends are CLOCK_MONOTONIC readings taken inside
 the workers, so the harness's own latency in noticing them does not count. The relaying
-process's CPU is sampled from the first ``go`` to the last ``done``.
+process's CPU is sampled all along the leg and read over that same window (bench/cpu_sampler.py);
+over the deliveries, that is its CPU per delivery.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
 
 from .apps._spec import SPEC_ENV, Mode, Spec
+from .cpu_sampler import CpuSampler
 from .peers import Peer
 from .procs import Group, LegFailed
 from .results import RelayResult, percentile
@@ -44,35 +45,33 @@ def run_leg(
         env = {**os.environ, SPEC_ENV: spec.to_json()}
         label = f"{peer.name} {mode} W={workers} payload={payload}"
         try:
-            with Group(label, work) as group:
-                relay = psutil.Process(peer.start(group, spec, env))
-                group.wait("go", 1, STARTUP_TIMEOUT)
-                cpu0, t0 = _cpu_seconds(relay), time.monotonic()
-                group.wait("go", workers - 1, STARTUP_TIMEOUT)
+            with Group(label, work) as group, CpuSampler(peer.start(group, spec, env)) as cpu:
+                group.wait("go", workers, STARTUP_TIMEOUT)
                 group.wait("done", workers, WORKER_TIMEOUT + 30)
-                cpu1, t1 = _cpu_seconds(relay), time.monotonic()
-            result.relay_cpu_pct = 100 * (cpu1 - cpu0) / (t1 - t0)
             bad_exits = {k: v for k, v in group.exit_codes.items() if k.startswith("stereo") and v}
             if bad_exits:
                 result.note = f"exit codes after SIGTERM: {bad_exits}"
         except (LegFailed, psutil.Error) as exc:
             result.error = str(exc)
             return result
-        _reduce(result, [json.loads(p.read_text()) for p in Path(work).glob("worker-*.json")])
+        window = _reduce(
+            result, [json.loads(p.read_text()) for p in Path(work).glob("worker-*.json")]
+        )
+    if window is not None and (cpu_s := cpu.between(*window)) is not None:
+        result.relay_cpu_s = cpu_s
+        result.relay_cpu_pct = 100 * cpu_s / result.wall_s
     return result
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> None:
+def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> tuple[int, int] | None:
+    """Fill in the figures; return the timed window (CLOCK_MONOTONIC ns), if there was one."""
     starts = [int(str(w["start_ns"])) for w in workers]
     lasts = [int(str(w["last_ns"])) for w in workers if int(str(w["received"]))]
     result.deliveries = sum(int(str(w["received"])) for w in workers)
+    window = None
     if starts and lasts:
-        result.wall_s = (max(lasts) - min(starts)) / 1e9
+        window = min(starts), max(lasts)
+        result.wall_s = (window[1] - window[0]) / 1e9
     if result.deliveries < result.expected:
         result.note = f"lost {result.expected - result.deliveries} of {result.expected} deliveries"
     latencies: list[int] = []
@@ -85,3 +84,4 @@ def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> None:
         result.p50_us = percentile(latencies, 50) / 1e3
         result.p99_us = percentile(latencies, 99) / 1e3
         result.max_us = latencies[-1] / 1e3
+    return window

@@ -23,7 +23,7 @@ from .results import (
 )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -48,7 +48,9 @@ def _peers(rows: Sequence[RelayResult]) -> list[str]:
     return list(dict.fromkeys(r.peer for r in rows))
 
 
-def _find(rows: Sequence[RelayResult], peer: str, workers: int, payload: int) -> RelayResult | None:
+def find_row(
+    rows: Sequence[RelayResult], peer: str, workers: int, payload: int
+) -> RelayResult | None:
     for r in rows:
         if (r.peer, r.workers, r.payload) == (peer, workers, payload):
             return r
@@ -76,12 +78,12 @@ def relay_table(results: Results) -> str:
     cases = list(dict.fromkeys((r.workers, r.payload, r.count) for r in rows))
     out = []
     for w, p, n in cases:
-        base = _find(rows, "stereo", w, p)
+        base = find_row(rows, "stereo", w, p)
         out.append(
             [str(w), size(p), f"{n:,}"]
-            + [_cell(_find(rows, peer, w, p), base, lambda r: rate(r.rate)) for peer in peers]
+            + [_cell(find_row(rows, peer, w, p), base, lambda r: rate(r.rate)) for peer in peers]
         )
-    return _table(["W", "payload", "msgs/worker", *peers], out)
+    return table(["W", "payload", "msgs/worker", *peers], out)
 
 
 def relay_cpu_table(results: Results) -> str:
@@ -92,11 +94,13 @@ def relay_cpu_table(results: Results) -> str:
     for w, p in cases:
         cells = []
         for peer in peers:
-            r = _find(rows, peer, w, p)
+            r = find_row(rows, peer, w, p)
             cpu = r.relay_cpu_pct if r is not None else None
-            cells.append(f"{cpu:.0f} %" if cpu is not None else "-")
+            ns = r.relay_ns_per_delivery if r is not None else None
+            text = f"{cpu:.0f} %" if cpu is not None else "-"
+            cells.append(text + (f", {ns:,.0f} ns/delivery" if ns is not None else ""))
         out.append([str(w), size(p), *cells])
-    return _table(["W", "payload", *peers], out)
+    return table(["W", "payload", *peers], out)
 
 
 def latency_table(results: Results) -> str:
@@ -119,12 +123,12 @@ def latency_table(results: Results) -> str:
                 else "-",
             ]
         )
-    return _table(["peer", "p50 µs", "p99 µs", "max µs", "received", "stereo/peer p50 / p99"], out)
+    return table(["peer", "p50 µs", "p99 µs", "max µs", "received", "stereo/peer p50 / p99"], out)
 
 
 def floor_table(results: Results) -> str:
     rows = [[f.echo, f"{f.p50_us:.0f}", f"{f.p99_us:.0f}"] for f in results.floor]
-    return _table(["echoing process", "hop p50 µs", "hop p99 µs"], rows)
+    return table(["echoing process", "hop p50 µs", "hop p99 µs"], rows)
 
 
 def _shares(r: ServingResult) -> str:
@@ -156,7 +160,7 @@ def serving_table(results: Results) -> str:
         )
     header = ["leg", "req/s", "vs plain", "share per worker", "busiest/idlest"]
     header += ["server CPU", "load generator CPU", "errors"]
-    return _table(header, out)
+    return table(header, out)
 
 
 def _cores(share: float) -> str:
@@ -200,7 +204,7 @@ def costs_table(results: Results) -> str:
         ["bare `import trio, cbor2` (median)", ms(c.bare_import_ms)],
         ["respawn overhead", ms(c.respawn_overhead_ms)],
     ]
-    return _table(["cost", "value"], rows)
+    return table(["cost", "value"], rows)
 
 
 def targets_table(results: Results) -> str:
@@ -212,7 +216,7 @@ def targets_table(results: Results) -> str:
         rows.append([name, shown if value is not None else "-", verdict])
 
     def relay_rate(peer: str) -> float | None:
-        r = _find(results.relay, peer, 4, 64)
+        r = find_row(results.relay, peer, 4, 64)
         return r.rate if r is not None and r.ok else None
 
     stereo = relay_rate("stereo")
@@ -225,7 +229,7 @@ def targets_table(results: Results) -> str:
             partial(operator.le, goal),
             f"{ratio:.2f}x" if ratio else "",
         )
-    base = _find(results.relay, "stereo", 4, 64)
+    base = find_row(results.relay, "stereo", 4, 64)
     cpu = base.relay_cpu_pct if base is not None else None
     check(
         "master CPU during relay well under a core (< 80 %)",
@@ -289,7 +293,7 @@ def targets_table(results: Results) -> str:
         lambda x: x < 50,
         f"{over:.1f} ms" if over is not None else "",
     )
-    return _table(["target (issue 5)", "this run", "verdict"], rows)
+    return table(["target (issue 5)", "this run", "verdict"], rows)
 
 
 # The asgi workload's servers, as bench/asgi.py names them (not imported: rendering a saved
@@ -334,7 +338,7 @@ def asgi_http_table(results: Results) -> str:
         )
     header = ["app", "server", "req/s", "stereo/server", "p50 µs", "p99 µs"]
     header += ["server CPU µs/req", "wrk CPU", "errors"]
-    return _table(header, out)
+    return table(header, out)
 
 
 def _loss(r: FanoutResult) -> str:
@@ -377,7 +381,7 @@ def fanout_table(results: Results) -> str:
     header = ["server", "deliveries/s", "burst received", "server CPU µs/delivery"]
     header += ["generator CPU", "receivers per worker", "paced p50 / p99 / max µs"]
     header += ["paced received"]
-    return _table(header, out)
+    return table(header, out)
 
 
 def asgi_targets_table(results: Results) -> str:
@@ -457,7 +461,7 @@ def asgi_targets_table(results: Results) -> str:
             "MISS" if lossy else "PASS",
         ]
     )
-    return _table(["target (asgi)", "stereo / peer", "verdict"], rows)
+    return table(["target (asgi)", "stereo / peer", "verdict"], rows)
 
 
 BRIDGE_STEREO = "stereo"
@@ -516,7 +520,7 @@ def bridge_table(results: Results) -> str:
         out.append(row)
     header = ["broker", "system", "deliveries/s", "stereo/peer", "burst delivered"]
     header += ["cross-hub p50 / p99 µs", "broker PING p50 / p99 µs", "paced delivered"]
-    return _table(header, out)
+    return table(header, out)
 
 
 def bridge_targets_table(results: Results) -> str:
@@ -557,7 +561,7 @@ def bridge_targets_table(results: Results) -> str:
             if r.broker == broker and r.system != BRIDGE_STEREO and r.error is None
         ]
         rows.append([f"{broker}: the peer's loss (reported)", "; ".join(theirs) or "-", "-"])
-    return _table(["target (bridge)", "measured", "verdict"], rows)
+    return table(["target (bridge)", "measured", "verdict"], rows)
 
 
 def pool_section(rows: list[PoolResult]) -> str:
@@ -613,7 +617,9 @@ def render(results: Results) -> str:
             + relay_table(results)
         )
         parts.append(
-            "### CPU of the relaying process during the relay legs\n\n" + relay_cpu_table(results)
+            "### CPU of the relaying process during the relay legs\n\n"
+            "Share of a core, and CPU time per delivery (from the run's JSON; runs before issue 16"
+            " have the share only).\n\n" + relay_cpu_table(results)
         )
         failures = [r for r in results.relay if r.error is not None or r.note is not None]
         if failures:
@@ -636,6 +642,10 @@ def render(results: Results) -> str:
             " answers them (half the round trip; a broadcast crosses two such hops):\n\n"
             + floor_table(results)
         )
+    from .report_contended import contended_section  # it builds on this module's helpers
+
+    if section := contended_section(results):
+        parts.append(section)
     if results.serving:
         tool = next((r.tool for r in results.serving if r.tool), "")
         parts.append(f"### Shared-socket serving ({tool})\n\n" + serving_table(results))

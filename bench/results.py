@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 # The peer name of ``--baseline``: another stereo installation, compared with this checkout's.
 BASELINE = "stereo-baseline"
+# The peer of stereo whose workers read with the batch API (``messages().batches()``).
+BATCHES = "stereo-batches"
 
 
 @dataclass
@@ -27,6 +29,7 @@ class RelayResult:
     deliveries: int = 0
     wall_s: float = 0.0
     relay_cpu_pct: float | None = None  # CPU of the relaying process while the leg ran
+    relay_cpu_s: float | None = None  # the same, in CPU seconds over that window
     p50_us: float | None = None
     p99_us: float | None = None
     max_us: float | None = None
@@ -40,6 +43,13 @@ class RelayResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.deliveries == self.expected
+
+    @property
+    def relay_ns_per_delivery(self) -> float | None:
+        """The relaying process's CPU per delivery (its sending and receiving both count)."""
+        if self.relay_cpu_s is None or not self.deliveries:
+            return None
+        return 1e9 * self.relay_cpu_s / self.deliveries
 
 
 @dataclass
@@ -254,6 +264,10 @@ class Results:
     plan: dict[str, Any] = field(default_factory=dict)
     relay: list[RelayResult] = field(default_factory=list)
     latency: list[RelayResult] = field(default_factory=list)
+    # The same legs with busy loops on the cores (bench/contend.py), and the hop floor under them.
+    relay_contended: list[RelayResult] = field(default_factory=list)
+    latency_contended: list[RelayResult] = field(default_factory=list)
+    floor_contended: list[HopFloor] = field(default_factory=list)
     serving: list[ServingResult] = field(default_factory=list)
     costs: CostResult | None = None
     floor: list[HopFloor] = field(default_factory=list)
@@ -267,10 +281,10 @@ class Results:
     def save(self, path: Path) -> None:
         data = asdict(self)
         # Derived figures too, so readers of the JSON need not recompute them.
-        for row, obj in zip(
-            data["relay"] + data["latency"], self.relay + self.latency, strict=True
-        ):
-            row["deliveries_per_s"] = obj.rate
+        for key in ("relay", "latency", "relay_contended", "latency_contended"):
+            for row, obj in zip(data[key], getattr(self, key), strict=True):
+                row["deliveries_per_s"] = obj.rate
+                row["relay_ns_per_delivery"] = obj.relay_ns_per_delivery
         for row, b in zip(data["bridge"], self.bridge, strict=True):
             row["deliveries_per_s"] = b.deliveries_per_s
         path.write_text(json.dumps(data, indent=2) + "\n")
@@ -280,9 +294,10 @@ class Results:
         data = json.loads(path.read_text())
 
         def rows(key: str) -> list[RelayResult]:
+            derived = ("deliveries_per_s", "relay_ns_per_delivery")
             return [
-                RelayResult(**{k: v for k, v in r.items() if k != "deliveries_per_s"})
-                for r in data[key]
+                RelayResult(**{k: v for k, v in r.items() if k not in derived})
+                for r in data.get(key, [])
             ]
 
         costs = data.get("costs")
@@ -291,6 +306,9 @@ class Results:
             plan=data["plan"],
             relay=rows("relay"),
             latency=rows("latency"),
+            relay_contended=rows("relay_contended"),
+            latency_contended=rows("latency_contended"),
+            floor_contended=[HopFloor(**f) for f in data.get("floor_contended", [])],
             serving=[ServingResult(**r) for r in data["serving"]],
             costs=CostResult(**costs) if costs else None,
             floor=[HopFloor(**f) for f in data.get("floor", [])],

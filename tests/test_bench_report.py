@@ -3,6 +3,7 @@ run by ``python -m bench``, not tests)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from bench.load import parse_wrk
 from bench.report import render, serving_ceiling, targets_table
 from bench.results import (
     BASELINE,
+    BATCHES,
     AsgiHttpResult,
     BridgeResult,
     FanoutResult,
@@ -72,6 +74,12 @@ def relay(peer: str, mode: str, wall_s: float, p50_us: float | None = None) -> R
     )
 
 
+def saved_and_rendered(results: Results, tmp_path: Path) -> str:
+    """The tables of ``results`` saved and loaded again, as ``--from-json`` renders them."""
+    results.save(tmp_path / "results.json")
+    return render(Results.load(tmp_path / "results.json"))
+
+
 def test_a_baseline_is_one_more_peer_with_its_ratio_and_never_taken_for_stereo(
     tmp_path: Path,
 ) -> None:
@@ -87,9 +95,7 @@ def test_a_baseline_is_one_more_peer_with_its_ratio_and_never_taken_for_stereo(
         relay(BASELINE, "latency", 5.0, p50_us=400),
         relay("zmq-proxy", "latency", 5.0, p50_us=200),
     ]
-    # Saved and loaded again, as --from-json renders it.
-    results.save(tmp_path / "results.json")
-    tables = render(Results.load(tmp_path / "results.json"))
+    tables = saved_and_rendered(results, tmp_path)
     assert (
         "**Baseline:** `stereo-baseline` is /old/bin/stereo: stereo 0.1.0 at /old/stereo," in tables
     )
@@ -101,6 +107,46 @@ def test_a_baseline_is_one_more_peer_with_its_ratio_and_never_taken_for_stereo(
     # The targets stay stereo's own against the other runtimes.
     assert "| relay W=4/64 B >= 1x zmq-proxy | 2.00x | PASS |" in tables
     assert "| latency p50 <= 150 µs | 300 µs | MISS |" in tables
+
+
+def relay_at(peer: str, rate_k: float, ns: float) -> RelayResult:
+    """A loss-free W=4 / 64 B relay leg at rate_k thousand deliveries/s and ns CPU each."""
+    deliveries = 400_000
+    return RelayResult(
+        peer=peer,
+        mode="relay",
+        workers=4,
+        payload=64,
+        count=25_000,
+        expected=deliveries,
+        deliveries=deliveries,
+        wall_s=deliveries / (rate_k * 1e3),
+        relay_cpu_s=ns * deliveries / 1e9,
+        relay_cpu_pct=5.0,
+    )
+
+
+def test_the_contended_tables_put_both_conditions_side_by_side_against_zeromq(
+    tmp_path: Path,
+) -> None:
+    results = Results()
+    results.relay = [relay_at("stereo", 900, 100), relay_at(BATCHES, 1200, 90)]
+    results.relay.append(relay_at("zmq-proxy", 800, 200))
+    results.relay_contended = [relay_at("stereo", 500, 150), relay_at("zmq-proxy", 1000, 100)]
+    tables = saved_and_rendered(results, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["relay_contended"][0]["relay_ns_per_delivery"] == pytest.approx(150)
+    assert (
+        "| 4 | 64 B | stereo | 900.0 k (1.12x) | 500.0 k (0.50x) | 100 (0.50x) | 150 (1.50x) |"
+        in (tables)
+    )
+    assert "| 4 | 64 B | stereo-batches | 1.20 M (1.50x) | - | 90 (0.45x) | - |" in tables
+    assert "| relay `async for msg` quiet >= 1.2x ZeroMQ | 1.12x | MISS |" in tables
+    assert "| relay `batches()` quiet >= 1.5x ZeroMQ | 1.50x | PASS |" in tables
+    assert "| master CPU per delivery contended < ZeroMQ proxy's | 1.50x | MISS |" in tables
+    assert "| latency p50 contended <= ZeroMQ's | - | n.a. |" in tables
+    # The quiet CPU table carries the same figure.
+    assert "| 4 | 64 B | 5 %, 100 ns/delivery | 5 %, 90 ns/delivery |" in tables
 
 
 @pytest.mark.parametrize(

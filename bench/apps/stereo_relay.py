@@ -1,7 +1,8 @@
 """The stereo leg of the relay and latency workloads.
 
-Run as ``stereo run bench.apps.stereo_relay:serve -w W``.
-
+Run as ``stereo run bench.apps.stereo_relay:serve -w W`` (each message through ``async for msg
+in worker.messages()``), or ``...:serve_batches`` (``messages().batches()``, the peer
+``stereo-batches``).
 
 A broadcast reaches only the workers subscribed when it is relayed, and workers start at
 different times, so the barrier repeats: every worker subscribes, then broadcasts ``["r", id]``
@@ -29,12 +30,15 @@ class Message(Protocol):
 
 
 class MessageStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
     def batches(self) -> AsyncIterator[list[Message]]: ...
 
 
 class Worker(Protocol):
     """The part of stereo's worker API this app uses (kept structural so the suite type-checks
-    without depending on the runtime's private classes)."""
+    without depending on the runtime's private classes). Both ways in exist in every
+    installation a ``--baseline`` may name."""
 
     @property
     def id(self) -> int: ...
@@ -45,10 +49,20 @@ class Worker(Protocol):
 
 
 async def serve(worker: Worker) -> None:
+    """The peer ``stereo``: ``async for msg in worker.messages()``, the API most apps use."""
+    await _serve(worker, batched=False)
+
+
+async def serve_batches(worker: Worker) -> None:
+    """The peer ``stereo-batches``: ``async for batch in worker.messages().batches()``."""
+    await _serve(worker, batched=True)
+
+
+async def _serve(worker: Worker, *, batched: bool) -> None:
     spec = Spec.from_env()
     tally = Tally(spec, worker.id)
     with trio.move_on_after(spec.timeout + 60):
-        await _run(worker, spec, tally)
+        await _run(worker, spec, tally, batched)
     tally.finish()
     await trio.sleep_forever()
 
@@ -56,34 +70,64 @@ async def serve(worker: Worker) -> None:
 BARRIER_TICK = 0.01
 
 
-async def _run(worker: Worker, spec: Spec, tally: Tally) -> None:
+class _Barrier:
+    """The readies heard so far; once all N are in, one last ready, then the data."""
+
+    def __init__(self, worker: Worker, spec: Spec, tally: Tally, nursery: trio.Nursery) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.tally = tally
+        self.nursery = nursery
+        self.announcing = trio.CancelScope()
+        self.readies: set[int] = set()
+
+    async def heard(self, worker_id: int) -> None:
+        self.readies.add(worker_id)
+        if len(self.readies) < self.spec.workers or self.announcing.cancel_called:
+            return
+        self.announcing.cancel()
+        await self.worker.broadcast(["r", self.worker.id])
+        self.tally.start()
+        self.nursery.cancel_scope.deadline = trio.current_time() + self.spec.timeout
+        self.nursery.start_soon(_send, self.worker, self.spec, self.tally)
+
+
+async def _run(worker: Worker, spec: Spec, tally: Tally, batched: bool) -> None:
     async with trio.open_nursery() as nursery:
         # Subscribe before the first ready, or our own could pass us by.
         messages = worker.messages()
-        barrier = trio.CancelScope()
-        nursery.start_soon(_announce, worker, barrier)
-        readies: set[int] = set()
-        # Batches, as a high-rate consumer would read (the ZeroMQ worker drains its socket in
-        # a loop the same way); `async for msg in messages` costs ~0.25 us more per message.
-        async for batch in messages.batches():
-            complete = False
-            for msg in batch:
-                value = msg.data
-                if value[0] == "d":
-                    if tally.receive(value):
-                        complete = True
-                        break
-                elif value[0] == "r":
-                    readies.add(value[1])
-            if complete:
-                break
-            if len(readies) == spec.workers and not barrier.cancel_called:
-                barrier.cancel()
-                await worker.broadcast(["r", worker.id])
-                tally.start()
-                nursery.cancel_scope.deadline = trio.current_time() + spec.timeout
-                nursery.start_soon(_send, worker, spec, tally)
+        barrier = _Barrier(worker, spec, tally, nursery)
+        nursery.start_soon(_announce, worker, barrier.announcing)
+        # Two loops rather than one over an adapter: each is the code an app would write, and
+        # neither pays for the other's shape.
+        if batched:
+            await _take_batches(messages, tally, barrier)
+        else:
+            await _take_each(messages, tally, barrier)
         nursery.cancel_scope.cancel()
+
+
+async def _take_each(messages: MessageStream, tally: Tally, barrier: _Barrier) -> None:
+    async for msg in messages:
+        value = msg.data
+        if value[0] == "d":
+            if tally.receive(value):
+                return
+        elif value[0] == "r":
+            await barrier.heard(value[1])
+
+
+async def _take_batches(messages: MessageStream, tally: Tally, barrier: _Barrier) -> None:
+    # As a high-rate consumer would read (the ZeroMQ worker drains its socket in a loop the
+    # same way): one await per batch.
+    async for batch in messages.batches():
+        for msg in batch:
+            value = msg.data
+            if value[0] == "d":
+                if tally.receive(value):
+                    return
+            elif value[0] == "r":
+                await barrier.heard(value[1])
 
 
 async def _announce(worker: Worker, scope: trio.CancelScope) -> None:

@@ -7,7 +7,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 
-from ..apps._spec import Spec
+from ..apps._spec import Mode, Spec
 from ..procs import Group
 
 PYTHON = sys.executable
@@ -16,6 +16,9 @@ PYTHON = sys.executable
 class Peer(ABC):
     name: str
     relay_name: str  # what the relaying process is, for the CPU column
+    # The legs this peer runs: a variant that only differs in how fast it takes a burst (stereo's
+    # batch API) would add nothing to the latency legs but their minutes.
+    modes: tuple[Mode, ...] = ("relay", "latency")
 
     def missing(self) -> str | None:
         """Why this peer cannot run here, or None when it can."""

@@ -1,7 +1,8 @@
 """Stereo itself: ``stereo run bench.apps.stereo_relay:serve -w W --app-dir ROOT --no-console``.
 
-The same class runs a ``--baseline``: another installation's ``stereo`` command with the same
-app, so one run compares this checkout with it, leg by leg, in turns.
+The same class runs ``stereo-batches`` (the app's ``serve_batches``: the batch API in place of
+``async for msg``, relay legs only) and a ``--baseline``: another installation's ``stereo``
+command with the same app, so one run compares this checkout with it, leg by leg, in turns.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..apps._spec import Spec
+from ..apps._spec import Mode, Spec
 from ..procs import ROOT, Group
 from .base import Peer
 
+APP = "bench.apps.stereo_relay:serve"
+BATCHES_APP = "bench.apps.stereo_relay:serve_batches"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_OUTBOX_LIMIT = 64 * 1024 * 1024
 # A data message is ["d", sent_ns, payload]: a few bytes of CBOR around the payload.
@@ -67,9 +70,16 @@ def installation(command: str) -> str:
 
 class Stereo(Peer):
     def __init__(
-        self, name: str = "stereo", command: list[str] | None = None, extra: Sequence[str] = ()
+        self,
+        name: str = "stereo",
+        command: list[str] | None = None,
+        extra: Sequence[str] = (),
+        app: str = APP,
+        modes: tuple[Mode, ...] = ("relay", "latency"),
     ) -> None:
         self.name = name
+        self.app = app
+        self.modes = modes
         self.extra = list(extra)  # more `stereo run` options (bench/metrics.py: --metrics)
         self.relay_name = f"{name} master"
         self.command = stereo_command() if command is None else command
@@ -103,5 +113,5 @@ class Stereo(Peer):
         if stream > DEFAULT_OUTBOX_LIMIT:
             options += ["--outbox-limit", str(stream)]
         options += self.extra
-        argv = stereo_run(self.command, "bench.apps.stereo_relay:serve", spec.workers, *options)
+        argv = stereo_run(self.command, self.app, spec.workers, *options)
         return group.spawn(argv, name=self.relay_name, env=env).pid
