@@ -749,6 +749,14 @@ lock_released(Relay *self)
     Py_END_ALLOW_THREADS
 }
 
+/* A peer id argument; -1 with an exception set if it is not an int. */
+static int
+id_of(PyObject *arg, long long *id)
+{
+    *id = PyLong_AsLongLong(arg);
+    return (*id == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 #define LOCK_OPEN(self, fail)                                                  \
     do {                                                                       \
         lock_released(self);                                                   \
@@ -1010,8 +1018,8 @@ Relay_broadcast(Relay *self, PyObject *arg)
 static PyObject *
 Relay_resume(Relay *self, PyObject *arg)
 {
-    long long id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred())
+    long long id;
+    if (id_of(arg, &id) < 0)
         return NULL;
     LOCK_OPEN(self, NULL);
     Peer *p = find_peer(self, id);
@@ -1026,8 +1034,8 @@ Relay_resume(Relay *self, PyObject *arg)
 static PyObject *
 Relay_cut_off(Relay *self, PyObject *arg)
 {
-    long long id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred())
+    long long id;
+    if (id_of(arg, &id) < 0)
         return NULL;
     lock_released(self);
     Peer *p = self->closed ? NULL : find_peer(self, id);
@@ -1047,8 +1055,8 @@ peer_tuple(Peer *p)
 static PyObject *
 Relay_peer_statistics(Relay *self, PyObject *arg)
 {
-    long long id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred())
+    long long id;
+    if (id_of(arg, &id) < 0)
         return NULL;
     lock_released(self);
     Peer *p = self->closed ? NULL : find_peer(self, id);
@@ -1060,8 +1068,8 @@ Relay_peer_statistics(Relay *self, PyObject *arg)
 static PyObject *
 Relay_remove(Relay *self, PyObject *arg)
 {
-    long long id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred())
+    long long id;
+    if (id_of(arg, &id) < 0)
         return NULL;
     lock_released(self);
     PyObject *out = Py_NewRef(Py_None);
