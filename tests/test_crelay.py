@@ -12,6 +12,8 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +267,26 @@ async def test_the_master_relays_on_the_plane_asked_for(relay_plane: str, tmp_pa
             assert stats["broadcasts"] >= 100 and stats["next_seq"] == stats["broadcasts"] + 1
             stereo.signal(signal.SIGTERM)
             assert await stereo.wait() == 0
+
+
+def test_the_plane_is_c_unless_bridged_or_asked_for_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEREO_RELAY", raising=False)
+    assert cplane.relay_plane(bridged=False) == "c"
+    assert cplane.relay_plane(bridged=True) == "python"  # only hub.py speaks to a broker
+    monkeypatch.setenv("STEREO_RELAY", "python")
+    assert cplane.relay_plane(bridged=False) == "python"
+    monkeypatch.setenv("STEREO_RELAY", "c")
+    assert cplane.relay_plane(bridged=False) == "c"
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_accelerations_report_each_part(pure: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STEREO_PURE_PYTHON"}
+    if pure:
+        env["STEREO_PURE_PYTHON"] = "1"
+    code = "import stereo; print(sorted(stereo.accelerations().items()), stereo.accelerated())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    built = not pure  # both extensions build wherever the relay does (this module's skip)
+    assert out.strip() == f"[('intake', {built}), ('relay', {built})] {built}"
