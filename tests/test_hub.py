@@ -257,3 +257,15 @@ async def test_a_first_frame_over_the_limit_is_cut_off_for_what_it_is() -> None:
     assert peer.cut_off_reason == (
         f"protocol error: frame of {LIMIT + 22} bytes announced; the limit is {LIMIT + 12}"
     )
+
+
+async def test_direct_frames_for_nobody_come_back_bounced_each_on_its_own() -> None:
+    with trio.fail_after(10):
+        async with open_hub(1) as (_, fakes, _):
+            frame = encode_frame(Kind.DIRECT, (999).to_bytes(4, "big") + b"job")
+            await fakes[0].stream.send_all(frame + frame)  # one read: relayed as one slice
+            data = b""
+            while len(data) < 2 * len(frame):
+                data += await fakes[0].stream.receive_some(4096)
+            bounced = encode_frame(Kind.BOUNCED, (999).to_bytes(4, "big") + b"job")
+            assert data == bounced + bounced
