@@ -290,3 +290,28 @@ def test_accelerations_report_each_part(pure: bool) -> None:
     ).stdout
     built = not pure  # both extensions build wherever the relay does (this module's skip)
     assert out.strip() == f"[('intake', {built}), ('relay', {built})] {built}"
+
+
+def test_the_relay_thread_blocks_signals_so_they_reach_pythons_thread() -> None:
+    before = set(os.listdir("/proc/self/task"))
+    harness = Harness()
+    try:
+        (tid,) = set(os.listdir("/proc/self/task")) - before
+        # Something only its loop does, so that it runs with its own mask (not the one a new
+        # thread starts with).
+        harness.add(1).sendall(broadcast(b"ping"))
+        harness.receive(1, 21)
+        status = Path(f"/proc/self/task/{tid}/status").read_text()
+        blocked = int(
+            next(line for line in status.splitlines() if line.startswith("SigBlk:"))[7:], 16
+        )
+        for signum in (
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGUSR2,
+            signal.SIGCHLD,
+        ):
+            assert blocked & (1 << (signum - 1)), signum.name
+    finally:
+        harness.close()

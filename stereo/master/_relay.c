@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -872,7 +873,12 @@ Relay_init(Relay *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_OSError, "pthread_mutex_init failed");
         return -1;
     }
+    /* The thread blocks every signal: they go to Python's thread, and its syscalls see no EINTR. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&self->thread, NULL, loop, self);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
