@@ -65,6 +65,7 @@ def describe() -> dict[str, str]:
         "python": platform.python_version(),
         "stereo": _version("trio-stereo"),
         "stereo worker decoder": _decoder(),
+        "stereo master relay": _relay(),
         "trio": _version("trio"),
         "cbor2": _version("cbor2"),
         "pyzmq": _version("pyzmq"),
@@ -84,6 +85,19 @@ def describe() -> dict[str, str]:
     except ImportError:
         info["libzmq"] = "not installed"
     return info
+
+
+def _relay() -> str:
+    """Which data plane this checkout's masters relay on (docs/architecture.md)."""
+    try:
+        from stereo import accelerations
+    except ImportError:
+        return "stereo not installed, or older than its C relay"
+    if not accelerations()["relay"]:
+        return "Python (stereo/master/_relay.c not built, or STEREO_PURE_PYTHON set)"
+    if os.environ.get("STEREO_RELAY") == "python":
+        return "Python (STEREO_RELAY=python)"
+    return "C data plane (stereo/master/_relay.c)"
 
 
 def _decoder() -> str:

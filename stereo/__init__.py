@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .accelerations import accelerations
     from .errors import (
         BindError,
         ClientDisconnected,
@@ -57,6 +58,7 @@ __all__ = [
     "WorkerStatistics",
     "__version__",
     "accelerated",
+    "accelerations",
     "current_worker",
     "publish",
     "subscribe",
@@ -79,6 +81,7 @@ _SOURCES = {
     "Message": ".wire.protocol",
     "UndecodablePayload": ".wire.protocol",
     "accelerated": ".wire.protocol",
+    "accelerations": ".accelerations",
     "MessageStream": ".worker.api",
     "Worker": ".worker.api",
     "WorkerStatistics": ".worker.api",

@@ -1,5 +1,5 @@
 """Outgoing bytes for one connection, shared by both ends of the hub: the master's relay toward
-each worker (:class:`stereo.master.hub.Peer`) and each worker toward the master.
+each worker (:class:`stereo.master.peer.Peer`) and each worker toward the master.
 
 :class:`Outbox` is the bounded queue and its writer; :func:`send_chunks` the socket writing under
 it. The two ends differ only in policy, which they choose through the outbox's parameters and

@@ -50,6 +50,7 @@ class HubStatistics:
     cutoffs_by_slot: tuple[tuple[int, int], ...] = ()
     size_buckets: tuple[int, ...] = ()
     relayed_bytes: int = 0
+    relay: str = "python"  # the data plane relaying: "python" (hub.py) or "c" (cplane.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,3 +231,14 @@ async def wait_all_exited(pids: list[int]) -> None:
 @pytest.fixture
 def apps_dir() -> Path:
     return APPS
+
+
+@pytest.fixture(params=["python", "c"])
+def relay_plane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test's master on each data plane (STEREO_RELAY; docs/architecture.md)."""
+    from stereo.master.cplane import available
+
+    if request.param == "c" and not available():
+        pytest.skip("the C relay is not built")
+    monkeypatch.setenv("STEREO_RELAY", request.param)
+    return str(request.param)

@@ -126,6 +126,7 @@ async def test_two_hubs_share_one_order_with_the_same_seqs(
         code, out, err = await ctl("--control", control, "stats", "--json")
         assert (code, err) == (0, "")
         bridge = json.loads(out)["bridge"]
+        assert json.loads(out)["relay"] == "python"  # bridged: always the Python data plane
         assert bridge["url"] == broker and bridge["connected"] is True
         assert bridge["batches_out"] > 0 and bridge["entries_in"] > 0
         assert bridge["next_seq"] > messages * 2 * WORKERS_PER_HUB  # past every data message

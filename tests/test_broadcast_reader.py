@@ -68,6 +68,16 @@ def test_the_accelerator_is_built() -> None:
     assert accelerated(), "stereo.wire._speedups did not build: install a C compiler and reinstall"
 
 
+def test_the_c_relay_is_built() -> None:
+    # Its tests skip without it (tests/test_crelay*.py, the C legs of the relay_plane fixture):
+    # CI must not pass them by skipping.
+    if os.environ.get("STEREO_PURE_PYTHON"):
+        pytest.skip("STEREO_PURE_PYTHON is set: testing the pure Python path on purpose")
+    from stereo.accelerations import accelerations
+
+    assert accelerations()["relay"], "stereo.master._relay did not build (a C compiler, Linux)"
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(payloads, st.integers(0, 2**32 - 1)), max_size=12),

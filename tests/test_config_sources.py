@@ -183,6 +183,7 @@ def test_misspelt_variables_are_warned_about_and_other_stereo_variables_left_alo
         upgrade.ENV_WORKERS: "2",
         "STEREO_HUB_FD": "5",
         "STEREO_PURE_PYTHON": "1",
+        "STEREO_RELAY": "python",
         "STEREO_BENCH_REDIS_URL": "redis://x",
         "STEREO_CONFIG": "x.toml",
     }

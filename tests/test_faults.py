@@ -121,6 +121,7 @@ async def _flood(tmp_path: Path, slow: bool) -> tuple[list[dict[str, float]], St
         return [json.loads(m[1]) for m in results], stereo, rss_before, peak
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_a_slow_consumer_is_cut_off_while_the_others_keep_full_speed(tmp_path: Path) -> None:
     with trio.fail_after(100):
         fast, _, _, _ = await _flood(tmp_path, slow=False)
@@ -161,6 +162,7 @@ def memory_bound(inbox_limit: int) -> int:
 
 
 @pytest.mark.parametrize("inbox_limit", [None, 4 * 1024 * 1024], ids=["default", "4MiB"])
+@pytest.mark.usefixtures("relay_plane")
 async def test_an_iterator_never_read_holds_inbox_limit_bytes_then_its_worker_is_cut_off(
     tmp_path: Path, inbox_limit: int | None
 ) -> None:
@@ -212,11 +214,13 @@ async def test_an_iterator_never_read_holds_inbox_limit_bytes_then_its_worker_is
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.usefixtures("relay_plane")
 async def test_random_bytes_on_the_hub_cost_only_the_sender(tmp_path: Path, seed: int) -> None:
     env = {"FUZZ_MARKER": str(tmp_path / "done"), "FUZZ_MODE": "random", "FUZZ_SEED": str(seed)}
     await _fuzz(env, r"exited: cut off: protocol error")
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_a_truncated_frame_then_eof_is_dropped_not_relayed(tmp_path: Path) -> None:
     env = {"FUZZ_MARKER": str(tmp_path / "done"), "FUZZ_MODE": "truncated"}
     await _fuzz(env, r"exited: exit 5 \(hub connection lost\); its connection ended inside a frame")
@@ -442,6 +446,7 @@ async def test_kills_from_outside_are_retried_however_often_they_come() -> None:
             assert not any("failed" in line for line in stereo.lines)
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_a_sender_cut_off_by_its_own_echoes_is_retried_not_failed() -> None:
     with trio.fail_after(60):
         async with open_stereo("echoflood:serve", "-w", "1", "--outbox-limit", "2097152") as stereo:

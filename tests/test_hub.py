@@ -8,14 +8,26 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import cbor2
+import pytest
 import trio
 import trio.testing
 
+from stereo.master import cplane
 from stereo.master.hub import Hub, Peer
 from stereo.wire.framing import encode_frame
 from stereo.wire.protocol import BroadcastReader, Kind, encode_broadcast, encode_map
 
 LIMIT = 1024
+# The data plane the tests' hubs use: every test runs on both (the C one when it is built).
+RELAY = ["python"]
+
+
+@pytest.fixture(autouse=True, params=["python", "c"])
+def relay(request: pytest.FixtureRequest) -> str:
+    if request.param == "c" and not cplane.available():
+        pytest.skip("the C relay is not built")
+    RELAY[0] = request.param
+    return str(request.param)
 
 
 class Events:
@@ -80,7 +92,7 @@ class FakeWorker:
 
 def lone_peer() -> tuple[Hub, Peer, socket.socket]:
     """A hub and one peer it has not served yet, with the worker's end of its socketpair."""
-    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20)
+    hub = Hub(max_message_size=LIMIT, outbox_limit=1 << 20, relay=RELAY[0])
     master_end, worker_end = socket.socketpair()
     return hub, Peer(1, master_end, LIMIT, Events(1)), worker_end
 
@@ -89,9 +101,10 @@ def lone_peer() -> tuple[Hub, Peer, socket.socket]:
 async def open_hub(
     workers: int, outbox_limit: int = 1 << 20
 ) -> AsyncIterator[tuple[Hub, list[FakeWorker], list[Peer]]]:
-    hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit)
+    hub = Hub(max_message_size=LIMIT, outbox_limit=outbox_limit, relay=RELAY[0])
     fakes, peers = [], []
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run)
         for worker_id in range(1, workers + 1):
             master_end, worker_end = socket.socketpair()
             peer = Peer(worker_id, master_end, LIMIT, Events(worker_id))
@@ -244,3 +257,15 @@ async def test_a_first_frame_over_the_limit_is_cut_off_for_what_it_is() -> None:
     assert peer.cut_off_reason == (
         f"protocol error: frame of {LIMIT + 22} bytes announced; the limit is {LIMIT + 12}"
     )
+
+
+async def test_direct_frames_for_nobody_come_back_bounced_each_on_its_own() -> None:
+    with trio.fail_after(10):
+        async with open_hub(1) as (_, fakes, _):
+            frame = encode_frame(Kind.DIRECT, (999).to_bytes(4, "big") + b"job")
+            await fakes[0].stream.send_all(frame + frame)  # one read: relayed as one slice
+            data = b""
+            while len(data) < 2 * len(frame):
+                data += await fakes[0].stream.receive_some(4096)
+            bounced = encode_frame(Kind.BOUNCED, (999).to_bytes(4, "big") + b"job")
+            assert data == bounced + bounced

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psutil
+import pytest
 import trio
 from conftest import ctl, open_stereo
 from prometheus_client.parser import text_string_to_metric_families
@@ -314,6 +315,7 @@ PAD = 3000
 ARGS = ("observed:serve", "-w", "3", "--max-message-size", "4096", "--outbox-limit", "262144")
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_curl_metrics_after_broadcasts_a_kill_and_a_cut_off(tmp_path: Path) -> None:
     env = {
         "OBSERVED_FLOOD": str(FLOOD),

@@ -14,6 +14,9 @@ import pytest
 import trio
 from conftest import Stereo, ctl, open_stereo
 
+# The pool's routes (DIRECT, BOUNCED, MEMBERS, END) on both of the master's data planes.
+pytestmark = pytest.mark.usefixtures("relay_plane")
+
 TIMEOUT = 90
 
 

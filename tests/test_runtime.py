@@ -49,6 +49,7 @@ async def read_line(host: str, port: int) -> str:
     return data.decode().strip()
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_every_worker_sees_every_broadcast_in_one_order() -> None:
     workers, count = 3, 200
     env = {"ORDER_WORKERS": str(workers), "ORDER_COUNT": str(count)}
@@ -237,6 +238,7 @@ async def test_processes_the_app_starts_hold_no_socket_once_the_master_is_killed
                     os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_a_worker_writing_garbage_is_cut_off_and_others_keep_receiving(
     tmp_path: Path,
 ) -> None:
@@ -256,6 +258,7 @@ async def test_a_worker_writing_garbage_is_cut_off_and_others_keep_receiving(
             assert len(re.findall(r"\[worker 2\] started", "\n".join(stereo.lines))) == 1
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_an_oversize_length_prefix_is_cut_off_before_the_body(tmp_path: Path) -> None:
     # 0x7fffffff bytes announced: refused from the prefix alone, nothing allocated.
     env = {
@@ -293,6 +296,7 @@ async def test_an_app_that_cannot_import_leaves_its_slot_failed_and_the_master_u
             assert await stereo.wait() == 0
 
 
+@pytest.mark.usefixtures("relay_plane")
 async def test_broadcasts_queued_just_before_serve_returns_are_delivered(tmp_path: Path) -> None:
     env = {"LASTWORD_MARKER": str(tmp_path / "spoken")}
     with trio.fail_after(60):

@@ -250,6 +250,7 @@ def stats(ctx: Context) -> dict[str, Any]:
         "control_path": snap.control_path,
         "time": time.time(),
         "bridge": dataclasses.asdict(hub.bridge) if hub.bridge is not None else None,
+        "relay": hub.relay,
     }
 
 

@@ -17,7 +17,8 @@ from .. import exitcodes
 from ..urls import redact
 from ..wire.protocol import PROTOCOL_VERSION
 from .config import Settings
-from .hub import Hub, Peer
+from .hub import Hub
+from .peer import Peer
 from .privileges import SpawnOptions
 from .process import hub_socketpair, start_on_hub
 from .upstream import Upstream

@@ -4,35 +4,34 @@ Total order comes for free from trio's single thread: a batch of broadcasts is s
 numbers and appended to every peer's outbox without a checkpoint in between, so every outbox holds
 the same frames in the same order. Each peer's outbox is bounded; a peer that lets it overflow is
 cut off (never skipped), which is the "gap-free or cut off" guarantee.
+
+That is the Python data plane, the reference. With the C one (cplane.py, STEREO_RELAY=c) this
+class still does the handshakes and answers the control frames, while a thread of the C relay
+reads, stamps and fans out under one mutex: the same order, bounds and cut-off rules.
 """
 
 from __future__ import annotations
 
-import fcntl
-import socket
-import sys
-import termios
 import traceback
 from bisect import bisect_left
 from functools import partial
-from typing import Any, Protocol
 
 import trio
 
 from ..errors import ProtocolError
-from ..outbox import Outbox
-from ..snapshot import MESSAGE_SIZE_BUCKETS, HubStatistics, JobCounts, PeerStatistics
+from ..snapshot import MESSAGE_SIZE_BUCKETS, HubStatistics
 from ..wire.bridge import decode_appended, decode_deliver
 from ..wire.framing import Direct, Frame, FrameReader
 from ..wire.protocol import (
     PROTOCOL_VERSION,
-    HubIngress,
     Kind,
     Run,
     decode_map,
     encode_broadcast,
     encode_map,
 )
+from .cplane import CPlane
+from .peer import Peer
 from .pool_routes import PoolRoutes
 from .upstream import Upstream
 from .watchdog import run_within
@@ -47,91 +46,19 @@ class CutOff(Exception):
     """This peer broke the protocol or fell too far behind; the master drops its connection."""
 
 
-class PeerEvents(Protocol):
-    """Who a peer's control frames are for: the hub relays broadcasts and nothing else, and
-    hands the rest (the handshake's answer, readiness, heartbeats, a boot error) to the owner of
-    the worker process (:class:`stereo.master.process.WorkerProcess`)."""
-
-    def welcome(self) -> dict[str, Any]: ...
-    def ready(self) -> None: ...
-    def heartbeat(self) -> None: ...
-    def boot_error(self, reason: str) -> None: ...
-
-
-class Peer:
-    """The master's side of one worker process's hub connection."""
-
-    def __init__(
-        self, worker_id: int, sock: socket.socket, max_message_size: int, events: PeerEvents
-    ) -> None:
-        self.worker_id = worker_id
-        self.events = events
-        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        # The relay writes to the plain socket directly when nothing is queued for this peer
-        # (no task switch per batch); the trio stream serves the reader and the outbox's writer.
-        # Its bound is the hub's, set when the hub takes the peer in.
-        self.outbox = Outbox(sock)
-        self.ingress = HubIngress(worker_id, max_message_size)
-        self.pid: int | None = None
-        self.welcomed = trio.Event()
-        self.ended = trio.Event()  # serve_peer returned: everything the worker sent was read
-        self.truncated_bytes = 0  # an incomplete last frame, dropped at end of connection
-        self.cut_off_reason: str | None = None
-        self.cut_off_slow = False  # it fell behind (not a protocol error of its own)
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        # The job pool (pool_routes.py): its hub address, and for a pool process its pool's
-        # name, what it last reported and whether it is leaving or left cleanly.
-        self.address = 0
-        self.pool: str | None = None
-        self.pool_leaving = False
-        self.pool_drained = False
-        self.jobs_done = 0
-        self.jobs_queued = 0
-
-    @property
-    def pending_bytes(self) -> int:
-        """Queued for this worker plus being written: the bounded quantity."""
-        return self.outbox.pending_bytes
-
-    @property
-    def peak_pending_bytes(self) -> int:
-        return self.outbox.peak_bytes
-
-    @property
-    def bytes_out(self) -> int:
-        return self.outbox.bytes_written
-
-    def unread_bytes(self) -> int:
-        """Bytes the worker sent that the master has not read yet (evidence not yet seen)."""
-        try:
-            raw = fcntl.ioctl(self.stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
-        except OSError:
-            return 0  # closed: nothing more will be read
-        return int.from_bytes(raw, sys.byteorder)
-
-    def job_counts(self) -> JobCounts:
-        """A pool process's jobs, as it last reported them (every heartbeat)."""
-        return JobCounts(done=self.jobs_done, queued=self.jobs_queued)
-
-    def statistics(self) -> PeerStatistics:
-        return PeerStatistics(
-            messages_in=self.messages_in,
-            messages_out=self.messages_out,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            outbox_bytes=self.pending_bytes,
-            peak_outbox_bytes=self.peak_pending_bytes,
-            cut_off_reason=self.cut_off_reason,
-        )
-
-
 class Hub:
-    """Relays broadcasts among the connected peers; knows nothing about processes."""
+    """Relays broadcasts among the connected peers; knows nothing about processes.
+
+    ``relay="c"``: the C data plane relays (cplane.py; :meth:`run` must run); this class then
+    does the handshakes and answers control frames. Never with an upstream."""
 
     def __init__(
-        self, *, max_message_size: int, outbox_limit: int, upstream: Upstream | None = None
+        self,
+        *,
+        max_message_size: int,
+        outbox_limit: int,
+        upstream: Upstream | None = None,
+        relay: str = "python",
     ) -> None:
         self.max_message_size = max_message_size
         self.outbox_limit = outbox_limit
@@ -148,8 +75,27 @@ class Hub:
         self.cutoffs_by_worker: dict[int, int] = {}
         self.size_counts = [0] * (len(MESSAGE_SIZE_BUCKETS) + 1)
         self.relayed_bytes = 0
+        self.plane: CPlane[Peer] | None = None
+        if relay == "c" and upstream is None:
+            self.plane = CPlane(self)
+
+    async def run(self) -> None:
+        """The C data plane's event task (until cancelled); nothing to do for the Python one."""
+        if self.plane is not None:
+            await self.plane.run()
 
     def statistics(self) -> HubStatistics:
+        if self.plane is not None:
+            (
+                self.broadcasts,
+                self.deliveries,
+                self.bytes_in,
+                self.bytes_out,
+                self.relayed_bytes,
+                self.next_seq,
+                sizes,
+            ) = self.plane.totals()
+            self.size_counts = list(sizes)
         return HubStatistics(
             broadcasts=self.broadcasts,
             deliveries=self.deliveries,
@@ -163,6 +109,7 @@ class Hub:
             cutoffs_by_slot=tuple(sorted(self.cutoffs_by_worker.items())),
             size_buckets=tuple(self.size_counts),
             relayed_bytes=self.relayed_bytes,
+            relay="python" if self.plane is None else "c",
         )
 
     # -- relaying (no checkpoints in here: this is what makes the order total) ---------------
@@ -208,6 +155,8 @@ class Hub:
         seq = self.next_seq
         # Encode first: a refused value (MessageTooLarge) must not use up a sequence number.
         frame = encode_broadcast(payload, self.max_message_size, seq=seq, sender=0)
+        if self.plane is not None:
+            return self.plane.broadcast(frame)  # it stamps its own next seq
         self.next_seq += 1
         self._fan_out(frame, 1)
         return seq
@@ -222,8 +171,14 @@ class Hub:
                 self.cutoffs_by_worker[worker] = self.cutoffs_by_worker.get(worker, 0) + 1
         self.peers.pop(peer, None)
         peer.outbox.clear()
+        self.close_peer(peer)
+
+    def close_peer(self, peer: Peer) -> None:
+        """Drop a peer's connection: it ends (serve_peer returns) without a reason of its own."""
         # Closing the socket wakes both of the peer's tasks with ClosedResourceError.
         peer.stream.socket.close()
+        if self.plane is not None:
+            self.plane.drop(peer)
 
     # -- one peer's connection ----------------------------------------------------------------
 
@@ -240,19 +195,22 @@ class Hub:
         except BaseException as exc:
             self._connection_ended(peer, exc)
         else:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, peer)
-                try:
-                    await self._read_loop(peer)
-                except BaseException as exc:
-                    self._connection_ended(peer, exc)
-                nursery.cancel_scope.cancel()
+            await (self._relay_peer(peer) if self.plane is None else self.plane.serve(peer))
         finally:
             self.peers.pop(peer, None)
             peer.outbox.clear()
-            peer.stream.socket.close()
+            self.close_peer(peer)
             self.routes.leave(peer)
             peer.ended.set()
+
+    async def _relay_peer(self, peer: Peer) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop, peer)
+            try:
+                await self._read_loop(peer)
+            except BaseException as exc:
+                self._connection_ended(peer, exc)
+            nursery.cancel_scope.cancel()
 
     def _connection_ended(self, peer: Peer, exc: BaseException) -> None:
         """Classify how a peer's connection ended; re-raise only what is not about the peer."""
@@ -267,9 +225,25 @@ class Hub:
         else:
             raise exc  # cancellation, KeyboardInterrupt: not ours to swallow
 
+    # -- what the C plane reports (cplane.PlaneOwner) -------------------------------------------
+
+    def answer(self, peer: Peer, frame: Frame) -> bool:
+        try:
+            self._control(peer, frame)
+        except BaseException as exc:  # CutOff, or a bug of ours: it costs the peer
+            self._connection_ended(peer, exc)
+            return False
+        return True
+
+    def cut_off(self, peer: Peer, reason: str | None, *, slow: bool = False) -> None:
+        if reason is None:
+            self._cut_off_quietly(peer)
+        else:
+            self._cut_off(peer, reason, slow=slow)
+
     def _cut_off_quietly(self, peer: Peer) -> None:
         self.peers.pop(peer, None)
-        peer.stream.socket.close()
+        self.close_peer(peer)
 
     async def _handshake(self, peer: Peer, *, member: bool = True) -> None:
         while True:
@@ -301,6 +275,8 @@ class Hub:
             self.peers[peer] = None
         if member:
             self.routes.join(peer)
+            if self.plane is not None:
+                self.plane.add(peer)  # from now on its own thread reads and writes this peer
         peer.welcomed.set()
 
     async def _read_loop(self, peer: Peer) -> None:

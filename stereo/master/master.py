@@ -27,6 +27,7 @@ from ..wire.control import request_limit
 from .binds import BoundSocket, close_sockets, open_sockets, systemd_fds
 from .bridge import run_bridge
 from .config import Settings
+from .cplane import relay_plane
 from .hub import Hub
 from .observer import run_observer_if_possible
 from .output import OutputSink, open_output
@@ -78,6 +79,7 @@ class Master:
                 if settings.bridge
                 else None
             ),
+            relay=relay_plane(bridged=bool(settings.bridge)),
         )
         self.supervisor = Supervisor(settings, sockets, sink.log)
         # Who the workers and the bridge run as: resolved once (a user deleted later cannot
@@ -231,6 +233,7 @@ class Master:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.sink.run)
+            nursery.start_soon(self.hub.run)
             with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
 
                 async def signal_task() -> None:

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..outbox import Outbox
-from ..wire.framing import PREFIX_SIZE, Direct, encode_frame
+from ..wire.framing import LENGTH_SIZE, PREFIX_SIZE, Direct, encode_frame
 from ..wire.protocol import HubIngress, Kind, encode_map
 
 
 class RoutedPeer(Protocol):
-    """What the routes read and keep of a hub connection (:class:`stereo.master.hub.Peer`)."""
+    """What the routes read and keep of a hub connection (:class:`stereo.master.peer.Peer`)."""
 
     outbox: Outbox
     ingress: HubIngress
@@ -136,10 +136,14 @@ class PoolRoutes(Generic[P]):
                 pass  # it is gone; its reader sees EOF and its leave() tells the callers
 
     def _bounce(self, sender: P, direct: Direct) -> None:
-        self.bounced += 1
         frame = bytearray(direct.data)
-        frame[PREFIX_SIZE - 1] = Kind.BOUNCED
-        frame[PREFIX_SIZE : PREFIX_SIZE + 4] = direct.target.to_bytes(4, "big")
+        target = direct.target.to_bytes(4, "big")
+        offset = 0
+        while offset < len(frame):  # each frame of the slice: HubIngress joins a target's run
+            self.bounced += 1
+            frame[offset + PREFIX_SIZE - 1] = Kind.BOUNCED
+            frame[offset + PREFIX_SIZE : offset + PREFIX_SIZE + 4] = target
+            offset += LENGTH_SIZE + int.from_bytes(frame[offset : offset + LENGTH_SIZE], "big")
         if sender.outbox.put(bytes(frame)):
             self._cut_off(sender, "slow consumer: its bounced frames overflow its outbox")
 

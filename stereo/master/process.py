@@ -4,7 +4,7 @@
 The task starts ``python -m stereo.worker`` with the worker's end of a hub socketpair and the
 listening sockets, serves the master's end through the hub, pumps the child's output lines to
 the sink, and reports the exit on the record. The record is all the supervisor sees; it is also
-what the hub connection reports to (:class:`stereo.master.hub.PeerEvents`).
+what the hub connection reports to (:class:`stereo.master.peer.PeerEvents`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import trio
 
 from .. import exitcodes
 from ..snapshot import PeerStatistics, ProcessSnapshot
-from .hub import Hub, Peer
+from .hub import Hub
 from .lifecycle import ProcessEvent, ProcessState, process_after
 from .output import STDERR, STDOUT, OutputSink, WorkerSource, pump_lines
+from .peer import Peer
 from .privileges import INHERIT, SpawnOptions
 
 # How long a dead worker's pipes may stay open (held by its own children) before we stop reading.
@@ -294,7 +295,7 @@ class Launcher:
                 # (at once, normally) so those broadcasts are relayed, then close regardless.
                 with trio.move_on_after(OUTPUT_LINGER):
                     await peer.ended.wait()
-                peer.stream.socket.close()
+                self.hub.close_peer(peer)
                 proc.ended.set()  # before the output's linger: the slot may respawn meanwhile
                 # Its own children may hold the pipes open; read what is there, then give up.
                 output.deadline = trio.current_time() + OUTPUT_LINGER

@@ -133,17 +133,15 @@ WORKER_TO_MASTER: Final = frozenset(
 )
 #: The frames a worker's broadcast reader hands to its side handler (the pool client).
 SIDE_KINDS: Final = frozenset({Kind.DIRECT, Kind.MEMBERS, Kind.BOUNCED})
-# A DIRECT frame's length holds at least its kind byte and u32 peer.
-_DIRECT_MIN_LENGTH: Final = 5
+_DIRECT_MIN_LENGTH: Final = 5  # a DIRECT frame's length holds its kind byte and u32 peer
+_DIRECT: Final = Kind.DIRECT.value
+_PEER: Final = struct.Struct(">I")
 
 
 class HubIngress:
-    """The master's side of one worker's hub connection.
-
-    :meth:`receive_data` takes raw bytes; :meth:`events` splits them into runs of broadcasts, which
-    it stamps with sequence numbers and the sender's id in place, and control frames. A broadcast
-    costs one header unpack and one pack: the payload is never copied twice or decoded.
-    """
+    """The master's side of one worker's hub connection: :meth:`events` splits the bytes into
+    runs of broadcasts, stamped with seq and sender in place (one header unpack and one pack: the
+    payload is never copied twice or decoded), and control frames."""
 
     __slots__ = ("_buffer", "_max_length", "address", "sender")
 
@@ -151,13 +149,17 @@ class HubIngress:
         self.sender = sender
         #: The connection's hub address, stamped into the DIRECT frames it sends (the job pool).
         self.address = 0
-        # +1: the length prefix also counts the kind byte.
-        self._max_length = max_body_size(max_message_size) + 1
+        self._max_length = max_body_size(max_message_size) + 1  # the prefix counts the kind
         self._buffer = bytearray()
 
     def receive_data(self, data: bytes) -> None:
         # No checks here: events() reports a bad prefix as its last item, after the good frames.
         self._buffer += data
+
+    def take_buffer(self) -> bytes:
+        """Hand what is buffered over (to the C relay, stereo/master/cplane.py), emptied."""
+        data, self._buffer[:] = bytes(self._buffer), b""
+        return data
 
     @property
     def buffered(self) -> int:
@@ -196,14 +198,14 @@ class HubIngress:
         while end - offset >= PREFIX_SIZE:
             length, kind = unpack(buffer, offset)
             if length > max_length:
-                error = _refused_from_worker(kind, length, max_length)
+                error = refused_from_worker(kind, length, max_length)
                 break
             stop = offset + 4 + length  # LENGTH_SIZE: a literal, not a global lookup per frame
             if stop > end:
                 break
             if kind == broadcast:
                 if length < 1 + BROADCAST_OVERHEAD:
-                    error = _refused_from_worker(kind, length, max_length)
+                    error = refused_from_worker(kind, length, max_length)
                     break
                 if run_count == 0:
                     run_start = offset
@@ -227,11 +229,14 @@ class HubIngress:
                 direct_stop = stop
             else:
                 if length == 0 or kind not in WORKER_TO_MASTER:
-                    error = _refused_from_worker(kind, length, max_length)
+                    error = refused_from_worker(kind, length, max_length)
                     break
                 if run_count:
                     out.append(_run(buffer, run_start, offset, run_count, next_seq))
                     run_count = 0
+                if direct_target >= 0:  # relayed before the control frame is answered
+                    out.append(direct_frames(buffer, direct_start, direct_stop, direct_target))
+                direct_target = -1
                 out.append(Frame(kind, bytes(buffer[offset + PREFIX_SIZE : stop])))
             offset = stop
         else:  # under five bytes left, perhaps a whole length prefix: checked as soon as it is
@@ -247,11 +252,7 @@ class HubIngress:
         return out, next_seq
 
 
-_DIRECT: Final = Kind.DIRECT.value
-_PEER: Final = struct.Struct(">I")
-
-
-def _refused_from_worker(kind: int, length: int, max_length: int) -> ProtocolError:
+def refused_from_worker(kind: int, length: int, max_length: int) -> ProtocolError:
     """Why HubIngress refuses a frame; the length comes first, as in every reader."""
     if not 0 < length <= max_length:
         return length_error(length, max_length)
@@ -283,11 +284,9 @@ class UndecodablePayload:
 
 class Message(NamedTuple):
     """One broadcast as received: the decoded value, who sent it (0 = master) and its hub seq.
-
-    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent
-    bytes that are not CBOR (the master relays payloads unread). A named tuple: immutable, since
-    every subscribed iterator gets the same object, and the cheapest record to build.
-    """
+    ``data`` is an :class:`stereo.UndecodablePayload` if the sender bypassed stereo and sent bytes
+    that are not CBOR (the master relays payloads unread). A named tuple: immutable (every
+    subscribed iterator gets the same object), and the cheapest record to build."""
 
     data: Any
     sender: int
@@ -331,8 +330,8 @@ nesting_exceeds: Callable[[bytes, int], bool] = (
 
 
 def refuse_too_deep(payload: bytes) -> None:
-    """Raise EncodeError for an encoded value the receivers' decoder would refuse for its depth
-    (a payload of at most MAX_DEPTH bytes never is: the caller may skip the call)."""
+    """Raise EncodeError for a value the receivers' decoder refuses as too deep (one of at most
+    MAX_DEPTH bytes never is: the caller may skip the call)."""
     if nesting_exceeds(payload, MAX_DEPTH):
         raise EncodeError(
             f"cannot send a value nested more than {MAX_DEPTH} levels deep (arrays, maps and"
@@ -341,7 +340,7 @@ def refuse_too_deep(payload: bytes) -> None:
 
 
 def accelerated() -> bool:
-    """True when workers decode broadcasts with the C accelerator (stereo.wire._speedups)."""
+    """True when workers decode broadcasts in C (stereo.wire._speedups): stereo.accelerations()."""
     return _decode_fast is not None
 
 
