@@ -148,8 +148,8 @@ async def test_the_dashboard_in_a_browser(tmp_path: Path) -> None:
 
 def drive_pools(base: str, control: str) -> dict[str, object]:
     """The pool section: shown with --pool, each pool's processes with their pids, jobs done
-    (tests/apps/pooljobs.py's round trip: 43 in the default pool, 10 in pdf), and a killed
-    pool process replaced without its pool's jobs done going back."""
+    (tests/apps/pooljobs.py's round trip: 43 in the default pool, 11 in pdf, one of which
+    prints), and a killed pool process replaced without its pool's jobs done going back."""
     with ControlClient.connect(control) as client:
         rows = [row for row in client.request("status") if row["current"]]
     workers = [row["pid"] for row in rows if row["pool"] is None]
@@ -171,7 +171,7 @@ def drive_pools(base: str, control: str) -> dict[str, object]:
             )
         default = page.locator('#pools .pool[data-pool="default"]')
         expect(default.locator(".done")).to_have_text("43")
-        expect(page.locator('#pools .pool[data-pool="pdf"] .done')).to_have_text("10")
+        expect(page.locator('#pools .pool[data-pool="pdf"] .done')).to_have_text("11")
         expect(page.locator("#chart-jobs polyline")).to_have_count(2)
 
         os.kill(pool_pids["default"], signal.SIGKILL)

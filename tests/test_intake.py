@@ -304,3 +304,43 @@ async def test_a_queued_message_comes_back_through_a_ready_awaitable() -> None:
     assert await anext(stream, None) == ("c", 2, 11)  # the builtin's wrapper awaits it too
     stream.close()
     assert await anext(stream, "closed") == "closed"
+
+
+FLOOD = 30_000
+
+
+async def _flood(hub: Hub, count: int) -> None:
+    """Every message at once, as fast as the socket takes them (the master in a burst)."""
+    data = memoryview(frames([b"x" * 64] * count))
+    while data:
+        await trio.lowlevel.wait_writable(hub.master)
+        data = data[hub.master.send(data) :]
+
+
+async def test_in_a_flood_the_queue_of_an_iterator_being_drained_stays_short() -> None:
+    # The reader task reads ahead in small pieces while the app still has messages to take:
+    # read-ahead at full size would grow the queue to tens of thousands of messages.
+    async with running_hub() as (hub, nursery):
+        stream = hub.inbox.subscribe()
+        nursery.start_soon(_flood, hub, FLOOD)
+        longest = taken = 0
+        with trio.fail_after(30):
+            async for _ in stream:
+                longest = max(longest, len(stream._queue))
+                taken += 1
+                if taken == FLOOD:
+                    break
+        # One 256 KiB read of 85-byte frames is about 3,100 messages.
+        assert longest < 5_000, longest
+
+
+async def test_an_iterator_nobody_drains_still_fills_to_its_limit() -> None:
+    # The slack a busy consumer has is its limit, whatever the size of the reads.
+    async with running_hub() as (hub, nursery):
+        stream = hub.inbox.subscribe(limit=10_000)
+        nursery.start_soon(_flood, hub, FLOOD)
+        with trio.fail_after(30):
+            while not stream.full:
+                await hub.inbox.wait_for_room()  # returns at once while it is not full
+                await trio.testing.wait_all_tasks_blocked()
+        assert 10_000 <= len(stream._queue) < FLOOD

@@ -43,6 +43,11 @@ class Subscriber(Protocol):
     @property
     def full(self) -> bool: ...
 
+    @property
+    def backlog(self) -> bool:
+        """Does it hold messages its consumer has not taken yet?"""
+        ...
+
     def _push(self, batch: list[Message], size: int) -> None: ...
 
 
@@ -94,6 +99,10 @@ class Inbox:
     def full(self) -> bool:
         return any(stream.full for stream in self.streams)
 
+    def backlogged(self) -> bool:
+        """Does an iterator still hold messages (its consumer is behind or busy)?"""
+        return any(stream.backlog for stream in self.streams)
+
     async def wait_for_room(self) -> None:
         """Return once no iterator is full (without a checkpoint if none is)."""
         while self.full():
@@ -135,6 +144,10 @@ class MessageStream(AsyncIterator[Message]):
         self._batches.append((self._pushed, size))
         self._bytes += size
         self._wakeup.set()
+
+    @property
+    def backlog(self) -> bool:
+        return bool(self._queue)
 
     @property
     def full(self) -> bool:

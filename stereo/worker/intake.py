@@ -28,6 +28,12 @@ from ..wire.protocol import BroadcastReader
 from .inbox import Inbox
 
 RECEIVE_SIZE = 256 * 1024
+# What the reader task reads while an iterator still holds messages: the app is draining them
+# and reads for itself once it has. Reading 256 KiB ahead there grows the queue to its limit
+# in a flood, and a queue of tens of thousands of decoded messages costs a fifth more per
+# message (cache misses) than one that stays short; a slow consumer still fills its iterator
+# to the limit, one small read per scheduler round.
+TRICKLE_SIZE = 16 * 1024
 CLOSED = "the master closed the hub connection"
 
 
@@ -54,13 +60,13 @@ class Intake:
         """May an app task read now: nobody else waits on the socket, no iterator is full?"""
         return not self._leading and self.error is None and not self._inbox.full()
 
-    def pump(self) -> bool:
+    def pump(self, size: int = RECEIVE_SIZE) -> bool:
         """Read what the socket holds, without waiting, and deliver it; False if it held nothing
         (or the connection is over: :attr:`error`). Never yields."""
         broadcasts = self._broadcasts
         try:
             # A big frame under way: read the rest of it at once rather than 256 KiB at a time.
-            data = self._recv(max(RECEIVE_SIZE, broadcasts.missing))
+            data = self._recv(max(size, broadcasts.missing))
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -129,7 +135,7 @@ class Intake:
                     await parked.wait()
                 finally:
                     self._reader_parked = None
-            elif self.pump():
+            elif self.pump(TRICKLE_SIZE if inbox.backlogged() else RECEIVE_SIZE):
                 await trio.lowlevel.checkpoint()
             elif self.error is None:
                 with trio.CancelScope() as self._reader_wait:

@@ -99,6 +99,10 @@ class Subscription(AsyncIterator[Event]):
     def cut_off(self) -> bool:
         return self._cut_off
 
+    @property
+    def backlog(self) -> bool:
+        return bool(self._queue)
+
     def _push(self, batch: list[Message], size: int) -> None:
         if self._cut_off:  # stays registered until closed: the inbox may be iterating its set
             return
