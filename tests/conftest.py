@@ -197,7 +197,9 @@ async def open_stereo(
                 leftovers = stereo.children()
                 if process.returncode is None:
                     process.kill()
-                with trio.move_on_after(10):
+                # Shielded: a test that failed by its own deadline is cancelled here, and an
+                # unreaped master would warn (ResourceWarning) in whichever test ran next.
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await process.wait()
                 for child in leftovers:
                     try:
@@ -207,7 +209,8 @@ async def open_stereo(
                 nursery.cancel_scope.cancel()
     finally:
         if process.stdout is not None:
-            await process.stdout.aclose()
+            with trio.CancelScope(shield=True):
+                await process.stdout.aclose()
 
 
 async def wait_exited(pid: int) -> None:

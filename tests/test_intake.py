@@ -330,7 +330,7 @@ async def test_in_a_flood_the_queue_of_an_iterator_being_drained_stays_short() -
                 taken += 1
                 if taken == FLOOD:
                     break
-        # One 256 KiB read of 85-byte frames is about 3,100 messages.
+        # One 64 KiB read of 85-byte frames is about 770 messages.
         assert longest < 5_000, longest
 
 
