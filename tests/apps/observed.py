@@ -2,8 +2,10 @@
 
 Each process broadcasts ["up", pid] once started and prints "ready" when that broadcast comes back:
 the master read its READY first (same connection, in order), so it counts as ready by then.
-Worker 1 broadcasts OBSERVED_FLOOD messages of OBSERVED_PAD characters when it receives "flood"
-(and reads nothing from then on).
+Worker 1 broadcasts OBSERVED_FLOOD messages of OBSERVED_PAD characters when it receives "flood",
+WINDOW at a time, each window once the last one has come back to it: the flood comes back to
+its sender too, and a sender that outran its own reading would be cut off as a slow consumer
+of its own broadcasts (seen on a loaded CI machine).
 With OBSERVED_SLOW_MARKER, the first process of worker 2 never reads its broadcasts (so the
 master cuts it off as a slow consumer); it prints "ready" once its "up" is sent.
 """
@@ -16,6 +18,7 @@ from _once import first_time
 FLOOD = int(os.environ.get("OBSERVED_FLOOD", "2000"))
 PAD = "x" * int(os.environ.get("OBSERVED_PAD", "500"))
 MARKER = os.environ.get("OBSERVED_SLOW_MARKER")
+WINDOW = 32  # broadcasts in flight: 32 x 3,000 bytes stay well under a 256 KiB outbox limit
 
 
 async def serve(worker):
@@ -32,9 +35,16 @@ async def serve(worker):
             break
     else:
         return
-    messages.close()  # worker 1 stops reading (unsubscribed: it is not held back) and floods
-    for _ in range(FLOOD):
-        await worker.broadcast(PAD)
-        await trio.sleep(0)  # its hub reader runs too: its own flood comes back to it
+    sent = 0
+    while sent < FLOOD:
+        window = min(WINDOW, FLOOD - sent)
+        for _ in range(window):
+            await worker.broadcast(PAD)
+        sent += window
+        back = 0
+        while back < window:  # the others' broadcasts ("up"s of respawned workers) pass by
+            message = await anext(messages)
+            back += message.sender == worker.id and message.data == PAD
+    messages.close()
     print("flooded", flush=True)
     await trio.sleep_forever()
