@@ -306,8 +306,10 @@ async def test_broadcasts_queued_just_before_serve_returns_are_delivered(tmp_pat
 
 
 async def test_ctrl_c_drains_and_a_second_ctrl_c_stops_at_once() -> None:
+    # A drain that would outlast the test: only the second Ctrl-C can end it in time.
+    args = ("drain:serve", "-w", "2", "--bind", "127.0.0.1:0", "--graceful-timeout", "600")
     with trio.fail_after(60):
-        async with open_stereo("drain:serve", "-w", "2", "--bind", "127.0.0.1:0") as stereo:
+        async with open_stereo(*args) as stereo:
             pids, client = await request_in_flight(stereo, 2, "slow")
             stereo.signal(signal.SIGINT)
             await stereo.wait_for(r"interrupted: stopping gracefully")
@@ -315,6 +317,7 @@ async def test_ctrl_c_drains_and_a_second_ctrl_c_stops_at_once() -> None:
             stereo.signal(signal.SIGINT)
             await stereo.wait_for(r"interrupted again: stopping now")
             assert await stereo.wait() == 0
+            assert not any("still draining" in line for line in stereo.lines)
             await wait_all_exited(list(pids.values()))
             assert await client.receive_some(1024) == b""  # cut, not answered: no drain
             await client.aclose()

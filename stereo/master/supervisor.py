@@ -395,9 +395,11 @@ class Supervisor:
         """Stop every worker: drain (graceful) or SIGKILL now."""
         self.stopping = True
         if not graceful:
+            # Those draining already (a second Ctrl-C after the first) are killed too.
             for proc in self.live:
-                if proc.returncode is None and not proc.stop_requested:
-                    proc.handle(ProcessEvent.STOP)
+                if proc.returncode is None:
+                    if not proc.stop_requested:
+                        proc.handle(ProcessEvent.STOP)
                     proc.signal(signal.SIGKILL)
         for slot in list(self.slots.values()):
             if not graceful or slot.pool is None:
