@@ -176,6 +176,17 @@ def test_python_m_stereo_worker_defers_stop_signals_before_importing_trio() -> N
     assert result.stdout.strip() == "[]", result.stderr
 
 
+async def test_the_apps_imports_are_frozen_out_of_the_collector_and_unfreeze_undoes_it() -> None:
+    with trio.fail_after(30):
+        async with open_stereo("gcstate:serve", "-w", "1") as stereo:
+            (match,) = await stereo.wait_for(
+                r"^\[worker 1\] freeze_count=(\d+) imported_seen=(\w+) serve_seen=(\w+)"
+                r" imported_seen_after_unfreeze=(\w+)$"
+            )
+    assert int(match[1]) > 1000  # trio, stereo and the app's module at least
+    assert match.groups()[1:] == ("False", "True", "True")
+
+
 async def test_graceful_timeout_kills_a_connection_that_never_finishes() -> None:
     with trio.fail_after(60):
         async with open_stereo(
