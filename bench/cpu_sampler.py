@@ -8,6 +8,10 @@ most of the relaying was done (the ZeroMQ proxy came out at 6 ns per delivery in
 So a thread samples the process's CPU every few milliseconds, each sample stamped with the same
 clock, and :meth:`CpuSampler.between` interpolates the CPU used over the workers' window.
 
+The same sampler over all of a leg's processes (``also``) gives the CPU the peer as a whole got
+in that window: with busy loops on the cores, how much of the machine each system's scheduling
+won, beside what it did with it.
+
 CPU comes from per-thread schedstat in ns where /proc has it (psutil's 10 ms ticks would be tens
 of percent of a short leg's figure), else from psutil.
 """
@@ -15,8 +19,10 @@ of percent of a short leg's figure), else from psutil.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import psutil
@@ -27,12 +33,16 @@ SAMPLE_EVERY = 0.005  # s; one sample reads a few small /proc files (tens of µs
 
 
 class CpuSampler:
-    def __init__(self, pid: int) -> None:
+    """The CPU of one process, or with ``also`` of every process that callable names at each
+    sample (a leg's whole set: its workers and relaying process, with their children)."""
+
+    def __init__(self, pid: int, also: Callable[[], Iterable[int]] | None = None) -> None:
         self.pid = pid
         self.times: list[int] = []  # CLOCK_MONOTONIC ns of each sample
         self.cpu: list[float] = []  # CPU seconds used since the first sample
+        self._also = also
         self._process = psutil.Process(pid)
-        self._threads = threads_on_cpu_ns(pid)
+        self._threads = self._read_threads()
         self._ticks = self._tick_seconds() if not self._threads else 0.0
         self._used = 0.0
         self._stop = threading.Event()
@@ -60,7 +70,7 @@ class CpuSampler:
         before = time.monotonic_ns()
         try:
             if self._threads:
-                now = threads_on_cpu_ns(self.pid)
+                now = self._read_threads()
                 if not now:
                     return False
                 # Cumulative over the threads alive at each step: a thread that ends between
@@ -76,9 +86,30 @@ class CpuSampler:
         self.cpu.append(self._used)
         return True
 
+    def _pids(self) -> list[int]:
+        if self._also is None:
+            return [self.pid]
+        return list(dict.fromkeys([self.pid, *self._also()]))
+
+    def _read_threads(self) -> dict[str, int]:
+        """Every thread's on-CPU ns, keyed by pid and thread id (empty once the main process
+        is gone, or where /proc has no schedstat)."""
+        if not threads_on_cpu_ns(self.pid):
+            return {}
+        return {
+            f"{pid}/{tid}": ns for pid in self._pids() for tid, ns in threads_on_cpu_ns(pid).items()
+        }
+
     def _tick_seconds(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        if self._also is None:
+            times = self._process.cpu_times()
+            return float(times.user + times.system)
+        total = 0.0
+        for pid in self._pids():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+        return total
 
     def at(self, t_ns: int) -> float | None:
         """CPU seconds used up to ``t_ns`` (linear between the samples around it), or None

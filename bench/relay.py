@@ -4,7 +4,8 @@ Throughput is deliveries over the wall time from the common start (the earliest 
 the barrier) to the last receipt anywhere; both ends are CLOCK_MONOTONIC readings taken inside
 the workers, so the harness's own latency in noticing them does not count. The relaying
 process's CPU is sampled all along the leg and read over that same window (bench/cpu_sampler.py);
-over the deliveries, that is its CPU per delivery.
+over the deliveries, that is its CPU per delivery. All of the leg's processes are sampled the
+same way: the CPU the peer got as a whole, in cores.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -45,9 +47,14 @@ def run_leg(
         env = {**os.environ, SPEC_ENV: spec.to_json()}
         label = f"{peer.name} {mode} W={workers} payload={payload}"
         try:
-            with Group(label, work) as group, CpuSampler(peer.start(group, spec, env)) as cpu:
-                group.wait("go", workers, STARTUP_TIMEOUT)
-                group.wait("done", workers, WORKER_TIMEOUT + 30)
+            with Group(label, work) as group:
+                relaying = peer.start(group, spec, env)
+                with (
+                    CpuSampler(relaying) as cpu,
+                    CpuSampler(relaying, partial(leg_pids, group)) as everything,
+                ):
+                    group.wait("go", workers, STARTUP_TIMEOUT)
+                    group.wait("done", workers, WORKER_TIMEOUT + 30)
             bad_exits = {k: v for k, v in group.exit_codes.items() if k.startswith("stereo") and v}
             if bad_exits:
                 result.note = f"exit codes after SIGTERM: {bad_exits}"
@@ -60,7 +67,22 @@ def run_leg(
     if window is not None and (cpu_s := cpu.between(*window)) is not None:
         result.relay_cpu_s = cpu_s
         result.relay_cpu_pct = 100 * cpu_s / result.wall_s
+    if window is not None:
+        result.peer_cpu_s = everything.between(*window)
     return result
+
+
+def leg_pids(group: Group) -> list[int]:
+    """Every process of the leg: those the harness started and their descendants (stereo's
+    workers are its master's children; the ZeroMQ and Redis workers are the harness's)."""
+    pids = []
+    for proc in group.procs:
+        try:
+            parent = psutil.Process(proc.pid)
+            pids += [proc.pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 def _reduce(result: RelayResult, workers: list[dict[str, object]]) -> tuple[int, int] | None:

@@ -52,6 +52,10 @@ def _ns(r: RelayResult) -> float | None:
     return r.relay_ns_per_delivery
 
 
+def _cores(r: RelayResult) -> float | None:
+    return r.peer_cores
+
+
 def _p50(r: RelayResult) -> float | None:
     return r.p50_us
 
@@ -77,10 +81,13 @@ def contended_relay_table(results: Results) -> str:
                     _figure(b, zb, _rate, rate),
                     _figure(q, zq, _ns),
                     _figure(b, zb, _ns),
+                    _figure(q, zq, _cores, "{:.2f}".format),
+                    _figure(b, zb, _cores, "{:.2f}".format),
                 ]
             )
     header = ["W", "payload", "peer", "deliveries/s quiet", "contended"]
     header += ["relaying process CPU ns/delivery quiet", "contended"]
+    header += ["cores used by all its processes quiet", "contended"]
     return table(header, out)
 
 
@@ -180,7 +187,10 @@ def contended_section(results: Results) -> str:
         "In brackets each figure over the ZeroMQ proxy's in the same condition: > 1 is faster"
         " for deliveries/s, slower (or more CPU) for latency and CPU per delivery. The"
         " relaying process is stereo's master, the ZeroMQ proxy's process, redis-server or"
-        " Node's cluster primary; its CPU covers the workers' timed window."
+        " Node's cluster primary; its CPU covers the workers' timed window. The cores are the"
+        " CPU all of a peer's processes got over that window (workers, relaying process and"
+        " their threads), out of the machine's; with two busy loops they show how much of the"
+        " machine each system's threads won from the scheduler."
     ]
     if results.relay_contended:
         parts.append(contended_relay_table(results))

@@ -30,6 +30,7 @@ class RelayResult:
     wall_s: float = 0.0
     relay_cpu_pct: float | None = None  # CPU of the relaying process while the leg ran
     relay_cpu_s: float | None = None  # the same, in CPU seconds over that window
+    peer_cpu_s: float | None = None  # every process of the leg, over the same window
     p50_us: float | None = None
     p99_us: float | None = None
     max_us: float | None = None
@@ -43,6 +44,13 @@ class RelayResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.deliveries == self.expected
+
+    @property
+    def peer_cores(self) -> float | None:
+        """The CPU all of the leg's processes got, in cores (CPU seconds per second)."""
+        if self.peer_cpu_s is None or self.wall_s <= 0:
+            return None
+        return self.peer_cpu_s / self.wall_s
 
     @property
     def relay_ns_per_delivery(self) -> float | None:

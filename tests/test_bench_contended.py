@@ -101,6 +101,25 @@ def test_cpu_over_a_window_is_interpolated_between_the_samples_around_it() -> No
     assert sampler.at(middle) == pytest.approx(halfway, rel=0.05)
 
 
+def test_cpu_of_a_set_of_processes_sums_all_of_them() -> None:
+    with (
+        busy_loops(2) as pids,
+        CpuSampler(pids[0]) as one,
+        CpuSampler(pids[0], lambda: pids) as both,
+    ):
+        deadline = time.monotonic() + 60
+        while min(len(one.times), len(both.times)) < 40 and time.monotonic() < deadline:
+            pass
+    start = max(one.times[0], both.times[0])
+    end = min(one.times[-1], both.times[-1])
+    alone, together = one.between(start, end), both.between(start, end)
+    assert alone is not None and together is not None
+    # Two loops spin on this machine's cores: the pair used more than the first one did, and
+    # no more than every core over the window.
+    assert together > alone * 1.3
+    assert together <= (end - start) / 1e9 * (os.cpu_count() or 1) * 1.05
+
+
 def _our_busy_loops(pid: int) -> list[psutil.Process]:
     tag = f"{TAG} {pid}"
     found = []
@@ -128,10 +147,13 @@ def test_a_contended_run_of_the_suite_measures_both_stereo_peers_and_leaves_no_l
     for row in results.relay_contended:
         assert row.ok, row
         assert row.relay_ns_per_delivery is not None and row.relay_ns_per_delivery > 0
+        cores = row.peer_cores
+        assert cores is not None and 0 < cores <= (os.cpu_count() or 1) * 1.05
     # The batch variant reads bursts differently; a paced stream is the same for both.
     assert [r.peer for r in results.latency_contended] == ["stereo"]
     assert results.latency_contended[0].ok
     assert [f.echo for f in results.floor_contended] == ["blocking", "trio"]
     assert not results.relay and not results.latency
     assert "### Quiet and contended" in out
+    assert "cores used by all its processes" in out
     assert "relay contended stereo W=4" in err
