@@ -189,12 +189,16 @@ def test_protocol_errors_read_as_hubingress_words_them(hub: Harness, bad: bytes)
 def test_control_frame_parks_the_peer_until_answered(hub: Harness) -> None:
     a, _ = hub.add(1), hub.add(2)
     heartbeat = encode_frame(Kind.HEARTBEAT)
+    assert not hub.relay.parked(1)
     a.sendall(broadcast(b"one") + heartbeat + broadcast(b"two"))
     assert hub.event() == (CONTROL, 1, Kind.HEARTBEAT, b"")
+    # Read by the relay, not yet handled by trio: what the watchdog counts as unread evidence.
+    assert hub.relay.parked(1) and not hub.relay.parked(2)
     assert stamps(hub.receive(2, 20)) == [(1, 1, b"one")]
     hub.relay.broadcast(broadcast(b"master"))  # others go on meanwhile
     assert stamps(hub.receive(2, 23)) == [(2, 0, b"master")]
     hub.relay.resume(1)
+    assert not hub.relay.parked(1)
     assert stamps(hub.receive(2, 20)) == [(3, 1, b"two")]
 
 

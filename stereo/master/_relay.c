@@ -1038,6 +1038,19 @@ Relay_resume(Relay *self, PyObject *arg)
 }
 
 static PyObject *
+Relay_parked(Relay *self, PyObject *arg)
+{
+    long long id;
+    if (id_of(arg, &id) < 0)
+        return NULL;
+    LOCK_OPEN(self, NULL);
+    Peer *p = find_peer(self, id);
+    int parked = p && p->fd >= 0 && p->parked;
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(parked);
+}
+
+static PyObject *
 Relay_cut_off(Relay *self, PyObject *arg)
 {
     long long id;
@@ -1166,6 +1179,8 @@ static PyMethodDef Relay_methods[] = {
     {"broadcast", (PyCFunction)Relay_broadcast, METH_O,
      "broadcast(frame) -> seq: stamp a BROADCAST frame (sender 0) and send it to every member."},
     {"resume", (PyCFunction)Relay_resume, METH_O, "resume(id): its control frame is handled."},
+    {"parked", (PyCFunction)Relay_parked, METH_O,
+     "parked(id): a control frame it sent waits for Python (read, not yet handled)."},
     {"cut_off", (PyCFunction)Relay_cut_off, METH_O, "cut_off(id): close its connection."},
     {"peer_statistics", (PyCFunction)Relay_peer_statistics, METH_O,
      "peer_statistics(id) -> (messages_in, messages_out, bytes_in, bytes_out, pending, peak)"},

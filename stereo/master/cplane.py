@@ -116,6 +116,11 @@ class RelayOutbox(Outbox):
             self._relay.accepting(self._id, False)
         return bool(self._relay.send(self._id, chunk))
 
+    def awaiting_answer(self) -> bool:
+        """Has the relay read a control frame of this peer (a heartbeat, say) that the trio
+        side has not handled yet? Evidence the watchdog has not seen, as unread bytes are."""
+        return bool(self._peer.relay_id) and bool(self._relay.parked(self._id))
+
     def refresh(self) -> None:
         """Copy the relay's counters of this peer into it (nothing once it is removed)."""
         if self._peer.relay_id:

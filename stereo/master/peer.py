@@ -75,12 +75,14 @@ class Peer:
         return self.outbox.bytes_written
 
     def unread_bytes(self) -> int:
-        """Bytes the worker sent that the master has not read yet (evidence not yet seen)."""
+        """Bytes the worker sent that the master has not read yet (evidence not yet seen),
+        counting a control frame the C relay read but trio has not handled as one."""
         try:
             raw = fcntl.ioctl(self.stream.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
         except OSError:
             return 0  # closed: nothing more will be read
-        return int.from_bytes(raw, sys.byteorder)
+        parked = isinstance(self.outbox, RelayOutbox) and self.outbox.awaiting_answer()
+        return int.from_bytes(raw, sys.byteorder) + parked
 
     def job_counts(self) -> JobCounts:
         """A pool process's jobs, as it last reported them (every heartbeat)."""
