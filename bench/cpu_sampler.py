@@ -41,6 +41,7 @@ class CpuSampler:
         self.times: list[int] = []  # CLOCK_MONOTONIC ns of each sample
         self.cpu: list[float] = []  # CPU seconds used since the first sample
         self._also = also
+        self._known = [pid]
         self._process = psutil.Process(pid)
         self._threads = self._read_threads()
         self._ticks = self._tick_seconds() if not self._threads else 0.0
@@ -89,7 +90,11 @@ class CpuSampler:
     def _pids(self) -> list[int]:
         if self._also is None:
             return [self.pid]
-        return list(dict.fromkeys([self.pid, *self._also()]))
+        try:
+            self._known = list(dict.fromkeys([self.pid, *self._also()]))
+        except Exception:  # a process ending under our feet: the last list will do this time
+            pass
+        return self._known
 
     def _read_threads(self) -> dict[str, int]:
         """Every thread's on-CPU ns, keyed by pid and thread id (empty once the main process

@@ -32,6 +32,7 @@ import psutil
 
 MARKER = re.compile(r"@bench (\w+)((?: \w+=\S*)*)")
 TERM_GRACE = 10.0
+READER_GRACE = 5.0  # s for a reader thread to see EOF once its process group is reaped
 # The directory that holds the ``bench`` package: the checkout's root.
 ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -102,6 +103,7 @@ class Group:
         self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._open_streams = 0
         self._backlog: list[Marker] = []
+        self._readers: list[threading.Thread] = []
         self.tail: deque[str] = deque(maxlen=40)
 
     def __enter__(self) -> Group:
@@ -135,13 +137,16 @@ class Group:
         self.procs.append(proc)
         self._names[proc.pid] = name
         self._open_streams += 1
-        threading.Thread(target=self._read, args=(name, proc), daemon=True).start()
+        reader = threading.Thread(target=self._read, args=(name, proc), daemon=True)
+        reader.start()
+        self._readers.append(reader)
         return proc
 
     def _read(self, name: str, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            self._lines.put((name, line.rstrip("\n")))
+        with proc.stdout:  # closed at its end: no pipe left for the garbage collector to warn of
+            for line in proc.stdout:
+                self._lines.put((name, line.rstrip("\n")))
         self._lines.put((name, None))
 
     def wait(self, event: str, n: int, timeout: float) -> list[Marker]:
@@ -201,3 +206,5 @@ class Group:
             except ProcessLookupError:
                 pass
             proc.wait()
+        for reader in self._readers:  # every holder of the pipes is gone: EOF comes at once
+            reader.join(READER_GRACE)

@@ -15,6 +15,8 @@ import pytest
 
 from bench.contend import TAG, busy_loop_argv, busy_loops
 from bench.cpu_sampler import CpuSampler
+from bench.procs import Group
+from bench.relay import leg_pids
 from bench.results import BATCHES, Results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +120,30 @@ def test_cpu_of_a_set_of_processes_sums_all_of_them() -> None:
     # no more than every core over the window.
     assert together > alone * 1.3
     assert together <= (end - start) / 1e9 * (os.cpu_count() or 1) * 1.05
+
+
+def test_a_legs_processes_are_the_harness_children_and_all_their_descendants(
+    tmp_path: Path,
+) -> None:
+    parent = (
+        "import subprocess, sys\n"
+        "code = 'import subprocess, sys, time; "
+        'subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); '
+        "time.sleep(60)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', code])\n"
+        "print(f'@bench go child={child.pid}', flush=True)\n"
+        "child.wait()\n"
+    )
+    with Group("pids", str(tmp_path)) as group:
+        first = group.spawn([sys.executable, "-c", parent], name="first")
+        other = group.spawn([sys.executable, "-c", "import time; time.sleep(60)"], name="other")
+        (go,) = group.wait("go", 1, 30)
+        child = go.int("child")
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(child).children()) < 1 and time.monotonic() < deadline:
+            pass  # the grandchild is being started: wait on its appearance, bounded
+        (grandchild,) = psutil.Process(child).children()
+        assert sorted(leg_pids(group)) == sorted([first.pid, other.pid, child, grandchild.pid])
 
 
 def _our_busy_loops(pid: int) -> list[psutil.Process]:
