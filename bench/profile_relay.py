@@ -101,7 +101,9 @@ def _profile(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | Non
         note = "profile_relay: NO PY-SPY (pip install py-spy): the profile is skipped"
         print(note, file=sys.stderr)
         return None
-    argv = [py_spy, "record", "-p", str(pid), "-d", str(seconds), "-r", "1000", "-f", "raw"]
+    # --nonblocking: never stop the worker to read its stack (a stopped worker is a slower one).
+    argv = [py_spy, "record", "--nonblocking", "-p", str(pid), "-d", str(seconds), "-r", "1000"]
+    argv += ["-f", "raw"]
     argv += ["-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
