@@ -169,8 +169,14 @@ def test_the_committed_results_still_load_and_render(path: Path) -> None:
         assert "### Job pool" in tables
     if results.metrics:
         assert "### A Prometheus scrape every second" in tables
+    if results.latency:
+        assert "### Latency, send to receipt" in tables
+    if results.latency_contended:
+        assert "### Quiet and contended" in tables
     assert (
         results.relay
+        or results.latency
+        or results.latency_contended
         or results.serving
         or results.asgi
         or results.bridge
