@@ -173,8 +173,11 @@ def test_the_committed_results_still_load_and_render(path: Path) -> None:
         assert "### Latency, send to receipt" in tables
     if results.latency_contended:
         assert "### Quiet and contended" in tables
+    if results.costs is not None:
+        assert "### Costs" in tables
     assert (
-        results.relay
+        results.costs is not None
+        or results.relay
         or results.latency
         or results.latency_contended
         or results.serving
