@@ -99,11 +99,11 @@ class CpuSampler:
     def _read_threads(self) -> dict[str, int]:
         """Every thread's on-CPU ns, keyed by pid and thread id (empty once the main process
         is gone, or where /proc has no schedstat)."""
-        if not threads_on_cpu_ns(self.pid):
-            return {}
-        return {
+        threads = {
             f"{pid}/{tid}": ns for pid in self._pids() for tid, ns in threads_on_cpu_ns(pid).items()
         }
+        main = f"{self.pid}/"
+        return threads if any(key.startswith(main) for key in threads) else {}
 
     def _tick_seconds(self) -> float:
         if self._also is None:

@@ -58,18 +58,33 @@ def tree_cpu_s(process: psutil.Process) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class ThreadTimes:
+    """One thread's scheduler statistics so far (ns): on a CPU, and runnable but waiting for one."""
+
+    on_cpu: int
+    waiting: int
+
+
+def thread_times(pid: int) -> dict[str, ThreadTimes]:
+    """Per thread, its scheduler statistics (/proc/PID/task/TID/schedstat); empty where /proc
+    has no schedstat (or no such process)."""
+    times: dict[str, ThreadTimes] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            fields = stat.read_text().split()
+            times[stat.parent.name] = ThreadTimes(int(fields[0]), int(fields[1]))
+    return times
+
+
 def threads_on_cpu_ns(pid: int) -> dict[str, int]:
-    """Per thread, the time spent on a CPU so far in ns (/proc/PID/task/TID/schedstat).
+    """Per thread, the time spent on a CPU so far in ns (:func:`thread_times`).
 
     Not ``cpu_times()``: that counts in clock ticks (10 ms), so over 10 s it can only say 0.1 %,
     0.2 %..., too coarse for a 0.2 % target, and over a relay leg of half a second it would be
     out by tens of percent. Empty where /proc has no schedstat (or no such process).
     """
-    times: dict[str, int] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            times[stat.parent.name] = int(stat.read_text().split()[0])
-    return times
+    return {tid: times.on_cpu for tid, times in thread_times(pid).items()}
 
 
 def on_cpu_ns_between(before: dict[str, int], after: dict[str, int]) -> int:

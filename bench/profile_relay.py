@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -33,32 +33,16 @@ import psutil
 from .apps._spec import SPEC_ENV, Spec
 from .contend import busy_loops
 from .peers import all_peers
-from .procs import Group
+from .procs import Group, ThreadTimes, thread_times
 
 COUNT = 250_000  # per worker: about 3 s of relaying at W = 4 on this machine, quiet
 PAYLOAD = 64
 WORKERS = 4
 
 
-@dataclass(frozen=True)
-class ThreadTimes:
-    """One thread's scheduler statistics (ns)."""
-
-    on_cpu: int
-    waiting: int
-
-
 def read_schedstat(pids: Iterable[int]) -> dict[tuple[int, int], ThreadTimes]:
     """Every thread of these processes: (pid, tid) -> its times so far."""
-    out = {}
-    for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            try:
-                fields = stat.read_text().split()
-            except OSError:  # a thread (or the process) ended meanwhile
-                continue
-            out[pid, int(stat.parent.name)] = ThreadTimes(int(fields[0]), int(fields[1]))
-    return out
+    return {(pid, int(tid)): times for pid in pids for tid, times in thread_times(pid).items()}
 
 
 def share_rows(

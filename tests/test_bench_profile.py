@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile_relay import ThreadTimes, self_times, share_rows
+from bench.procs import ThreadTimes
+from bench.profile_relay import self_times, share_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
